@@ -1,0 +1,46 @@
+"""Local backend: distributed.LocalCluster on this machine."""
+from __future__ import annotations
+
+import inspect
+
+import dask
+import yaml
+from distributed import LocalCluster, Nanny, Worker
+
+# Options handled by resqmp itself (scaling:) rather than passed through.
+_MANAGED = {"n_workers"}
+
+
+def cluster_options() -> set[str]:
+    names = set()
+    for cls in (LocalCluster, Worker, Nanny):   # LocalCluster passes unknown kwargs to its workers
+        names |= set(inspect.signature(cls.__init__).parameters)
+    return names - {"self", "kwargs", "worker_kwargs", "loop", "asynchronous", "start"} - _MANAGED
+
+
+def _cluster_kwargs(profile) -> dict:
+    kwargs = {k: v for k, v in profile.cluster.items() if k not in _MANAGED}
+    kwargs["n_workers"] = 0            # resqmp scales after the client has registered its plugins
+    return kwargs
+
+
+def render(profile, worker_env: dict[str, str]) -> str:
+    doc = {
+        "distributed.LocalCluster": _cluster_kwargs(profile),
+        "distributed.nanny.pre-spawn-environ (set before each worker interpreter starts)": worker_env,
+        "scaling": profile.scaling,
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def start(profile, worker_env: dict[str, str]):
+    # Nannies read pre-spawn-environ when created, including those adaptive scaling adds later,
+    # so the setting stays in force for the life of this process.
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    environ.update(worker_env)
+    dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+    return LocalCluster(**_cluster_kwargs(profile))
+
+
+def scheduler_view(cluster) -> str:
+    return ""

@@ -1,0 +1,265 @@
+"""Cluster profiles: find them, merge `extends:` chains and `--set` overrides, validate.
+
+Profiles are YAML data. They are looked up in layers, later layers winning on the same name:
+packaged (resqmp/profiles/) < site (/etc/resqmp/profiles/) < user (~/.config/resqmp/profiles/)
+< each folder of RESQMP_PROFILE_PATH, in order.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from resqmp.errors import ProfileError
+
+PACKAGED_DIR = Path(str(resources.files("resqmp") / "profiles"))
+SITE_DIR = Path("/etc/resqmp/profiles")
+
+
+def _user_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "resqmp" / "profiles"
+
+
+def search_layers() -> list[tuple[str, Path]]:
+    """(layer label, folder) from lowest to highest precedence."""
+    layers = [("packaged", PACKAGED_DIR), ("site", SITE_DIR), ("user", _user_dir())]
+    for entry in os.environ.get("RESQMP_PROFILE_PATH", "").split(os.pathsep):
+        if entry:
+            layers.append(("RESQMP_PROFILE_PATH", Path(entry)))
+    return layers
+
+
+@dataclass
+class Profile:
+    """A merged, validated profile."""
+    name: str
+    backend: str
+    data: dict[str, Any]
+    source: Path                       # the file named on the command line / found by name
+    chain: list[Path] = field(default_factory=list)   # files merged, base first
+
+    @property
+    def cluster(self) -> dict[str, Any]:
+        return self.data.get("cluster") or {}
+
+    @property
+    def scaling(self) -> dict[str, Any]:
+        return self.data.get("scaling") or {}
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {k: _env_str(v) for k, v in (self.data.get("environment") or {}).items()}
+
+    @property
+    def logging(self) -> dict[str, Any]:
+        return self.data.get("logging") or {}
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        return self.data.get("storage") or {}
+
+    @property
+    def tasks(self) -> dict[str, Any]:
+        return self.data.get("tasks") or {}
+
+
+def _env_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _schema() -> dict:
+    with resources.files("resqmp").joinpath("schema/profile.schema.json").open() as f:
+        return json.load(f)
+
+
+def available() -> dict[str, tuple[str, Path]]:
+    """name -> (layer label, path) of the winning profile of each name."""
+    found: dict[str, tuple[str, Path]] = {}
+    for label, folder in search_layers():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+                found[path.stem] = (label, path)
+    return found
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.endswith((".yaml", ".yml")) or os.sep in ref
+
+
+def _find(ref: str, below: Path | None = None, relative_to: Path | None = None) -> Path:
+    """Locate a profile by name or path. `below`: only layers of lower precedence than that file
+    (so a site profile `slurm` may extend the packaged `slurm`)."""
+    if _looks_like_path(ref):
+        path = Path(os.path.expanduser(ref))
+        if not path.is_absolute() and relative_to is not None and not path.exists():
+            path = relative_to / path
+        if not path.is_file():
+            raise ProfileError(f"profile file {ref}: not found")
+        return path.resolve()
+    candidates: list[Path] = []
+    for _, folder in search_layers():
+        for suffix in (".yaml", ".yml"):
+            if (folder / f"{ref}{suffix}").is_file():
+                candidates.append((folder / f"{ref}{suffix}").resolve())
+    if below is not None:
+        below = below.resolve()
+        candidates = candidates[:candidates.index(below)] if below in candidates else candidates
+    if not candidates:
+        known = ", ".join(sorted(available())) or "none"
+        where = " below " + str(below) if below is not None else ""
+        raise ProfileError(f"profile {ref!r}: not found{where} (known profiles: {known}; or give a path to a .yaml file)")
+    return candidates[-1]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ProfileError(f"profile {path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ProfileError(f"profile {path}:{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile {path}: expected a mapping of keys at top level, got {type(data).__name__}")
+    return data
+
+
+def describe_schema_error(err: jsonschema.ValidationError) -> str:
+    """One line: the key path and what was expected."""
+    path = ".".join(str(p) for p in err.absolute_path)
+    key = path or "(top level)"
+    if err.validator == "additionalProperties":
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        extra = sorted(set(err.instance) - set(allowed))
+        prefix = f"{path}." if path else ""
+        return f"unknown key {prefix}{extra[0]} (expected one of: {', '.join(allowed)})"
+    if err.validator == "enum":
+        return f"{key}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
+    if err.validator == "type":
+        expected = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
+        return f"{key}: expected {expected}, got {type(err.instance).__name__} {err.instance!r}"
+    if err.validator == "required":
+        return f"{key}: missing required key ({err.message})"
+    if err.validator == "propertyNames":
+        return f"{key}: {err.instance!r} is not a valid environment variable name"
+    return f"{key}: {err.message}"
+
+
+def _validate(data: dict, where: str, require_backend: bool) -> None:
+    schema = _schema()
+    if not require_backend:
+        schema = {**schema, "required": []}
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ProfileError(f"profile {where}: {describe_schema_error(errors[0])}")
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Mappings merge key by key; everything else (lists, scalars) is replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as a YAML scalar/flow value)."""
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(p.strip() for p in parts):
+        raise ProfileError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. scaling.workers=4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ProfileError(f"--set {item!r}: the value is not valid YAML") from None
+    return [p.strip() for p in parts], value
+
+
+def _apply_set(data: dict, parts: list[str], value: Any, item: str) -> None:
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ProfileError(f"--set {item!r}: {p} holds a {type(nxt).__name__}, not a mapping")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def load(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
+    """Find, merge (extends chain, then --set overrides) and validate a profile."""
+    top = _find(ref)
+    chain: list[Path] = []
+    layers: list[dict] = []
+    path: Path | None = top
+    while path is not None:
+        if path in chain:
+            cycle = " -> ".join(str(p) for p in chain + [path])
+            raise ProfileError(f"profile {top}: extends cycle: {cycle}")
+        data = _read(path)
+        _validate(data, str(path), require_backend=False)
+        chain.append(path)
+        layers.append(data)
+        parent = data.get("extends")
+        if parent is None:
+            path = None
+        else:
+            same_name = not _looks_like_path(parent) and parent == path.stem
+            try:
+                path = _find(parent, below=path if same_name else None, relative_to=path.parent)
+            except ProfileError as e:
+                raise ProfileError(f"profile {chain[-1]}: extends: {e}") from None
+    merged: dict[str, Any] = {}
+    for data in reversed(layers):
+        merged = deep_merge(merged, data)
+    merged.pop("extends", None)
+    for item in overrides:
+        parts, value = parse_set(item)
+        _apply_set(merged, parts, value, item)
+        try:
+            _validate(merged, str(top), require_backend=False)
+        except ProfileError as e:
+            raise ProfileError(f"--set {item!r}: {str(e).split(': ', 1)[1]}") from None
+    _validate(merged, str(top), require_backend=True)
+    merged.setdefault("name", top.stem)
+    profile = Profile(name=merged["name"], backend=merged["backend"], data=merged, source=top,
+                      chain=list(reversed(chain)))
+    _check_cluster_keys(profile, layers, chain, overrides)
+    return profile
+
+
+def _check_cluster_keys(profile: Profile, layers: list[dict], chain: list[Path], overrides) -> None:
+    """Keys under `cluster:` must be options of the backend's cluster class."""
+    from resqmp.backends import backend_for
+    allowed = backend_for(profile.backend).cluster_options()
+    if allowed is None:
+        return
+    for key in profile.cluster:
+        if key in allowed:
+            continue
+        culprit = next((f"--set {o!r}" for o in overrides if o.startswith(f"cluster.{key}")), None)
+        if culprit is None:
+            culprit = "profile " + str(next((p for p, d in zip(chain, layers) if key in (d.get("cluster") or {})), profile.source))
+        close = difflib.get_close_matches(key, allowed, n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else "see `resqmp profiles render` for the options"
+        raise ProfileError(f"{culprit}: unknown key cluster.{key} for backend {profile.backend} "
+                           f"(expected an option of its cluster class; {hint})")
