@@ -6,14 +6,25 @@ and some column properties on it; plus three batch files (``batch.yaml`` for fin
 ``batch-mesh.yaml`` for meshes from column properties, ``batch-wells.yaml`` for blocked wells)
 whose paths are relative to ``out_dir``.
 
+Every task carries a ``name``. Only the find-faces wrapper takes ``name`` as an argument (the
+feature name of the grid connection set); for the mesh and blocked-well wrappers, which have no
+``name`` parameter, it is just a task label that must not be passed to the wrapper.
+
+Notes on what resqpy needs here: find-faces requires an aligned regular grid whose origin is at the
+local CRS origin (0, 0, 0) (otherwise it silently finds no faces and the wrapper raises), and the
+grid's DX/DY/DZ properties; surfaces of up to 100 triangles are used untrimmed; blocked wells need
+trajectories that start above the grid top (z increases downward); meshes need a column property
+(indexable element 'columns', shape (nj, ni)).
+
 The geometry is deterministic (no randomness) and small enough that building it takes well under a
 second and each find-faces task is quick once numba is warm.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -22,8 +33,12 @@ __all__ = ["write_example"]
 
 #: cell size (dx, dy, dz) in metres
 DXYZ = (100.0, 100.0, 10.0)
-#: depth of the top of the grid (z increases downward)
-GRID_TOP = 2000.0
+#: offsets of the local CRS origin (the grid's first corner) in the projected / depth system
+CRS_OFFSETS = (450000.0, 6200000.0, 2000.0)
+#: local z of the grid top: find-faces requires the grid origin at the local CRS origin
+GRID_TOP = 0.0
+#: local z of the wells' measured depth datum (global depth 0, i.e. well above the grid top)
+DATUM_Z = -CRS_OFFSETS[2]
 
 
 def _lattice_triangles(nu: int, nv: int) -> np.ndarray:
@@ -40,7 +55,7 @@ def _lattice_triangles(nu: int, nv: int) -> np.ndarray:
     return np.array(tris, dtype=np.int32)
 
 
-def _fault_points(i: int, n: int, extent_kji: Sequence[int]) -> np.ndarray:
+def _fault_points(i: int, n: int, extent_kji: Sequence[int]) -> Tuple[np.ndarray, Tuple[int, int]]:
     """Points of fault ``i`` of ``n``: a dipping, slightly oblique plane over a (y, z) lattice.
 
     Fault ``i`` sits at a different x position, has its own dip and strike, and covers a
@@ -55,8 +70,11 @@ def _fault_points(i: int, n: int, extent_kji: Sequence[int]) -> np.ndarray:
     y_start = -0.25 * y_len
     y_end = y_len * (0.35 + 0.6 * frac) + 0.291 * dy
     z_top, z_bottom = GRID_TOP - 0.5 * z_len, GRID_TOP + 1.5 * z_len
-    strike_slope = 0.04 * ((i % 3) - 1)  # dx/dy: -0.04, 0.0, +0.04
-    dip_slope = 0.8 * (1.0 + 0.5 * (i % 2)) * (1 if i % 2 else -1)  # dx/dz: a steep normal fault
+    # strike and dip alternate in direction; their magnitudes, like the length, grow with i so that
+    # the face count grows with i too
+    sign = 1.0 if i % 2 else -1.0
+    strike_slope = sign * 0.06 * frac  # dx/dy
+    dip_slope = -sign * (0.5 + 0.5 * frac)  # dx/dz: dips of roughly 45 to 65 degrees
     ys = np.linspace(y_start, y_end, 6)
     zs = np.linspace(z_top, z_bottom, 4)
     yy, zz = np.meshgrid(ys, zs, indexing="ij")
@@ -64,7 +82,7 @@ def _fault_points(i: int, n: int, extent_kji: Sequence[int]) -> np.ndarray:
     return np.stack((xx, yy, zz), axis=-1).reshape(-1, 3), (len(ys), len(zs))
 
 
-def _outside_points(extent_kji: Sequence[int]) -> np.ndarray:
+def _outside_points(extent_kji: Sequence[int]) -> Tuple[np.ndarray, Tuple[int, int]]:
     """Points of a small vertical surface lying entirely east of the grid."""
     nk, nj, ni = extent_kji
     dx, dy, dz = DXYZ
@@ -76,11 +94,11 @@ def _outside_points(extent_kji: Sequence[int]) -> np.ndarray:
     return np.stack((xx, yy, zz), axis=-1).reshape(-1, 3), (len(ys), len(zs))
 
 
-def _well_control_points(w: int, n: int, extent_kji: Sequence[int]):
+def _well_control_points(w: int, n: int, extent_kji: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
     """Measured depths and control points for well ``w`` of ``n``.
 
-    Each well starts at the surface (z = 0, well above the grid top), drops vertically to just above
-    the grid, then deviates through the grid and exits below its base.
+    Each well starts at its datum at global depth 0 (local z = DATUM_Z, far above the grid top; z increases
+    downward), drops vertically to just above the grid, then deviates through the grid and exits below its base.
     """
     nk, nj, ni = extent_kji
     dx, dy, dz = DXYZ
@@ -90,11 +108,11 @@ def _well_control_points(w: int, n: int, extent_kji: Sequence[int]):
     y_head = y_len * (0.8 - 0.6 * frac) + 0.41 * dy
     # horizontal drift while crossing the grid, different direction for each well
     angle = 2.0 * np.pi * frac
-    drift = 4.0 * dx
+    drift = 0.08 * min(x_len, y_len)
     kick_off = GRID_TOP - 0.5 * z_len
     bottom = GRID_TOP + 1.3 * z_len
     pts = np.array([
-        (x_head, y_head, 0.0),
+        (x_head, y_head, DATUM_Z),
         (x_head, y_head, kick_off),
         (x_head + 0.5 * drift * np.cos(angle), y_head + 0.5 * drift * np.sin(angle), GRID_TOP + 0.5 * z_len),
         (x_head + drift * np.cos(angle), y_head + drift * np.sin(angle), bottom),
@@ -105,17 +123,28 @@ def _well_control_points(w: int, n: int, extent_kji: Sequence[int]):
 
 
 def _column_property_array(p: int, extent_kji: Sequence[int]) -> np.ndarray:
-    """A smooth, property-specific (nj, ni) map."""
+    """A smooth, property-specific (nj, ni) map: local-CRS depths of a horizon inside the grid."""
     nk, nj, ni = extent_kji
+    z_len = nk * DXYZ[2]
     j = np.arange(nj, dtype=float)[:, None]
     i = np.arange(ni, dtype=float)[None, :]
-    wave = np.sin((p + 1) * np.pi * i / max(ni, 1)) * np.cos((p + 1) * np.pi * j / max(nj, 1))
-    return GRID_TOP + 5.0 * p + 3.0 * wave + 0.01 * (i + j)
+    wave = np.sin((p + 1) * np.pi * i / ni) * np.cos((p + 1) * np.pi * j / nj)
+    mid = GRID_TOP + z_len * (0.5 - 0.25 / (p + 1))
+    return mid + 0.2 * z_len * wave + 0.001 * z_len * (i - j)
 
 
-def _dump_batch(path: Path, header: str, doc: dict) -> None:
-    text = "".join(f"# {line}\n" for line in header.strip().splitlines())
-    text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
+def _flow(mapping: dict) -> str:
+    """One-line YAML flow mapping; values are emitted as JSON, which is valid YAML (uuids stay quoted)."""
+    return "{" + ", ".join(f"{key}: {json.dumps(value)}" for key, value in mapping.items()) + "}"
+
+
+def _write_batch(path: Path, header: str, wrapper: str, defaults: dict, tasks: List[dict]) -> None:
+    lines = [f"# {line}" for line in header.strip().splitlines()]
+    lines += [f"wrapper: {wrapper}", f"defaults: {_flow(defaults)}"]
+    lines += (["tasks:"] + [f"  - {_flow(task)}" for task in tasks]) if tasks else ["tasks: []"]
+    text = "\n".join(lines) + "\n"
+    doc = yaml.safe_load(text)  # guard: the text must read back as the data it was written from
+    assert doc == {"wrapper": wrapper, "defaults": defaults, "tasks": tasks}, path
     path.write_text(text)
 
 
@@ -159,13 +188,20 @@ def write_example(out_dir,
 
     model = rq.new_model(str(epc), quiet=True)
 
-    crs = rqc.Crs(model, xy_units="m", z_units="m", z_inc_down=True, title="local depth crs")
+    crs = rqc.Crs(model,
+                  x_offset=CRS_OFFSETS[0],
+                  y_offset=CRS_OFFSETS[1],
+                  z_offset=CRS_OFFSETS[2],
+                  xy_units="m",
+                  z_units="m",
+                  z_inc_down=True,
+                  title="local depth crs")
     crs.create_xml()
 
     grid = grr.RegularGrid(model,
                            extent_kji=extent_kji,
                            dxyz=DXYZ,
-                           origin=(0.0, 0.0, GRID_TOP),
+                           origin=(0.0, 0.0, 0.0),  # find-faces needs the origin at (0, 0, 0)
                            crs_uuid=crs.uuid,
                            title="example grid",
                            set_points_cached=False)
@@ -231,52 +267,43 @@ def write_example(out_dir,
     model.h5_release()
 
     grid_uuid = str(grid.uuid)
+    relative = "paths are relative to the folder holding this file"
     batch = out_dir / "batch.yaml"
-    _dump_batch(
-        batch, "resqmp example batch: find faces (grid connection sets) for each fault surface\n"
-        "paths are relative to this file's folder", {
-            "wrapper": "find_faces_to_represent_surface_regular",
-            "defaults": {
-                "grid_epc": "model.epc",
-                "grid_uuid": grid_uuid,
-                "surface_epc": "model.epc",
-                "use_index_as_realisation": False,
-                "n_threads": 1,
-            },
-            "tasks": [{
-                "surface_uuid": u,
-                "name": n
-            } for u, n in zip(surface_uuids, surface_names)],
-        })
+    _write_batch(batch,
+                 f"resqmp example: find faces (a grid connection set) for each fault surface\n{relative}",
+                 "find_faces_to_represent_surface_regular",
+                 {
+                     "grid_epc": epc.name,
+                     "grid_uuid": grid_uuid,
+                     "surface_epc": epc.name,
+                     "use_index_as_realisation": False,
+                     "n_threads": 1,
+                 },
+                 [{
+                     "surface_uuid": u,
+                     "name": n
+                 } for u, n in zip(surface_uuids, surface_names)])
     batch_mesh = out_dir / "batch-mesh.yaml"
-    _dump_batch(
-        batch_mesh, "resqmp example batch: a Grid2dRepresentation (mesh) from each grid column property\n"
-        "paths are relative to this file's folder", {
-            "wrapper": "mesh_from_regular_grid_column_property",
-            "defaults": {
-                "grid_epc": "model.epc",
-                "grid_uuid": grid_uuid,
-            },
-            "tasks": [{
-                "prop_uuids": [u],
-                "name": n
-            } for u, n in zip(property_uuids, property_names)],
-        })
+    _write_batch(batch_mesh,
+                 f"resqmp example: a mesh (Grid2dRepresentation) from each grid column property\n{relative}",
+                 "mesh_from_regular_grid_column_property", {
+                     "grid_epc": epc.name,
+                     "grid_uuid": grid_uuid
+                 }, [{
+                     "prop_uuids": [u],
+                     "name": n
+                 } for u, n in zip(property_uuids, property_names)])
     batch_wells = out_dir / "batch-wells.yaml"
-    _dump_batch(
-        batch_wells, "resqmp example batch: a blocked well in the grid from each well trajectory\n"
-        "paths are relative to this file's folder", {
-            "wrapper": "blocked_well_from_trajectory",
-            "defaults": {
-                "grid_epc": "model.epc",
-                "grid_uuid": grid_uuid,
-                "trajectory_epc": "model.epc",
-            },
-            "tasks": [{
-                "trajectory_uuids": [u],
-                "name": n
-            } for u, n in zip(trajectory_uuids, trajectory_names)],
-        })
+    _write_batch(batch_wells,
+                 f"resqmp example: a blocked well in the grid from each well trajectory\n{relative}",
+                 "blocked_well_from_trajectory", {
+                     "grid_epc": epc.name,
+                     "grid_uuid": grid_uuid,
+                     "trajectory_epc": epc.name
+                 }, [{
+                     "trajectory_uuids": [u],
+                     "name": n
+                 } for u, n in zip(trajectory_uuids, trajectory_names)])
 
     return {
         "epc": epc,
