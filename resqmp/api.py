@@ -1,0 +1,79 @@
+"""Drop-in for resqpy.multi_processing.function_multiprocessing on the resqmp engine.
+
+Same signature and return value. Differences that matter: a task that raises is reported as a
+failure instead of losing every result; outputs merge while other tasks still run; the recombined
+EPC appears atomically; `cluster` may be None (run in-process), a Dask cluster, or a Client.
+"""
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Union
+
+from resqmp.execute import run_in_process, run_on_client
+from resqmp.recombine import Recombiner
+
+
+def function_multiprocessing(function: Callable,
+                             kwargs_list: List[Dict[str, Any]],
+                             recombined_epc: Union[Path, str],
+                             cluster=None,
+                             consolidate: bool = True,
+                             require_success=False,
+                             tmp_dir_path: Union[Path, str] = '.',
+                             backend: str = 'dask',
+                             clean_up: bool = True) -> List[bool]:
+    """Call `function` once per kwargs dict on `cluster` and recombine into `recombined_epc`.
+
+    Returns the success flag of each call, in kwargs_list order. `backend` is accepted for
+    compatibility; a non-None cluster always runs through Dask.
+    """
+    tmp_dir = Path(tmp_dir_path if tmp_dir_path is not None else '.') / f'tmp_{uuid.uuid4()}'
+    tmp_dir.mkdir(parents=True)
+    by_index = {}
+    for i, kwargs in enumerate(kwargs_list):
+        # resqpy adds these to the caller's dicts; keep that visible behaviour
+        kwargs["index"] = i
+        kwargs["parent_tmp_dir"] = str(tmp_dir)
+        by_index[i] = {k: v for k, v in kwargs.items() if k not in ("index", "parent_tmp_dir")}
+
+    results: dict[int, dict] = {}
+    recombiner = None
+    try:
+        if not require_success:
+            recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True)
+
+        def on_result(result: dict) -> None:
+            results[result["index"]] = result
+            if recombiner is not None:
+                recombiner.offer(result["index"], result["epc_file"], result["uuid_list"])
+
+        if cluster is None:
+            run_in_process(function, by_index, str(tmp_dir), on_result)
+        else:
+            from distributed import Client
+            client = cluster if isinstance(cluster, Client) else Client(cluster, set_as_default=False)
+            try:
+                run_on_client(client, function, by_index, str(tmp_dir), on_result)
+            finally:
+                if client is not cluster:
+                    client.close()
+
+        success_list = [results[i]["success"] for i in range(len(kwargs_list))]
+        if require_success:
+            # resqpy checks before recombining: nothing is written when a task failed
+            if not all(success_list):
+                raise Exception('one or more multiprocessing instances failed')
+            recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True)
+            for i in range(len(kwargs_list)):
+                recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"])
+        recombiner.publish()
+        return success_list
+    except BaseException:
+        if recombiner is not None:
+            recombiner.abort()
+        raise
+    finally:
+        if clean_up:
+            shutil.rmtree(tmp_dir, ignore_errors=True)

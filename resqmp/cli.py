@@ -1,0 +1,173 @@
+"""The `resqmp` command line."""
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import yaml
+
+from resqmp.errors import ExitCode, ResqmpError
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  every task succeeded        4  profile error (or bad --set)
+  1  internal error (a bug)      5  batch or input error
+  2  usage error                 6  output error (not writable, disk full)
+  3  some tasks failed           7  cluster error (no workers, shared dir not visible)
+  130 interrupted (resume by running the same command again)"""
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"resqmp: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """One line per error, a documented exit code; the traceback only with --debug."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = click.get_current_context().find_root().obj.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except ResqmpError as e:
+            if debug:
+                traceback.print_exc()
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", ExitCode.INTERRUPTED)
+        except Exception as e:   # noqa: BLE001
+            if debug:
+                traceback.print_exc()
+            _fail(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+                  ExitCode.INTERNAL)
+    return wrapper
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(package_name="resqmp")
+@click.pass_context
+def main(ctx, debug):
+    """Run resqpy wrapper batches on a Dask cluster and recombine them into one EPC."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.option("--profile", "profile_ref", required=True, help="Profile name or path to a profile .yaml.")
+@click.option("--batch", "batch_path", required=True, type=click.Path(dir_okay=False), help="Batch file (YAML or JSON).")
+@click.option("--output", required=True, type=click.Path(dir_okay=True), help="Recombined EPC to write (its .h5 beside it).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a profile key for this run, e.g. scaling.workers=8.")
+@click.option("--workers", type=click.IntRange(min=1), help="Fixed number of workers (shortcut for --set scaling.workers=N).")
+@click.option("--fresh", is_flag=True, help="Ignore the journal of an earlier interrupted run and start over.")
+@click.option("--keep-task-files", is_flag=True, default=None, help="Keep each task's EPC in the shared directory.")
+@handle_errors
+def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task_files):
+    """Provision a cluster from PROFILE, run every task of BATCH, write the recombined EPC at OUTPUT.
+
+    A JSON run report is written beside the output (out.report.json). Running the same command
+    again after an interruption resumes: completed tasks are not rerun.
+    """
+    from resqmp.run import launch as do_launch
+    signal.signal(signal.SIGTERM, _raise_interrupt)   # scheduler kills, `kill`: tear down cleanly
+    result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
+                       keep_task_files=keep_task_files)
+    resumed = f", {result.resumed} resumed" if result.resumed else ""
+    click.echo(f"resqmp: {result.succeeded} succeeded, {result.failed} failed{resumed}")
+    click.echo(f"resqmp: output {result.output}")
+    click.echo(f"resqmp: report {result.report}")
+    sys.exit(result.exit_code)
+
+
+@main.group()
+def profiles():
+    """List, show, validate and render cluster profiles."""
+
+
+@profiles.command("list")
+@handle_errors
+def profiles_list():
+    """Every profile found: name, backend, where it was found (later layers win)."""
+    from resqmp import profiles as prof
+    rows = []
+    for name, (layer, path) in sorted(prof.available().items()):
+        try:
+            backend = prof.load(str(path)).backend
+        except ResqmpError:
+            backend = "INVALID"
+        rows.append((name, backend, f"{layer}: {path}"))
+    width = max((len(r[0]) for r in rows), default=4)
+    click.echo(f"{'NAME':<{width}}  {'BACKEND':<10}  FOUND IN")
+    for name, backend, where in rows:
+        click.echo(f"{name:<{width}}  {backend:<10}  {where}")
+
+
+@profiles.command("show")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@handle_errors
+def profiles_show(name, overrides):
+    """The merged profile (extends chain and --set applied) and the worker environment."""
+    from resqmp import profiles as prof
+    from resqmp.worker_env import worker_environment
+    p = prof.load(name, overrides)
+    click.echo(f"# {p.name}: merged from {', '.join(str(c) for c in p.chain)}")
+    click.echo(yaml.safe_dump({**p.data, "environment (effective, defaults included)": worker_environment(p)},
+                              sort_keys=False), nl=False)
+
+
+@profiles.command("validate")
+@click.argument("refs", nargs=-1)
+@handle_errors
+def profiles_validate(refs):
+    """Validate the named profiles or files (all profiles found when none are given)."""
+    from resqmp import profiles as prof
+    targets = list(refs) or [str(path) for _, path in prof.available().values()]
+    bad = 0
+    for ref in targets:
+        try:
+            p = prof.load(ref)
+            click.echo(f"ok       {p.name} ({p.backend}) {p.source}")
+        except ResqmpError as e:
+            bad += 1
+            click.echo(f"invalid  {e}", err=True)
+    if bad:
+        sys.exit(ExitCode.PROFILE)
+
+
+@profiles.command("render")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@handle_errors
+def profiles_render(name, overrides):
+    """What would be started: cluster kwargs (local), the job script (jobqueue), the manifest (kubernetes)."""
+    from resqmp import profiles as prof
+    from resqmp.backends import backend_for
+    from resqmp.worker_env import worker_environment
+    p = prof.load(name, overrides)
+    click.echo(backend_for(p.backend).render(p, worker_environment(p, expand=p.backend == "local")), nl=False)
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
+@click.option("--surfaces", type=click.IntRange(min=1), default=8, show_default=True, help="Number of fault surfaces.")
+@handle_errors
+def example(out_dir, surfaces):
+    """Write a small synthetic RESQML model and batch files (find-faces, mesh, blocked wells)."""
+    from resqmp.example import write_example
+    info = write_example(Path(out_dir), surfaces=surfaces)
+    click.echo(f"resqmp: model  {info['epc']}")
+    click.echo(f"resqmp: batch  {info['batch']}  ({surfaces} find-faces tasks)")
+    click.echo(f"resqmp: also   {info['batch_mesh']}, {info['batch_wells']}")
+    click.echo(f"run it: resqmp launch --profile local --batch {info['batch']} --output {Path(out_dir) / 'faults.epc'}")

@@ -1,0 +1,57 @@
+"""Progress: a rich bar on a terminal, plain log lines otherwise (batch jobs, CI logs)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class ProgressReport:
+    def __init__(self, total: int, already_done: int = 0, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.done, self.failed = total, already_done, 0
+        self.start = time.monotonic()
+        self.console = Console(file=self.stream)
+        self.bar = None
+        if self.console.is_terminal:
+            self.bar = Progress(TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("failed {task.fields[failed]}"),
+                                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                TimeRemainingColumn(), console=self.console, transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("tasks", total=total, completed=already_done, failed=0, rate="")
+
+    def info(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(message)
+        else:
+            print(f"resqmp: {message}", file=self.stream, flush=True)
+
+    def advance(self, result: dict, name: str | None) -> None:
+        self.done += 1
+        if not result.get("success"):
+            self.failed += 1
+        elapsed = time.monotonic() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, failed=self.failed, rate=f"{rate:.1f}/s")
+            if result.get("error"):
+                self.info(f"[red]task {result['index']}{_label(name)} failed: {result['error']}")
+        else:
+            state = "ok" if result.get("success") else f"FAILED: {result.get('error') or 'wrapper reported failure'}"
+            secs = result.get("seconds")
+            took = f" in {secs:.2f} s" if secs is not None else ""
+            print(f"resqmp: task {result['index']}{_label(name)} {state}{took} "
+                  f"[{self.done}/{self.total} done, {self.failed} failed, {rate:.1f}/s]",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _label(name: str | None) -> str:
+    return f" ({name})" if name else ""

@@ -1,0 +1,123 @@
+"""Merge task outputs into one model, in task order, as results arrive; publish atomically.
+
+Content matches resqpy's function_multiprocessing: each task's uuid_list, ordered by
+resqpy.olio.consolidation.sort_uuids_list, copied with Model.copy_uuid_from_other_model
+(consolidating equivalent parts when asked).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+import uuid as uuid_mod
+from pathlib import Path
+
+import resqpy.model as rq
+import resqpy.olio.consolidation as cons
+
+from resqmp.errors import OutputError
+
+
+def _wait_for(path: str, timeout: float = 300.0) -> None:
+    """Task files written by workers can take time to appear to the client on NFS-like storage."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(f"task output {path} did not appear within {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+class Recombiner:
+    """Builds the recombined model in a staging folder beside OUT, then renames it into place."""
+
+    def __init__(self, out_epc: str | Path, consolidate: bool = True, update_existing: bool = False):
+        self.out = Path(out_epc).resolve()
+        self.consolidate = consolidate
+        self.staging = self.out.parent / f".{self.out.stem}.staging-{uuid_mod.uuid4().hex[:8]}"
+        self.staging.mkdir(parents=True)
+        self.stage_epc = self.staging / self.out.name
+        try:
+            if update_existing and self.out.is_file():
+                # resqpy's function_multiprocessing adds to an existing recombined EPC
+                shutil.copy2(self.out, self.stage_epc)
+                if self.out.with_suffix(".h5").is_file():
+                    shutil.copy2(self.out.with_suffix(".h5"), self.stage_epc.with_suffix(".h5"))
+                self.model = rq.Model(epc_file=str(self.stage_epc), quiet=True)
+            else:
+                self.model = rq.new_model(epc_file=str(self.stage_epc), quiet=True)
+        except OSError as e:
+            self.abort()
+            raise _output_error(self.out, e) from None
+        self._pending: dict[int, tuple[str | None, list[str]]] = {}
+        self._next = 0
+        self.seconds = 0.0
+
+    def offer(self, index: int, epc_file: str | None, uuid_list: list[str]) -> None:
+        """Accept task `index`'s result; merge every result now contiguous from the front."""
+        self._pending[index] = (epc_file, uuid_list)
+        while self._next in self._pending:
+            epc, uuids = self._pending.pop(self._next)
+            if epc is not None:
+                self._merge(epc, uuids)
+            self._next += 1
+
+    def skip(self, index: int) -> None:
+        """A task with nothing to merge (it raised)."""
+        self.offer(index, None, [])
+
+    def _merge(self, epc: str, uuids: list[str]) -> None:
+        start = time.perf_counter()
+        _wait_for(epc)
+        try:
+            task_model = rq.Model(epc_file=epc, quiet=True)
+            ordered = cons.sort_uuids_list(task_model, uuids)
+            if ordered is None:
+                ordered = task_model.uuids()
+            for u in ordered:
+                self.model.copy_uuid_from_other_model(task_model, uuid=u, consolidate=self.consolidate)
+            task_model.h5_release()
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise _output_error(self.out, e) from None
+            raise
+        self.seconds += time.perf_counter() - start
+
+    def publish(self) -> Path:
+        """Write the EPC and move it with its .h5 to OUT. An existing OUT is replaced; at no
+        moment does OUT name a half-written model."""
+        start = time.perf_counter()
+        try:
+            self.model.store_epc(quiet=True)
+            self.model.h5_release()
+            h5_stage = self.stage_epc.with_suffix(".h5")
+            old_epc_gone = False
+            if h5_stage.exists():
+                if self.out.exists():
+                    os.unlink(self.out)      # never pair an old EPC with a new .h5
+                    old_epc_gone = True
+                os.replace(h5_stage, self.out.with_suffix(".h5"))
+            os.replace(self.stage_epc, self.out)
+            del old_epc_gone
+        except OSError as e:
+            self.abort()
+            raise _output_error(self.out, e) from None
+        self.seconds += time.perf_counter() - start
+        self.abort()   # removes the (now empty) staging folder
+        return self.out
+
+    def abort(self) -> None:
+        try:
+            if getattr(self, "model", None) is not None:
+                self.model.h5_release()
+        except Exception:   # noqa: BLE001 - best effort while unwinding
+            pass
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _output_error(out: Path, e: OSError) -> OutputError:
+    reason = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+              errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}.get(e.errno, e.strerror)
+    return OutputError(f"output {out}: cannot write the recombined model ({reason}); nothing was written at OUT")

@@ -1,0 +1,176 @@
+"""`resqmp launch`: profile -> cluster -> worker environment -> batch -> run -> recombine -> report."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import shutil
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+
+from resqmp import batch as batch_mod
+from resqmp import preflight, profiles
+from resqmp.backends import backend_for
+from resqmp.errors import ClusterError, ExitCode, Interrupted
+from resqmp.execute import run_on_client
+from resqmp.journal import Journal
+from resqmp.progress import ProgressReport
+from resqmp.recombine import Recombiner
+from resqmp.report import write_report
+from resqmp.worker_env import logging_plugin, worker_environment
+
+log = logging.getLogger("resqmp")
+
+
+@dataclass
+class LaunchResult:
+    output: Path
+    report: Path
+    exit_code: int
+    succeeded: int
+    failed: int
+    resumed: int
+    tasks: list[dict] = field(default_factory=list)
+
+
+def run_directory(shared: Path, output: Path) -> Path:
+    """Stable per output, so a rerun of the same command finds its task files again."""
+    return shared / f"resqmp-{hashlib.sha256(str(output).encode()).hexdigest()[:16]}"
+
+
+def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str, ...] = (),
+           workers: int | None = None, fresh: bool = False, keep_task_files: bool | None = None,
+           progress: ProgressReport | None = None) -> LaunchResult:
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.monotonic()
+    # Everything that can be checked before provisioning is checked first.
+    if workers is not None:
+        overrides = (*overrides, f"scaling.workers={workers}")
+    profile = profiles.load(profile_ref, overrides)
+    backend = backend_for(profile.backend)
+    out = Path(output).expanduser().resolve()
+    preflight.check_output(out)
+    batch = batch_mod.load(batch_path)
+    shared = preflight.shared_directory(profile, out)
+    preflight.check_shared_directory(shared)
+    run_dir = run_directory(shared, out)
+    if fresh:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    journal = Journal(out, batch.digest, run_dir, fresh=fresh)
+    keep = profile.storage.get("keep_task_files", False) if keep_task_files is None else keep_task_files
+
+    results: dict[int, dict] = {}
+    for i, record in journal.done.items():
+        results[i] = {**record, "resumed": True}
+    todo = {i: kwargs for i, kwargs in enumerate(batch.tasks) if i not in results}
+    report = progress or ProgressReport(total=len(batch.tasks), already_done=len(results))
+    if results:
+        report.info(f"resuming: {len(results)} of {len(batch.tasks)} tasks already done ({journal.path})")
+
+    recombiner = Recombiner(out)
+    summary = {"output": str(out), "batch": str(batch.path), "wrapper": batch.wrapper,
+               "profile": profile.name, "profile_source": str(profile.source), "backend": profile.backend,
+               "started": started.isoformat(), "task_directory": str(run_dir)}
+    try:
+        for i in sorted(results):
+            recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"])
+
+        def on_result(result: dict) -> None:
+            i = result["index"]
+            result["name"] = batch.names[i]
+            result["resumed"] = False
+            results[i] = result
+            journal.record(result)
+            recombiner.offer(i, result["epc_file"], result["uuid_list"])
+            report.advance(result, batch.names[i])
+
+        if todo:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary)
+        recombiner.publish()
+    except KeyboardInterrupt:
+        recombiner.abort()
+        raise Interrupted("interrupted: cluster torn down, nothing written at OUT; "
+                          "run the same command again to resume") from None
+    except BaseException:
+        recombiner.abort()
+        raise
+    finally:
+        report.close()
+        journal.close()
+
+    tasks = [results[i] for i in sorted(results)]
+    for t in tasks:
+        t.setdefault("name", batch.names[t["index"]])
+    ok = all(t["success"] for t in tasks)
+    exit_code = ExitCode.OK if ok else ExitCode.TASKS_FAILED
+    if ok:
+        journal.remove()               # nothing to resume: the output is complete
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    summary.update(finished=dt.datetime.now(dt.timezone.utc).isoformat(),
+                   wall_seconds=round(time.monotonic() - t0, 3),
+                   recombine_seconds=round(recombiner.seconds, 3), exit_code=exit_code,
+                   task_files_kept=(not ok) or keep)
+    report_file = write_report(out, summary, tasks)
+    return LaunchResult(output=out, report=report_file, exit_code=exit_code,
+                        succeeded=sum(t["success"] for t in tasks),
+                        failed=sum(not t["success"] for t in tasks),
+                        resumed=sum(bool(t.get("resumed")) for t in tasks), tasks=tasks)
+
+
+def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary) -> None:
+    from distributed import Client
+    scaling = profile.scaling
+    task_cfg = profile.tasks
+    retries = int(task_cfg.get("retries", 2))
+    env = worker_environment(profile, expand=profile.backend == "local")
+    # In-process schedulers (local, jobqueue) re-run a task whose worker died this many times.
+    dask.config.set({"distributed.scheduler.allowed-failures": retries})
+    with ExitStack() as stack:
+        try:
+            cluster = backend.start(profile, env)
+        except Exception as e:   # noqa: BLE001 - one line, not a traceback
+            raise ClusterError(f"profile {profile.source}: the {profile.backend} cluster did not start: "
+                               f"{type(e).__name__}: {e}") from e
+        if not isinstance(cluster, str):
+            stack.callback(_close_quietly, cluster)
+        client = Client(cluster)
+        stack.callback(_close_quietly, client)
+        dashboard = getattr(client, "dashboard_link", None)
+        summary["dashboard"] = dashboard
+        report.info(f"{profile.backend} cluster up ({profile.name}); dashboard: {dashboard}")
+        client.register_plugin(logging_plugin(profile), name="resqmp-logging")
+        if not isinstance(cluster, str):
+            if "adaptive" in scaling:
+                adaptive = scaling["adaptive"]
+                cluster.adapt(minimum=max(1, adaptive.get("minimum", 0)),
+                              maximum=min(adaptive["maximum"], len(todo)))
+            else:
+                cluster.scale(min(int(scaling.get("workers", 1)), len(todo)))
+        _wait_for_first_worker(client, cluster, backend, float(scaling.get("worker_timeout", 300)), profile)
+        seen = preflight.check_workers_see(client, shared, batch.input_paths())
+        summary["first_worker"] = seen["worker"]
+        run_on_client(client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
+                      retry_on_error=bool(task_cfg.get("retry_on_error", False)))
+
+
+def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) -> None:
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        view = backend.scheduler_view(cluster) if not isinstance(cluster, str) else ""
+        view = " | ".join(line.strip() for line in view.strip().splitlines() if line.strip())
+        raise ClusterError(f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
+                           + (f"; scheduler says: {view}" if view else "") + "; jobs cancelled") from None
+
+
+def _close_quietly(obj) -> None:
+    try:
+        obj.close()
+    except Exception:   # noqa: BLE001 - teardown must go on
+        log.debug("error closing %r", obj, exc_info=True)

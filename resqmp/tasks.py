@@ -1,0 +1,54 @@
+"""What runs on a worker for each task: call the wrapper, never let an exception escape.
+
+resqpy's function_multiprocessing loses every result when one task raises; here a raising task
+becomes a failed result with its error text, and the batch goes on.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from typing import Any, Callable
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, parent_tmp_dir: str) -> dict:
+    """Call function(index=, parent_tmp_dir=, **kwargs); return a result record (never raises)."""
+    from resqmp.batch import import_reference
+    start = time.perf_counter()
+    record: dict[str, Any] = {"index": index, "success": False, "epc_file": None, "uuid_list": [],
+                              "error": None, "worker": _where(), "pid": os.getpid()}
+    try:
+        fn = import_reference(function) if isinstance(function, str) else function
+        returned = fn(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+        _, success, epc_file, uuid_list = returned
+        record.update(success=bool(success), epc_file=None if epc_file is None else str(epc_file),
+                      uuid_list=[str(u) for u in (uuid_list or [])])
+    except Exception as e:   # noqa: BLE001 - isolate every task failure
+        last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        at = f" at {os.path.basename(last.filename)}:{last.lineno}" if last else ""
+        record["error"] = f"{type(e).__name__}: {e}{at}"
+        record["traceback"] = traceback.format_exc(limit=8)
+    record["seconds"] = round(time.perf_counter() - start, 4)
+    return record
+
+
+def probe(shared_dir: str, token_file: str, token: str, inputs: list[str]) -> dict:
+    """Run on a worker: can it read the client's token in the shared directory and see the inputs?"""
+    try:
+        with open(token_file) as f:
+            seen = f.read().strip() == token
+    except OSError:
+        seen = False
+    return {"worker": _where(), "host": socket.gethostname(), "token_seen": seen,
+            "shared_writable": os.access(shared_dir, os.W_OK),
+            "missing_inputs": [p for p in inputs if not os.path.exists(p)],
+            "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS")}
