@@ -157,7 +157,7 @@ def describe_schema_error(err: jsonschema.ValidationError) -> str:
         return f"{key}: expected {expected}, got {type(err.instance).__name__} {err.instance!r}"
     if err.validator == "required":
         return f"{key}: missing required key ({err.message})"
-    if err.validator == "propertyNames":
+    if "propertyNames" in err.absolute_schema_path:
         return f"{key}: {err.instance!r} is not a valid environment variable name"
     return f"{key}: {err.message}"
 

@@ -112,6 +112,8 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
         journal.remove()               # nothing to resume: the output is complete
         if not keep:
             shutil.rmtree(run_dir, ignore_errors=True)
+            if not profile.storage.get("shared_directory"):
+                _remove_if_empty(shared)      # the default folder beside OUT
     summary.update(finished=dt.datetime.now(dt.timezone.utc).isoformat(),
                    wall_seconds=round(time.monotonic() - t0, 3),
                    recombine_seconds=round(recombiner.seconds, 3), exit_code=exit_code,
@@ -167,6 +169,13 @@ def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) ->
         view = " | ".join(line.strip() for line in view.strip().splitlines() if line.strip())
         raise ClusterError(f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
                            + (f"; scheduler says: {view}" if view else "") + "; jobs cancelled") from None
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _close_quietly(obj) -> None:

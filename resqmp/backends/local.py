@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 
 import dask
 import yaml
@@ -39,6 +40,9 @@ def start(profile, worker_env: dict[str, str]):
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     environ.update(worker_env)
     dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+    # The Nanny lets the launcher's own environment override pre-spawn-environ (a login shell's
+    # NUMBA_NUM_THREADS=8 would win); the profile must win, so the launcher carries the values too.
+    os.environ.update(worker_env)
     return LocalCluster(**_cluster_kwargs(profile))
 
 

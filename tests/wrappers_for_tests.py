@@ -1,0 +1,25 @@
+"""Wrappers with resqpy's return contract, for tests only (imported on workers via PYTHONPATH)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def numba_threads_wrapper(index, parent_tmp_dir, record_file, name=None):
+    """Records what numba sees inside the worker, after resqpy (and so numba) is imported."""
+    import resqpy.grid_surface  # noqa: F401 - imports numba the way the real wrappers do
+    import numba
+    with open(record_file, "w") as f:
+        json.dump({"config": numba.config.NUMBA_NUM_THREADS, "get_num_threads": numba.get_num_threads(),
+                   "env": os.environ.get("NUMBA_NUM_THREADS"), "pid": os.getpid(),
+                   "cache": os.environ.get("RESQPY_NUMBA_CACHE"),
+                   "hdf5_locking": os.environ.get("HDF5_USE_FILE_LOCKING")}, f)
+    return index, True, None, []
+
+
+def sleepy_wrapper(index, parent_tmp_dir, seconds: float = 1.0, name=None, fail: bool = False):
+    time.sleep(seconds)
+    if fail:
+        raise RuntimeError(f"task {index} asked to fail")
+    return index, True, None, []
