@@ -78,8 +78,10 @@ def cluster_name(template: str | None, uid: str | None = None) -> str:
         user = getpass.getuser()
     except Exception:          # no passwd entry for the uid (arbitrary-UID platforms)
         user = "user"
-    name = (template or DEFAULT_NAME).format(user=_dns_label(user), uuid=uid or str(_uuid.uuid4())[:10])
-    name = _dns_label(name)[:63].rstrip("-")
+    from dask_kubernetes.operator.validation import validate_cluster_name
+
+    name = (template or DEFAULT_NAME).format(user=_dns_label(user), uuid=uid or _uuid.uuid4().hex[:10])
+    validate_cluster_name(name)     # raises with the operator's rule (RFC 1123, length limit)
     return name
 
 
