@@ -22,11 +22,11 @@ def _lost(index: int, error: BaseException) -> dict:
 
 def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: str,
                   on_result: Callable[[dict], None], retries: int = 0, retry_on_error: bool = False,
-                  key_prefix: str = "resqmp-task") -> None:
+                  timeout: float | None = None, key_prefix: str = "resqmp-task") -> None:
     attempts = {i: 1 for i in kwargs_by_index}
 
     def submit(i: int):
-        fut = client.submit(run_task, function, kwargs_by_index[i], i, run_dir,
+        fut = client.submit(run_task, function, kwargs_by_index[i], i, run_dir, timeout,
                             key=f"{key_prefix}-{i}-a{attempts[i]}", pure=False)
         fut.resqmp_index = i
         return fut
@@ -41,12 +41,24 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         except Exception as e:   # noqa: BLE001 - KilledWorker, CancelledError, communication errors
             result = _lost(i, e)
         fut.release()
+        if result.get("timed_out"):
+            _restart(client, result.get("worker"))
         if result.get("error") and retry_on_error and attempts[i] <= retries:
             attempts[i] += 1
             pending.add(submit(i))
             continue
         result["attempts"] = attempts[i]
         on_result(result)
+
+
+def _restart(client, worker: str | None) -> None:
+    """Kill the worker still running a timed-out task (its nanny starts a fresh one)."""
+    if not worker:
+        return
+    try:
+        client.restart_workers([worker], timeout=120, raise_for_error=False)
+    except Exception:   # noqa: BLE001 - the worker may already be gone
+        pass
 
 
 def run_in_process(function, kwargs_by_index: dict[int, dict], run_dir: str,

@@ -58,24 +58,32 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     shared = preflight.shared_directory(profile, out)
     preflight.check_shared_directory(shared)
     run_dir = run_directory(shared, out)
+    journal = Journal(out, batch.digest, run_dir, fresh=fresh)   # locks OUT against a second launch
+    try:
+        return _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh,
+                              keep_task_files, progress, started, t0)
+    finally:
+        journal.close()
+
+
+def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh, keep_task_files,
+                   progress, started, t0) -> LaunchResult:
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
-    journal = Journal(out, batch.digest, run_dir, fresh=fresh)
+    _remove_stale_staging(out)
     keep = profile.storage.get("keep_task_files", False) if keep_task_files is None else keep_task_files
 
-    results: dict[int, dict] = {}
-    for i, record in journal.done.items():
-        results[i] = {**record, "resumed": True}
+    results: dict[int, dict] = {i: {**record, "resumed": True} for i, record in journal.done.items()}
     todo = {i: kwargs for i, kwargs in enumerate(batch.tasks) if i not in results}
     report = progress or ProgressReport(total=len(batch.tasks), already_done=len(results))
     if results:
         report.info(f"resuming: {len(results)} of {len(batch.tasks)} tasks already done ({journal.path})")
-
-    recombiner = Recombiner(out)
     summary = {"output": str(out), "batch": str(batch.path), "wrapper": batch.wrapper,
                "profile": profile.name, "profile_source": str(profile.source), "backend": profile.backend,
                "started": started.isoformat(), "task_directory": str(run_dir)}
+    recombiner = None
     try:
+        recombiner = Recombiner(out)
         for i in sorted(results):
             recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"])
 
@@ -93,32 +101,31 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
             _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary)
         recombiner.publish()
     except KeyboardInterrupt:
-        recombiner.abort()
+        recombiner and recombiner.abort()
         raise Interrupted("interrupted: cluster torn down, nothing written at OUT; "
                           "run the same command again to resume") from None
     except BaseException:
-        recombiner.abort()
+        recombiner and recombiner.abort()
         raise
     finally:
         report.close()
-        journal.close()
 
     tasks = [results[i] for i in sorted(results)]
     for t in tasks:
         t.setdefault("name", batch.names[t["index"]])
     ok = all(t["success"] for t in tasks)
     exit_code = ExitCode.OK if ok else ExitCode.TASKS_FAILED
-    if ok:
-        journal.remove()               # nothing to resume: the output is complete
-        if not keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            if not profile.storage.get("shared_directory"):
-                _remove_if_empty(shared)      # the default folder beside OUT
     summary.update(finished=dt.datetime.now(dt.timezone.utc).isoformat(),
                    wall_seconds=round(time.monotonic() - t0, 3),
                    recombine_seconds=round(recombiner.seconds, 3), exit_code=exit_code,
                    task_files_kept=(not ok) or keep)
     report_file = write_report(out, summary, tasks)
+    if ok:
+        journal.remove()               # nothing left to resume: the output is complete
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if not profile.storage.get("shared_directory"):
+                _remove_if_empty(shared)      # the default folder beside OUT
     return LaunchResult(output=out, report=report_file, exit_code=exit_code,
                         succeeded=sum(t["success"] for t in tasks),
                         failed=sum(not t["success"] for t in tasks),
@@ -158,7 +165,8 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         seen = preflight.check_workers_see(client, shared, batch.input_paths())
         summary["first_worker"] = seen["worker"]
         run_on_client(client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
-                      retry_on_error=bool(task_cfg.get("retry_on_error", False)))
+                      retry_on_error=bool(task_cfg.get("retry_on_error", False)),
+                      timeout=task_cfg.get("timeout"))
 
 
 def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) -> None:
@@ -169,6 +177,13 @@ def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) ->
         view = " | ".join(line.strip() for line in view.strip().splitlines() if line.strip())
         raise ClusterError(f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
                            + (f"; scheduler says: {view}" if view else "") + "; jobs cancelled") from None
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders (see recombine.Recombiner) left by a launcher that was killed. Safe: we
+    hold OUT's journal lock, so no other launch is writing them."""
+    for stale in out.parent.glob(f".{out.stem}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _remove_if_empty(folder: Path) -> None:

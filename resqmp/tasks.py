@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -20,8 +21,24 @@ def _where() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, parent_tmp_dir: str) -> dict:
-    """Call function(index=, parent_tmp_dir=, **kwargs); return a result record (never raises)."""
+def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, parent_tmp_dir: str,
+             timeout: float | None = None) -> dict:
+    """Call function(index=, parent_tmp_dir=, **kwargs); return a result record (never raises).
+
+    With a timeout the call runs in a helper thread; past the timeout the record says
+    `timed_out` and the caller restarts this worker, the only way to stop a stuck thread."""
+    if timeout:
+        box: dict[str, dict] = {}
+        thread = threading.Thread(target=lambda: box.update(r=run_task(function, kwargs, index, parent_tmp_dir)),
+                                  name=f"resqmp-task-{index}", daemon=True)
+        start = time.perf_counter()
+        thread.start()
+        thread.join(timeout)
+        if "r" in box:
+            return box["r"]
+        return {"index": index, "success": False, "epc_file": None, "uuid_list": [], "timed_out": True,
+                "error": f"TimeoutError: still running after {timeout:g} s (tasks.timeout)",
+                "worker": _where(), "pid": os.getpid(), "seconds": round(time.perf_counter() - start, 4)}
     from resqmp.batch import import_reference
     start = time.perf_counter()
     record: dict[str, Any] = {"index": index, "success": False, "epc_file": None, "uuid_list": [],

@@ -23,3 +23,20 @@ def sleepy_wrapper(index, parent_tmp_dir, seconds: float = 1.0, name=None, fail:
     if fail:
         raise RuntimeError(f"task {index} asked to fail")
     return index, True, None, []
+
+
+def slow_find_faces(index, parent_tmp_dir, delay: float = 0.5, **kwargs):
+    """resqpy's find-faces wrapper, then a pause: keeps a batch running long enough to kill things."""
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
+    result = find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+    time.sleep(delay)
+    return result
+
+
+def flaky_wrapper(index, parent_tmp_dir, marker_file, name=None):
+    """Raises on its first call, succeeds afterwards (state in marker_file)."""
+    if not os.path.exists(marker_file):
+        with open(marker_file, "w") as f:
+            f.write("failed once")
+        raise RuntimeError("transient failure")
+    return index, True, None, []

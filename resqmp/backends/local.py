@@ -43,6 +43,9 @@ def start(profile, worker_env: dict[str, str]):
     # The Nanny lets the launcher's own environment override pre-spawn-environ (a login shell's
     # NUMBA_NUM_THREADS=8 would win); the profile must win, so the launcher carries the values too.
     os.environ.update(worker_env)
+    preload = list(dask.config.get("distributed.worker.preload", []) or [])
+    if "resqmp.worker_preload" not in preload:
+        dask.config.set({"distributed.worker.preload": preload + ["resqmp.worker_preload"]})
     return LocalCluster(**_cluster_kwargs(profile))
 
 
