@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from resqmp.errors import ClusterError, OutputError
@@ -45,6 +46,34 @@ def check_output(output: Path) -> None:
         raise OutputError(f"output {output}: expected a path ending in .epc")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output {output}: folder {parent} is not writable")
+
+
+ROOM_MARGIN = 1 << 20      # bytes kept free beyond what one merge can write
+
+
+def check_room(output: Path, task_epc: str | None) -> None:
+    """Before a task's output is merged: OUT's filesystem must hold at least that task's files.
+    HDF5 does not fail cleanly on a full disk (errors surface as RuntimeError and crashes at
+    exit), so a merge must not start without room."""
+    if not task_epc:
+        return
+    needed = ROOM_MARGIN
+    for part in (Path(task_epc), Path(task_epc).with_suffix(".h5")):
+        try:
+            needed += part.stat().st_size
+        except OSError:
+            pass
+    free = shutil.disk_usage(output.parent).free
+    if free < needed:
+        raise OutputError(f"output {output}: no space left on device ({free // 1024} KiB free, "
+                          f"a merge needs up to {needed // 1024} KiB); nothing was written at OUT, "
+                          f"finished tasks are kept: free space and run the same command to resume")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """HDF5 reports ENOSPC as a RuntimeError whose text carries the errno."""
+    text = str(error)
+    return "errno = 28" in text or "No space left on device" in text
 
 
 def check_workers_see(client, shared_dir: Path, inputs: list[str]) -> dict:

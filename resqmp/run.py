@@ -15,7 +15,7 @@ import dask
 from resqmp import batch as batch_mod
 from resqmp import preflight, profiles
 from resqmp.backends import backend_for
-from resqmp.errors import ClusterError, ExitCode, Interrupted
+from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError
 from resqmp.execute import run_on_client
 from resqmp.journal import Journal
 from resqmp.progress import ProgressReport
@@ -84,8 +84,13 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
     recombiner = None
     try:
         recombiner = Recombiner(out)
+
+        def merge(i: int, result: dict) -> None:
+            preflight.check_room(out, result["epc_file"])
+            recombiner.offer(i, result["epc_file"], result["uuid_list"])
+
         for i in sorted(results):
-            recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"])
+            merge(i, results[i])
 
         def on_result(result: dict) -> None:
             i = result["index"]
@@ -93,7 +98,7 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
             result["resumed"] = False
             results[i] = result
             journal.record(result)
-            recombiner.offer(i, result["epc_file"], result["uuid_list"])
+            merge(i, result)
             report.advance(result, batch.names[i])
 
         if todo:
@@ -104,6 +109,12 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
         recombiner and recombiner.abort()
         raise Interrupted("interrupted: cluster torn down, nothing written at OUT; "
                           "run the same command again to resume") from None
+    except RuntimeError as e:
+        recombiner and recombiner.abort()
+        if preflight.is_disk_full(e):
+            raise OutputError(f"output {out}: no space left on device while merging; nothing was written "
+                              f"at OUT, finished tasks are kept: free space and run the same command to resume") from None
+        raise
     except BaseException:
         recombiner and recombiner.abort()
         raise
