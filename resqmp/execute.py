@@ -33,7 +33,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
 
     # Submit in task order: with streaming recombination, early indexes finishing first lets the
     # merge proceed while later tasks still run.
-    pending = as_completed([submit(i) for i in sorted(kwargs_by_index)])
+    pending = as_completed([submit(i) for i in sorted(kwargs_by_index)], loop=client.loop)
     for fut in pending:
         i = fut.resqmp_index
         try:

@@ -145,11 +145,18 @@ def _adapt_pod(pod_spec: dict, cfg: dict, volumes: list, mounts: list, resources
         if cfg.get("image_pull_policy"):
             container["imagePullPolicy"] = cfg["image_pull_policy"]
         if resources:
-            container["resources"] = copy.deepcopy(resources)
+            container["resources"] = _quantities(resources)
         else:
             container.pop("resources", None)
         if not container.get("env"):
             container.pop("env", None)
+
+
+def _quantities(resources: dict) -> dict:
+    """Quantities as strings: the DaskCluster CRD types them as strings (a YAML `cpu: 2` would be
+    rejected by the API server)."""
+    return {section: {name: str(value) for name, value in (values or {}).items()}
+            for section, values in resources.items()}
 
 
 def _metadata(cfg: dict, component: str) -> dict:
@@ -179,7 +186,7 @@ def cluster_spec(profile, worker_env: dict[str, str], name: str | None = None) -
         n_workers=0,
         resources=None,
         env=env,
-        worker_command=list(worker_command) + [str(a) for a in cfg.get("worker_extra_args") or []],
+        worker_command=list(worker_command),
         scheduler_service_type=cfg.get("scheduler_service_type", "ClusterIP"),
         idle_timeout=int(cfg.get("idle_timeout") or 0),
     )
@@ -198,6 +205,8 @@ def cluster_spec(profile, worker_env: dict[str, str], name: str | None = None) -
 
     worker = spec["spec"]["worker"]
     worker["metadata"] = _metadata(cfg, "worker")
+    # extra args last, so they may also override make_worker_spec's (e.g. --dashboard-address)
+    worker["spec"]["containers"][0]["args"] += [str(a) for a in cfg.get("worker_extra_args") or []]
     _adapt_pod(worker["spec"], cfg, volumes, mounts, cfg.get("resources"))
     return spec
 
