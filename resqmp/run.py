@@ -151,7 +151,10 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
     env = worker_environment(profile, expand=profile.backend == "local")
     # In-process schedulers (local, jobqueue) re-run a task whose worker died this many times.
     dask.config.set({"distributed.scheduler.allowed-failures": retries})
-    with ExitStack() as stack:
+    phases = summary.setdefault("phase_seconds", {})
+    mark = time.monotonic()
+    stack = ExitStack()
+    with stack:
         try:
             cluster = backend.start(profile, env)
         except Exception as e:   # noqa: BLE001 - one line, not a traceback
@@ -172,12 +175,18 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
                               maximum=min(adaptive["maximum"], len(todo)))
             else:
                 cluster.scale(min(int(scaling.get("workers", 1)), len(todo)))
+        phases["cluster_start"] = round(time.monotonic() - mark, 3)
         _wait_for_first_worker(client, cluster, backend, float(scaling.get("worker_timeout", 300)), profile)
         seen = preflight.check_workers_see(client, shared, batch.input_paths())
         summary["first_worker"] = seen["worker"]
+        phases["first_worker"] = round(time.monotonic() - mark - phases["cluster_start"], 3)
+        mark = time.monotonic()
         run_on_client(client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
                       retry_on_error=bool(task_cfg.get("retry_on_error", False)),
                       timeout=task_cfg.get("timeout"))
+        phases["tasks"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
+    phases["teardown"] = round(time.monotonic() - mark, 3)
 
 
 def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) -> None:
