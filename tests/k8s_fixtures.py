@@ -228,7 +228,18 @@ def build_image(base_image: str, tag: str | None = None) -> tuple[str, float]:
         seconds = time.monotonic() - t0
         if proc.returncode != 0:
             raise AssertionError(f"image build failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+        _prune_old_images(keep=image)
         return image, seconds
+
+
+def _prune_old_images(keep: str) -> None:
+    """Remove earlier content-hash tags of the image (1 GB each), keeping the layer cache: the
+    untagged build-stage images hold the dependency layer that makes rebuilds take ~1 min."""
+    listing = podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO, check=False).stdout.split()
+    for name in listing:
+        tag = name.rsplit(":", 1)[-1]
+        if name != keep and len(tag) == 16 and all(ch in "0123456789abcdef" for ch in tag):
+            podman("rmi", name, check=False)
 
 
 def _git_head() -> str:

@@ -77,10 +77,11 @@ def test_image_is_non_root_without_compilers_and_labelled(resqmp_image):
     assert not any(k.startswith("PIP_") for k in env), "pip build settings leaked into the image"
     out = podman("run", "--rm", resqmp_image, "sh", "-c",
                  "id -u; for c in gcc cc g++ c++ clang make ld; do command -v $c; done; "
-                 "ls /opt/resqmp/numba-cache | wc -l; test ! -e /run/host-ca.crt && echo no-ca").stdout.split()
+                 "ls /opt/resqmp/numba-cache | wc -l; test ! -s /run/host-ca.crt && echo no-ca").stdout.split()
     assert out[0] == "1000"
     assert out[1:-2] == [], f"compilers in the final image: {out[1:-2]}"
     assert int(out[-2]) > 0, "numba cache missing"
+    # the build-time CA bundle: podman leaves an empty mount point behind, never the content
     assert out[-1] == "no-ca"
 
 

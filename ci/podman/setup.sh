@@ -23,10 +23,13 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # 1. packages ------------------------------------------------------------------------------
+# podman + runc (crun fails here), catatonit (pods' infra/pause image is built from it), the
+# network stack (netavark for `podman run` without --network host), debootstrap for the base.
+PACKAGES="podman runc catatonit netavark aardvark-dns containernetworking-plugins slirp4netns uidmap fuse-overlayfs debootstrap"
 missing=""
-command -v podman >/dev/null 2>&1 || missing="$missing podman"
-command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing="$missing runc"
-command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
+for pkg in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
 if [ -n "$missing" ]; then
     log "installing$missing"
     export DEBIAN_FRONTEND=noninteractive
