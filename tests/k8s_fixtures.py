@@ -197,7 +197,8 @@ def image_content_hash() -> str:
     paths = [REPO / "pyproject.toml", REPO / "README.md", REPO / ".containerignore"]
     for folder in ("containers", "resqmp"):
         paths += sorted(p for p in (REPO / folder).rglob("*")
-                        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+                        if p.is_file() and "__pycache__" not in p.parts
+                        and p.suffix not in (".pyc", ".def", ".md"))     # not read by the build
     for p in paths:
         if p.is_file():
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes() + b"\0")
