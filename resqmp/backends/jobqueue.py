@@ -174,6 +174,12 @@ _WALLTIME_FORMS = {"slurm": "HH:MM:SS or D-HH:MM:SS", "sge": "HH:MM:SS", "pbs": 
 # --------------------------------------------------------------------------- kwargs
 
 def _expand(path: str) -> str:
+    """$VARS and ~ as the launcher's shell would; $USER/$LOGNAME fall back to the account name
+    (batch and container environments do not always set them)."""
+    if ("$USER" in path or "${USER}" in path) and "USER" not in os.environ:
+        path = path.replace("${USER}", _whoami()).replace("$USER", _whoami())
+    if ("$LOGNAME" in path or "${LOGNAME}" in path) and "LOGNAME" not in os.environ:
+        path = path.replace("${LOGNAME}", _whoami()).replace("$LOGNAME", _whoami())
     return os.path.expanduser(os.path.expandvars(path))
 
 
@@ -184,6 +190,13 @@ def _shared_dir(profile) -> str:
                            f"{profile.backend}: a folder every compute node sees (e.g. under /home or "
                            f"/scratch); task files, TLS files and job logs go there")
     return _expand(str(configured))
+
+
+def _tls_base(profile) -> str:
+    """Where the TLS folder goes: cluster.shared_temp_directory (dask-jobqueue's own knob for it)
+    if the profile sets one, else storage.shared_directory."""
+    configured = profile.cluster.get("shared_temp_directory")
+    return _expand(str(configured)) if configured else _shared_dir(profile)
 
 
 def _dq(value: str) -> str:
@@ -238,7 +251,7 @@ def _kwargs(profile, worker_env: dict[str, str], tls_dir: str | None) -> dict[st
 
     kw["security"] = _security_for(profile, tls_dir)
     shared = _shared_dir(profile)
-    kw.setdefault("shared_temp_directory", shared)
+    kw["shared_temp_directory"] = _tls_base(profile)
 
     exports = [f"export {name}={_dq(str(value))}" for name, value in worker_env.items()]
     kw["job_script_prologue"] = exports + _as_list(kw.get("job_script_prologue"), "job_script_prologue")
@@ -370,8 +383,7 @@ def render(profile, worker_env: dict[str, str]) -> str:
     """The job script start() would submit for each worker, with three run-specific values shown
     as placeholders: the scheduler address, the worker name and the TLS folder's random suffix.
     Nothing is started, submitted or written."""
-    shared = _shared_dir(profile)
-    placeholder_tls = os.path.join(shared, RENDER_TLS_DIR)
+    placeholder_tls = os.path.join(_tls_base(profile), RENDER_TLS_DIR)
     kw = _kwargs(profile, worker_env, placeholder_tls)
     return _job_script(profile.backend, kw, RENDER_SCHEDULER, RENDER_WORKER_NAME)
 
@@ -409,11 +421,11 @@ def _job_script(backend: str, kw: dict[str, Any], address: str, name: str) -> st
 
 def start(profile, worker_env: dict[str, str]):
     """A started cluster (scheduler in this process, TLS) with no worker jobs yet."""
-    shared = _shared_dir(profile)
-    if not os.path.isdir(shared):
-        raise ClusterError(f"shared directory {shared}: does not exist")
+    base = _tls_base(profile)
+    if not os.path.isdir(base):
+        raise ClusterError(f"shared directory {base}: does not exist")
     tls = profile.cluster.get("security", True) is True
-    tls_dir = _write_tls_files(shared) if tls else None
+    tls_dir = _write_tls_files(base) if tls else None
     try:
         kw = _kwargs(profile, worker_env, tls_dir)
         # the Job class creates it on the client otherwise with the default umask; keep it private
