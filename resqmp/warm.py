@@ -1,0 +1,148 @@
+"""Fill resqpy's numba cache once, before a batch, so no worker pays the JIT on its first task.
+
+resqpy compiles its numba functions with ``cache=True`` when ``RESQPY_NUMBA_CACHE`` is true (the
+worker environment sets it, with ``NUMBA_CACHE_DIR`` on a persistent, writable directory). A cold
+worker then spends 5–8 s compiling the find-faces path before its first task, and several worker
+processes filling one cache at once has crashed numba (numba#4807). So: run
+``warm_numba_cache()`` in ONE worker first (``client.submit(warm_numba_cache,
+workers=[first]).result()``); every worker afterwards loads the compiled code from the cache.
+
+The warm-up runs the three resqpy wrappers resqmp ships batches for (find faces, mesh from a
+column property, blocked well from a trajectory) on a tiny synthetic model in a temporary folder,
+in the calling process, with the argument types real batches use, so the same specialisations are
+compiled. A lock file in the cache directory keeps two warm-ups (say, on two nodes sharing the
+cache) from compiling into it at the same time; the second one then finds the cache filled.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["warm_numba_cache", "warm_workers", "WRAPPERS"]
+
+#: wrapper label -> batch key of resqmp.example.write_example
+WRAPPERS = {"find_faces": "batch", "mesh": "batch_mesh", "blocked_well": "batch_wells"}
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: str | None, timeout: float = 600.0):
+    """An exclusive lock on <cache_dir>/.resqmp-warm.lock (no-op where locking is unavailable)."""
+    if not cache_dir:
+        yield 0.0
+        return
+    start = time.perf_counter()
+    try:
+        import fcntl
+        os.makedirs(cache_dir, exist_ok=True)
+        fd = os.open(os.path.join(cache_dir, ".resqmp-warm.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        yield 0.0
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break            # go on unlocked rather than never warming
+                time.sleep(0.2)
+            except OSError:
+                break                # e.g. a filesystem without flock: go on unlocked
+        yield time.perf_counter() - start
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _cache_files(cache_dir: str | None) -> int:
+    if not cache_dir or not os.path.isdir(cache_dir):
+        return 0
+    return sum(1 for _, _, files in os.walk(cache_dir) for f in files if f.endswith((".nbi", ".nbc")))
+
+
+def warm_numba_cache(wrappers=tuple(WRAPPERS), tmp_dir: str | None = None) -> dict:
+    """Run each wrapper once on a tiny model in this process; return what it cost.
+
+    arguments:
+        wrappers: labels from WRAPPERS to run (default all three)
+        tmp_dir: where to build the tiny model (default: the system temporary folder)
+
+    returns a dict: ``cache_enabled`` (resqpy will use the numba cache), ``cache_dir``,
+    ``seconds`` (label -> seconds of that wrapper's first call), ``model_seconds``,
+    ``lock_wait_seconds``, ``total_seconds``, ``cache_files_before``/``_after`` (index and data
+    files in the cache directory), ``host``, ``pid``. A wrapper that fails is reported under
+    ``errors`` (label -> message) rather than raised: warming is an optimisation.
+    """
+    start = time.perf_counter()
+    unknown = set(wrappers) - set(WRAPPERS)
+    if unknown:
+        raise ValueError(f"unknown wrapper(s) {sorted(unknown)}; expected some of {sorted(WRAPPERS)}")
+    import numba
+    cache_dir = numba.config.CACHE_DIR or None
+    files_before = _cache_files(cache_dir)
+    t = time.perf_counter()
+    import resqpy.olio.numba_compat as numba_compat
+    import resqpy.multi_processing  # noqa: F401 - the wrappers and the numba functions they use
+    from resqmp.batch import load
+    from resqmp.example import write_example
+    result = {"cache_enabled": bool(numba_compat.ENABLE_NUMBA_CACHE), "cache_dir": cache_dir,
+              "host": socket.gethostname(), "pid": os.getpid(), "seconds": {}, "errors": {},
+              "import_seconds": round(time.perf_counter() - t, 3), "cache_files_before": files_before}
+    with _cache_lock(cache_dir if result["cache_enabled"] else None) as waited:
+        result["lock_wait_seconds"] = round(waited, 3)
+        with tempfile.TemporaryDirectory(prefix="resqmp-warm-", dir=tmp_dir) as tmp:
+            t = time.perf_counter()
+            # small, but big enough that find-faces takes its ordinary (non-degenerate) path
+            example = write_example(Path(tmp) / "model", surfaces=1, wells=1, mesh_properties=1,
+                                    extent_kji=(4, 8, 8))
+            result["model_seconds"] = round(time.perf_counter() - t, 3)
+            for label in wrappers:
+                batch = load(example[WRAPPERS[label]])
+                kwargs = dict(batch.tasks[0])       # the loader already dropped unaccepted keys
+                run_dir = Path(tmp) / f"run-{label}"
+                run_dir.mkdir()
+                t = time.perf_counter()
+                try:
+                    _, success, _, _ = batch.function(index=0, parent_tmp_dir=str(run_dir), **kwargs)
+                    if not success:
+                        result["errors"][label] = "wrapper reported no success"
+                except Exception as e:   # noqa: BLE001 - report, do not fail the batch over warming
+                    result["errors"][label] = f"{type(e).__name__}: {e}"
+                result["seconds"][label] = round(time.perf_counter() - t, 3)
+        result["cache_files_after"] = _cache_files(cache_dir)
+    result["total_seconds"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def warm_workers(client, wrappers=tuple(WRAPPERS)) -> dict:
+    """Warm the cache on one worker, then every other worker (which then only loads from the
+    cache, and has resqpy imported before its first task). Returns worker address -> result.
+
+    The first worker fills the cache alone; the others start after it, and the lock file
+    serialises any that would still compile. Workers that join later are not covered (they load
+    from the filled cache on their first task, paying only resqpy's import).
+    """
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        return {}
+    first = workers[0]
+    results = {first: client.submit(warm_numba_cache, tuple(wrappers), workers=[first], pure=False,
+                                    allow_other_workers=False).result()}
+    rest = workers[1:]
+    if rest:
+        results.update(client.run(warm_numba_cache, tuple(wrappers), workers=rest))
+    return results
+
+
+if __name__ == "__main__":      # python -m resqmp.warm
+    import json
+    print(json.dumps(warm_numba_cache(), indent=2))
