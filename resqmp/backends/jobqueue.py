@@ -60,7 +60,7 @@ _EXCLUDED = {
 # Options of the cluster object (scheduler side); the rest go to the Job class.
 _CLUSTER_ONLY = {"security", "shared_temp_directory", "silence_logs", "scheduler_options"}
 
-RENDER_SCHEDULER = "tls://<scheduler-host>:<port>"
+RENDER_SCHEDULER = "<scheduler-host>:<port>"          # after tls:// or tcp://
 RENDER_WORKER_NAME = "<worker-name>"
 RENDER_TLS_DIR = ".resqmp-tls-<run>"
 TLS_PREFIX = ".resqmp-tls-"
@@ -385,7 +385,8 @@ def render(profile, worker_env: dict[str, str]) -> str:
     Nothing is started, submitted or written."""
     placeholder_tls = os.path.join(_tls_base(profile), RENDER_TLS_DIR)
     kw = _kwargs(profile, worker_env, placeholder_tls)
-    return _job_script(profile.backend, kw, RENDER_SCHEDULER, RENDER_WORKER_NAME)
+    protocol = kw.get("protocol") or ("tls://" if kw.get("security") is not None else "tcp://")
+    return _job_script(profile.backend, kw, protocol + RENDER_SCHEDULER, RENDER_WORKER_NAME)
 
 
 def _job_kwargs(kw: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,147 @@
+"""Fixtures for the SLURM/SGE tests: real single-node schedulers, started by ci/<scheduler>/start.sh
+when they are not answering (idempotent, ~10 s; installs the packages on a fresh machine).
+
+Test modules use them with `from hpc_fixtures import *`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
+CI = REPO / "ci"
+STATE_DIR = Path(os.environ.get("STATE_DIR", "/tmp/hpc-ci"))
+SHARED = Path(os.environ.get("SHARED_DIR", STATE_DIR / "shared"))
+BIN = Path(sys.executable).parent
+SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+
+__all__ = ["REPO", "TESTS", "CI", "SHARED", "BIN", "slurm", "sge", "hpc_workdir", "hpc_example",
+           "local_reference", "launch", "wait_until", "scheduler_jobs", "sh"]
+
+
+def sh(*cmd, timeout=30, env=None, check=False) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def _slurm_ok() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        state = sh("sinfo", "-h", "-o", "%t", timeout=10).stdout.split()
+    except subprocess.TimeoutExpired:
+        return False
+    return bool(state) and all(s.rstrip("*") in ("idle", "mix", "alloc", "comp") for s in state)
+
+
+def _sge_ok() -> bool:
+    if not shutil.which("qstat"):
+        return False
+    try:
+        out = sh("qstat", "-f", "-q", "all.q", timeout=10, env=SGE_ENV).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    # a queue instance with a load report and no error/disabled/unknown state flag
+    lines = [ln for ln in out.splitlines() if ln.startswith("all.q@")]
+    return bool(lines) and all(len(ln.split()) == 5 for ln in lines)
+
+
+def _ensure(name: str, ok) -> None:
+    if ok():
+        SHARED.mkdir(parents=True, exist_ok=True)
+        return
+    script = CI / name / "start.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not wait_until(ok, 30):
+        pytest.fail(f"{script} could not start {name} (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                    f"{proc.stderr[-3000:]}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A responding single-node SLURM (partition debug)."""
+    _ensure("slurm", _slurm_ok)
+    return "slurm"
+
+
+@pytest.fixture(scope="session")
+def sge():
+    """A responding single-node SGE (queue all.q)."""
+    os.environ.update(SGE_ENV)
+    _ensure("sge", _sge_ok)
+    return "sge"
+
+
+@pytest.fixture(scope="session")
+def hpc_workdir():
+    """A folder for this session under the shared directory the CI profiles use."""
+    SHARED.mkdir(parents=True, exist_ok=True)
+    path = SHARED / f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hpc_example(hpc_workdir):
+    """A small example model (4 fault surfaces) on shared storage; read-only for tests."""
+    from resqmp.example import write_example
+    return write_example(hpc_workdir / "example", surfaces=4)
+
+
+@pytest.fixture(scope="session")
+def local_reference(hpc_example, hpc_workdir):
+    """The same find-faces batch through `--profile local`: the output HPC runs must match."""
+    out = hpc_workdir / "local" / "faults.epc"
+    out.parent.mkdir()
+    launch("local", hpc_example["batch"], out, check=0)
+    return out
+
+
+def launch(profile, batch, output, *extra, check=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """`resqmp launch` as a user would type it (the venv's resqmp, in a subprocess)."""
+    full_env = {**os.environ, **SGE_ENV, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), full_env.get("PYTHONPATH")]))
+    cmd = [str(BIN / "resqmp"), "launch", "--profile", str(profile), "--batch", str(batch),
+           "--output", str(output), *map(str, extra)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check is not None and proc.returncode != check:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}, expected {check}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def scheduler_jobs(backend: str, job_name: str) -> list[str]:
+    """Ids of this user's jobs named job_name that the scheduler still lists (pending or running)."""
+    if backend == "slurm":
+        out = sh("squeue", "-h", "-n", job_name, "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING",
+                 "-o", "%i").stdout
+        return out.split()
+    out = sh("qstat", "-u", "*", env=SGE_ENV).stdout
+    ids = []
+    for line in out.splitlines()[2:]:
+        fields = line.split()
+        if len(fields) > 3 and job_name.startswith(fields[2]) and "d" not in fields[4]:
+            ids.append(fields[0])
+    return ids
