@@ -2,7 +2,14 @@
 
 Flow: profiles -> backends (cluster) -> worker_env -> batch -> execute/tasks -> recombine -> report.
 """
-from resqmp.api import function_multiprocessing
-
 __all__ = ["function_multiprocessing"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy: importing resqmp (the CLI, a worker unpickling a task) must not import resqpy and so
+    # numba before the worker environment is in place; numba reads its settings once, at import.
+    if name == "function_multiprocessing":
+        from resqmp.api import function_multiprocessing
+        return function_multiprocessing
+    raise AttributeError(f"module 'resqmp' has no attribute {name!r}")

@@ -160,6 +160,25 @@ def profiles_render(name, overrides):
 
 
 @main.command()
+@click.option("--profile", "profile_ref", default="local", show_default=True,
+              help="Whose worker environment (NUMBA_CACHE_DIR, RESQPY_NUMBA_CACHE) to fill the cache for.")
+@handle_errors
+def warm(profile_ref):
+    """Fill resqpy's numba cache once, here, so workers sharing it start without the JIT."""
+    import json
+    import os
+    from resqmp import profiles as prof
+    from resqmp.worker_env import worker_environment
+    # before numba is imported: it reads its settings once
+    os.environ.update(worker_environment(prof.load(profile_ref), expand=True))
+    from resqmp.warm import warm_numba_cache
+    result = warm_numba_cache()
+    click.echo(json.dumps(result, indent=2))
+    if result.get("errors"):
+        sys.exit(ExitCode.INTERNAL)
+
+
+@main.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
 @click.option("--surfaces", type=click.IntRange(min=1), default=8, show_default=True, help="Number of fault surfaces.")
 @handle_errors

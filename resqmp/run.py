@@ -181,12 +181,27 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         summary["first_worker"] = seen["worker"]
         phases["first_worker"] = round(time.monotonic() - mark - phases["cluster_start"], 3)
         mark = time.monotonic()
+        summary["numba_warm"] = _warm_first_worker(client, seen["worker"], batch.wrapper)
+        phases["warm"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
         run_on_client(client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
                       retry_on_error=bool(task_cfg.get("retry_on_error", False)),
                       timeout=task_cfg.get("timeout"))
         phases["tasks"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
     phases["teardown"] = round(time.monotonic() - mark, 3)
+
+
+def _warm_first_worker(client, worker: str, wrapper: str) -> dict | None:
+    """Fill the numba cache on one worker before the batch, so workers do not compile
+    concurrently into one cache (numba#4807) and each first task loads compiled code."""
+    from resqmp.warm import warm_numba_cache
+    label = next((k for k in ("find_faces", "mesh", "blocked_well") if k in wrapper), None)
+    if not wrapper.startswith("resqpy.") or label is None:
+        return None
+    result = client.submit(warm_numba_cache, (label,), workers=[worker], allow_other_workers=False,
+                           pure=False).result()
+    return {k: result.get(k) for k in ("cache_enabled", "cache_dir", "seconds", "errors", "total_seconds")}
 
 
 def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) -> None:
