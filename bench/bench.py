@@ -1,0 +1,287 @@
+"""Benchmark: resqpy's function_multiprocessing vs resqmp on the same LocalCluster shape.
+
+Not part of the test suite. Runs find-faces on N fault surfaces crossing a 20x50x50 grid
+(bench/dataset.py), each engine on a fresh LocalCluster of 2 single-threaded worker processes
+with the worker environment resqmp uses (numba cache on, one numba thread, no HDF5 locking), whose
+workers are warmed first (resqmp.warm.warm_workers) so neither pays numba's JIT:
+
+  resqpy   resqpy.multi_processing.function_multiprocessing(..., cluster)  (joblib's dask backend)
+  resqmp   resqmp.api.function_multiprocessing(..., cluster)               (the drop-in)
+  launch   `resqmp launch --profile local --workers 2` on a batch file, as a user runs it
+           (starts its own cluster; no explicit warm-up; wall includes cluster start)
+
+Printed per run: wall seconds (cluster start excluded for resqpy/resqmp, reported apart), the
+sum of task compute seconds (resqmp modes), recombination seconds and ms per task, time to the
+first result merged into the output model, and whether resqpy's and resqmp's outputs hold the same
+parts (by type and title) and the same face counts per connection set.
+
+    .venv/bin/python bench/bench.py --n 1024                   # one N, resqpy and resqmp
+    .venv/bin/python bench/bench.py --scaling 256,512,1024,2048 --modes resqpy,resqmp,launch
+    .venv/bin/python bench/bench.py --n 256 --modes resqmp     # only resqmp
+
+Results are appended as JSON lines to bench/results/bench.jsonl (datasets are cached there too).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import dataset  # noqa: E402
+
+WORKER_ENV = {
+    "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "RESQPY_NUMBA_CACHE": "true", "NUMBA_CACHE_DIR": os.path.expanduser("~/.cache/resqmp/numba"),
+    "HDF5_USE_FILE_LOCKING": "FALSE",
+}
+# The bench process imports resqpy too (the recombination runs here): same settings.
+os.environ.update(WORKER_ENV)
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gb"] = round(int(mem) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    import dask
+    import distributed
+    import h5py
+    import numba
+    import resqpy
+    info.update(resqpy=resqpy.__version__, dask=dask.__version__, distributed=distributed.__version__,
+                numba=numba.__version__, h5py=h5py.__version__, hdf5=h5py.version.hdf5_version)
+    return info
+
+
+def load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return None
+
+
+def content(epc) -> dict:
+    """Parts by (type, title) and face count per connection set title."""
+    import resqpy.fault as rqf
+    import resqpy.model as rq
+    model = rq.Model(str(epc), quiet=True)
+    parts, faces = Counter(), {}
+    for part in model.parts():
+        obj_type = model.type_of_part(part, strip_obj=True)
+        title = model.citation_title_for_part(part)
+        parts[f"{obj_type}|{title}"] += 1
+        if obj_type == "GridConnectionSetRepresentation":
+            faces[title] = int(rqf.GridConnectionSet(model, uuid=model.uuid_for_part(part)).count)
+    model.h5_release()
+    return {"parts": dict(parts), "faces": faces}
+
+
+def start_cluster(workers: int):
+    import dask
+    from distributed import Client, LocalCluster
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    environ.update(WORKER_ENV)
+    dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+    t = time.perf_counter()
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)             # the default client: joblib's dask backend uses it
+    client.wait_for_workers(workers)
+    return cluster, client, time.perf_counter() - t
+
+
+def warm(client) -> float:
+    from resqmp.warm import warm_workers
+    t = time.perf_counter()
+    warm_workers(client, wrappers=("find_faces",))
+    return time.perf_counter() - t
+
+
+def run_resqpy(meta: dict, out_dir: Path, workers: int) -> dict:
+    import resqpy.model as rq
+    import resqpy.multi_processing as rqmp
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as wrapper
+
+    out = out_dir / "resqpy.epc"
+    cluster, client, start_s = start_cluster(workers)
+    try:
+        warm_s = warm(client)
+        marks = {}
+        original = rq.Model.copy_uuid_from_other_model
+
+        def timed_copy(self, *args, **kwargs):     # first call: the first result starts merging
+            marks.setdefault("first_merge", time.perf_counter())
+            return original(self, *args, **kwargs)
+
+        rq.Model.copy_uuid_from_other_model = timed_copy
+        kwargs_list = [dict(t) for t in meta["tasks"]]
+        t0 = time.perf_counter()
+        try:
+            success = rqmp.function_multiprocessing(wrapper, kwargs_list, str(out), cluster,
+                                                    tmp_dir_path=str(out_dir))
+        finally:
+            rq.Model.copy_uuid_from_other_model = original
+        wall = time.perf_counter() - t0
+    finally:
+        client.close()
+        cluster.close()
+    first = marks.get("first_merge", t0 + wall)
+    recombine = t0 + wall - first       # from the first copy to the stored EPC
+    return {"engine": "resqpy", "wall_s": wall, "cluster_start_s": start_s, "warm_s": warm_s,
+            "recombine_s": recombine, "first_result_s": first - t0, "succeeded": sum(map(bool, success)),
+            "output": str(out)}
+
+
+def run_resqmp(meta: dict, out_dir: Path, workers: int) -> dict:
+    import resqmp.api as api
+    from resqmp import recombine
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as wrapper
+
+    out = out_dir / "resqmp.epc"
+    cluster, client, start_s = start_cluster(workers)
+    records, marks, recombiners = [], {}, []
+    original_run, original_init = api.run_on_client, recombine.Recombiner.__init__
+
+    def capturing_run(client, function, by_index, run_dir, on_result, **kw):
+        def on(result):
+            records.append(result)
+            on_result(result)
+        return original_run(client, function, by_index, run_dir, on, **kw)
+
+    def capturing_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        recombiners.append(self)
+        merge = self._merge
+
+        def timed_merge(*a, **k):               # first return: the first result is merged
+            merge(*a, **k)
+            marks.setdefault("first_merged", time.perf_counter())
+        self._merge = timed_merge
+
+    try:
+        warm_s = warm(client)
+        api.run_on_client = capturing_run
+        recombine.Recombiner.__init__ = capturing_init
+        kwargs_list = [dict(t) for t in meta["tasks"]]
+        t0 = time.perf_counter()
+        success = api.function_multiprocessing(wrapper, kwargs_list, str(out), client, tmp_dir_path=str(out_dir))
+        wall = time.perf_counter() - t0
+    finally:
+        api.run_on_client, recombine.Recombiner.__init__ = original_run, original_init
+        client.close()
+        cluster.close()
+    return {"engine": "resqmp", "wall_s": wall, "cluster_start_s": start_s, "warm_s": warm_s,
+            "recombine_s": recombiners[0].seconds if recombiners else None,
+            "first_result_s": marks.get("first_merged", t0 + wall) - t0,
+            "task_s": sum(r["seconds"] or 0 for r in records), "succeeded": sum(map(bool, success)),
+            "output": str(out)}
+
+
+def run_launch(meta: dict, out_dir: Path, workers: int) -> dict:
+    import yaml
+    batch = out_dir / "batch.yaml"
+    common = {k: v for k, v in meta["tasks"][0].items() if k in ("grid_epc", "grid_uuid", "use_index_as_realisation",
+                                                                 "n_threads")}
+    tasks = [{k: v for k, v in t.items() if k not in common} for t in meta["tasks"]]
+    batch.write_text(yaml.safe_dump({"wrapper": "find_faces_to_represent_surface_regular", "defaults": common,
+                                     "tasks": tasks}, sort_keys=False))
+    out = out_dir / "launch.epc"
+    env = {**os.environ, **WORKER_ENV}
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(Path(sys.executable).parent / "resqmp"), "launch", "--profile", "local",
+                           "--workers", str(workers), "--batch", str(batch), "--output", str(out)],
+                          capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"resqmp launch exited {proc.returncode}: {proc.stderr[-2000:]}")
+    report = json.loads(out.with_name("launch.report.json").read_text())
+    phases = report.get("phase_seconds", {})
+    return {"engine": "launch", "wall_s": wall, "report_wall_s": report.get("wall_seconds"),
+            "cluster_start_s": phases.get("cluster_start"), "first_worker_s": phases.get("first_worker"),
+            "phases": phases, "recombine_s": report.get("recombine_seconds"),
+            "task_s": report["totals"]["task_seconds"], "succeeded": report["totals"]["succeeded"],
+            "output": str(out)}
+
+
+RUNNERS = {"resqpy": run_resqpy, "resqmp": run_resqmp, "launch": run_launch}
+
+
+def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -> list[dict]:
+    meta = dataset.build(root, n, layout=layout)
+    run_dir = root / f"run-{layout}-{n}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True)
+    rows = []
+    for mode in modes:
+        load_before = load_average()
+        row = RUNNERS[mode](meta, run_dir, workers)
+        row.update(n=n, workers=workers, layout=layout, load_before=load_before, load_after=load_average())
+        row["recombine_ms_per_task"] = None if row.get("recombine_s") is None else 1000 * row["recombine_s"] / n
+        if row.get("task_s") is not None:
+            row["ideal_s"] = row["task_s"] / workers
+            row["wall_over_ideal"] = (row["wall_s"] - (row["cluster_start_s"] if mode == "launch" else 0)) / row["ideal_s"]
+        rows.append(row)
+        print(f"N={n} {mode:7s} wall {row['wall_s']:8.2f} s  recombine {row['recombine_ms_per_task'] or 0:7.2f} ms/task  "
+              f"first result {row.get('first_result_s') or float('nan'):7.2f} s"
+              + (f"  tasks {row['task_s']:.1f} s (wall/ideal {row['wall_over_ideal']:.3f})" if row.get("task_s") else "")
+              + f"  load {load_before}->{row['load_after']}", flush=True)
+    outputs = {r["engine"]: r["output"] for r in rows}
+    if "resqpy" in outputs:
+        reference = content(outputs["resqpy"])
+        for r in rows:
+            if r["engine"] != "resqpy":
+                r["same_output_as_resqpy"] = content(r["output"]) == reference
+                print(f"N={n} {r['engine']} output same as resqpy's: {r['same_output_as_resqpy']}", flush=True)
+    by = {r["engine"]: r for r in rows}
+    if "resqpy" in by and "resqmp" in by:
+        ratio = by["resqmp"]["wall_s"] / by["resqpy"]["wall_s"]
+        by["resqmp"]["ratio_to_resqpy"] = ratio
+        print(f"N={n} resqmp/resqpy wall ratio {ratio:.3f}", flush=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with open(root / "bench.jsonl", "a") as f:
+        for r in rows:
+            f.write(json.dumps({k: v for k, v in r.items() if k != "output"}) + "\n")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1024, help="number of find-faces tasks (surfaces)")
+    parser.add_argument("--scaling", help="comma separated N values, e.g. 256,512,1024,2048 (overrides --n)")
+    parser.add_argument("--modes", default="resqpy,resqmp", help="comma separated: resqpy, resqmp, launch")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--layout", choices=("split", "single"), default="split",
+                        help="split: grid and each surface in its own EPC (default); single: one EPC")
+    parser.add_argument("--root", default=str(HERE / "results"), help="datasets, runs and bench.jsonl")
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - set(RUNNERS)
+    if unknown:
+        parser.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    ns = [int(x) for x in args.scaling.split(",")] if args.scaling else [args.n]
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    print("machine:", json.dumps(info), flush=True)
+    with open(root / "bench.jsonl", "a") as f:
+        f.write(json.dumps({"machine": info, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    for n in ns:
+        bench_one(n, modes, root, args.workers, args.layout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
