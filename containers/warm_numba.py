@@ -46,11 +46,12 @@ def _run(wrapper, kwargs: dict, index: int, tmp: Path) -> float:
 
 
 def main(argv: list[str]) -> int:
-    if os.environ.get("RESQPY_NUMBA_CACHE", "").lower()[:1] != "t" or not os.environ.get("NUMBA_CACHE_DIR"):
+    check = "--check" in argv
+    cache_on = os.environ.get("RESQPY_NUMBA_CACHE", "").lower()[:1] == "t" and os.environ.get("NUMBA_CACHE_DIR")
+    if not check and not cache_on:
         raise SystemExit("warm_numba: set RESQPY_NUMBA_CACHE=true and NUMBA_CACHE_DIR")
     from resqmp.example import write_example
 
-    check = "--check" in argv
     with tempfile.TemporaryDirectory(prefix="resqmp-warm-") as tmp:
         tmp = Path(tmp)
         ex = write_example(tmp / "model", surfaces=2, wells=1, mesh_properties=1)
