@@ -24,7 +24,8 @@ BIN = Path(sys.executable).parent
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
 __all__ = ["REPO", "TESTS", "CI", "SHARED", "BIN", "slurm", "sge", "hpc_workdir", "hpc_example",
-           "local_reference", "launch", "wait_until", "scheduler_jobs", "sh"]
+           "local_reference", "launch", "wait_until", "scheduler_jobs", "sh", "report_of", "assert_same_model",
+           "write_batch", "tls_dirs"]
 
 
 def sh(*cmd, timeout=30, env=None, check=False) -> subprocess.CompletedProcess:
@@ -145,3 +146,27 @@ def scheduler_jobs(backend: str, job_name: str) -> list[str]:
         if len(fields) > 3 and job_name.startswith(fields[2]) and "d" not in fields[4]:
             ids.append(fields[0])
     return ids
+
+
+def report_of(output: Path) -> dict:
+    import json
+    return json.loads(Path(output).with_suffix(".report.json").read_text())
+
+
+def assert_same_model(output: Path, reference: Path) -> None:
+    """Same parts by (type, title), same face count per grid connection set as the local run."""
+    from epc_compare import content
+    got, want = content(output), content(reference)
+    assert got["parts"] == want["parts"]
+    assert got["faces"] == want["faces"] and want["faces"] and all(n > 0 for n in want["faces"].values())
+
+
+def write_batch(path: Path, wrapper: str, tasks: list[dict], defaults: dict | None = None) -> Path:
+    import yaml
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"wrapper": wrapper, "defaults": defaults or {}, "tasks": tasks}, sort_keys=False))
+    return path
+
+
+def tls_dirs() -> set[str]:
+    return {p.name for p in SHARED.glob(".resqmp-tls-*")}

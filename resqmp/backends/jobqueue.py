@@ -34,6 +34,7 @@ from typing import Any
 import dask
 from dask_jobqueue import LSFCluster, PBSCluster, SGECluster, SLURMCluster
 from dask_jobqueue.core import Job, JobQueueCluster
+from distributed.deploy.spec import ProcessInterface
 from distributed.security import Security
 
 from resqmp.errors import ClusterError, ProfileError
@@ -291,15 +292,38 @@ def _dashboard_requested(kw: dict) -> bool:
 
 # --------------------------------------------------------------------------- classes
 
+def _submit_error_text(error: BaseException) -> str:
+    """dask-jobqueue's RuntimeError carries the command, exit code, stdout and stderr: keep the exit
+    code and the scheduler's own words."""
+    text = str(error)
+    code = re.search(r"Exit code: (\S+)", text)
+    stderr = text.split("stderr:", 1)[1] if "stderr:" in text else text
+    words = "; ".join(line.strip() for line in stderr.splitlines() if line.strip())
+    return (f"(exit {code.group(1)}) " if code else "") + (words or type(error).__name__)
+
+
+SUBMIT_RETRY_DELAYS = (2.0, 5.0)      # seconds between submission attempts (busy controllers time out)
+
+
 def _job_class(base_job: type[Job]) -> type[Job]:
     class ResqmpJob(base_job):
         async def start(self):
-            try:
-                await super().start()
-            except Exception as e:   # noqa: BLE001 - recorded for scheduler_view, then re-raised
-                text = " ".join(str(e).split())
-                _SUBMIT_ERRORS.setdefault(str(self.scheduler), []).append(text[:2000])
-                raise
+            for delay in (*SUBMIT_RETRY_DELAYS, None):
+                try:
+                    await super().start()
+                    return
+                except Exception as e:   # noqa: BLE001 - recorded for scheduler_view
+                    text = _submit_error_text(e)
+                    if delay is not None:
+                        log.warning("%s failed, trying again in %.0f s: %s", self.submit_command, delay, text)
+                        await asyncio.sleep(delay)
+                        continue
+                    _SUBMIT_ERRORS.setdefault(str(self.scheduler), []).append(text[:2000])
+                    log.error("%s failed: %s", self.submit_command, text)
+            # No job: the cluster carries on without this worker (no traceback from the event loop);
+            # the launcher's wait for the first worker then reports the error via scheduler_view.
+            self.job_id = None
+            await ProcessInterface.start(self)
 
     ResqmpJob.__name__ = ResqmpJob.__qualname__ = base_job.__name__
     return ResqmpJob
@@ -487,9 +511,9 @@ def _whoami() -> str:
 
 
 def _filter_sge(text: str, ids: list[str]) -> str:
-    lines = text.splitlines()
-    keep = lines[:2] + [ln for ln in lines[2:] if ln.split() and ln.split()[0] in ids]
-    return "\n".join(keep) if len(keep) > 2 else text
+    lines = [ln for ln in text.splitlines() if ln.strip() and not set(ln.strip()) <= {"-"}]
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.split()[0] in ids]
+    return "\n".join(keep) if len(keep) > 1 else text
 
 
 def scheduler_view(cluster) -> str:
