@@ -137,6 +137,7 @@ def test_standalone_mode_wires_launcher_scheduler_and_workers(helm, tmp_path):
     wargs = workers["spec"]["template"]["spec"]["containers"][0]["args"]
     assert wargs[:3] == ["dask", "worker", "tcp://t-resqmp-scheduler:8786"]
     assert wargs[wargs.index("--nworkers") + 1] == "2" and wargs[wargs.index("--nthreads") + 1] == "1"
+    assert wargs[wargs.index("--preload") + 1] == "resqpy.multi_processing"   # import before the first task
     claims = {spec_vol["persistentVolumeClaim"]["claimName"]
               for _, spec in _pod_specs(objects) for spec_vol in spec["volumes"] if "persistentVolumeClaim" in spec_vol}
     assert claims == {"t-resqmp-shared"}
@@ -168,6 +169,7 @@ def test_operator_mode_profile_renders_a_valid_daskcluster(helm, tmp_path):
                             "cluster.nodeSelector.pool=batch", tmp_dir=tmp_path)
     profile, _ = _job_profile(objects, tmp_path)
     assert profile.backend == "kubernetes" and profile.scaling["workers"] == 4
+    assert profile.cluster["worker_preload"] == ["resqpy.multi_processing"]
     spec = kubernetes.cluster_spec(profile, worker_environment(profile))
     validate_dask_resource(spec)
     assert spec["metadata"]["name"].startswith("t-resqmp-") and spec["metadata"]["namespace"] == "batch"

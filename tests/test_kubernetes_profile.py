@@ -48,6 +48,7 @@ def test_packaged_profile_renders_a_daskcluster_matching_the_crd():
         validate_k8s({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": pod})
     wargs = spec["spec"]["worker"]["spec"]["containers"][0]["args"]
     assert wargs[:4] == ["dask", "worker", "--nthreads", "1"]
+    assert wargs[wargs.index("--preload") + 1] == "resqpy.multi_processing"
     assert spec["spec"]["scheduler"]["spec"]["containers"][0]["args"][:2] == ["dask", "scheduler"]
     assert spec["spec"]["worker"]["spec"]["containers"][0]["resources"] == p.cluster["resources"]
     assert spec["spec"]["scheduler"]["spec"]["containers"][0]["resources"] == p.cluster["scheduler_resources"]

@@ -34,6 +34,7 @@ RESQMP_OPTIONS = {
     "image_pull_policy",
     "image_pull_secrets",     # list of secret names
     "worker_extra_args",      # appended to the worker command
+    "worker_preload",         # modules each worker imports before it takes tasks (--preload)
     "service_account_name",   # of scheduler and worker pods (default: none, token not mounted)
     "node_selector",
     "tolerations",
@@ -205,6 +206,9 @@ def cluster_spec(profile, worker_env: dict[str, str], name: str | None = None) -
 
     worker = spec["spec"]["worker"]
     worker["metadata"] = _metadata(cfg, "worker")
+    # resqpy's import (~2 s) happens at worker start, not in the worker's first task
+    for module in cfg.get("worker_preload") or []:
+        worker["spec"]["containers"][0]["args"] += ["--preload", str(module)]
     # extra args last, so they may also override make_worker_spec's (e.g. --dashboard-address)
     worker["spec"]["containers"][0]["args"] += [str(a) for a in cfg.get("worker_extra_args") or []]
     _adapt_pod(worker["spec"], cfg, volumes, mounts, cfg.get("resources"))
