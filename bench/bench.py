@@ -8,7 +8,9 @@ workers are warmed first (resqmp.warm.warm_workers) so neither pays numba's JIT:
   resqpy   resqpy.multi_processing.function_multiprocessing(..., cluster)  (joblib's dask backend)
   resqmp   resqmp.api.function_multiprocessing(..., cluster)               (the drop-in)
   launch   `resqmp launch --profile local --workers 2` on a batch file, as a user runs it
-           (starts its own cluster; no explicit warm-up; wall includes cluster start)
+           (starts its own cluster and warms it; startup reported apart from the run)
+  recombine  recombination alone, in this process, on one set of task files: resqpy's loop,
+           then resqmp's Recombiner, each without workers competing for the CPU
 
 Printed per run: wall seconds (cluster start excluded for resqpy/resqmp, reported apart), the
 sum of task compute seconds (resqmp modes), recombination seconds and ms per task, time to the
@@ -210,14 +212,80 @@ def run_launch(meta: dict, out_dir: Path, workers: int) -> dict:
         raise RuntimeError(f"resqmp launch exited {proc.returncode}: {proc.stderr[-2000:]}")
     report = json.loads(out.with_name("launch.report.json").read_text())
     phases = report.get("phase_seconds", {})
+    # getting workers ready: the cluster object, the first worker process, the numba warm-up
+    startup = sum(phases.get(k) or 0.0 for k in ("cluster_start", "first_worker", "warm"))
     return {"engine": "launch", "wall_s": wall, "report_wall_s": report.get("wall_seconds"),
-            "cluster_start_s": phases.get("cluster_start"), "first_worker_s": phases.get("first_worker"),
-            "phases": phases, "recombine_s": report.get("recombine_seconds"),
+            "cluster_start_s": startup, "phases": phases, "recombine_s": report.get("recombine_seconds"),
             "task_s": report["totals"]["task_seconds"], "succeeded": report["totals"]["succeeded"],
             "output": str(out)}
 
 
-RUNNERS = {"resqpy": run_resqpy, "resqmp": run_resqmp, "launch": run_launch}
+def run_recombine_only(meta: dict, out_dir: Path, workers: int) -> dict:
+    """Recombination alone, in this process, on the same task files: resqpy's loop (as in
+    function_multiprocessing) then resqmp's Recombiner, each timed per task without workers
+    competing for the CPU."""
+    import resqpy.model as rq
+    import resqpy.olio.consolidation as cons
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as wrapper
+    from resqmp.execute import run_on_client
+    from resqmp.recombine import Recombiner
+
+    task_dir = out_dir / "tasks"
+    task_dir.mkdir()
+    cluster, client, _ = start_cluster(workers)
+    results = {}
+    try:
+        warm(client)
+        run_on_client(client, wrapper, dict(enumerate(meta["tasks"])), str(task_dir),
+                      lambda r: results.__setitem__(r["index"], r))
+    finally:
+        client.close()
+        cluster.close()
+    ordered = [results[i] for i in range(len(results))]
+    n = len(ordered)
+
+    def quarters(times):
+        q = max(1, n // 4)
+        return 1000 * sum(times[:q]) / q, 1000 * sum(times[-q:]) / q
+
+    (out_dir / "ref").mkdir()
+    times = []
+    t0 = time.perf_counter()
+    model = rq.new_model(str(out_dir / "ref" / "out.epc"), quiet=True)
+    for r in ordered:
+        t = time.perf_counter()
+        task_model = rq.Model(epc_file=r["epc_file"], quiet=True)
+        for u in cons.sort_uuids_list(task_model, r["uuid_list"]):
+            model.copy_uuid_from_other_model(task_model, uuid=u, consolidate=True)
+        times.append(time.perf_counter() - t)
+    model.store_epc(quiet=True)
+    model.h5_release()
+    resqpy_s = time.perf_counter() - t0
+    resqpy_q = quarters(times)
+
+    (out_dir / "ours").mkdir()
+    times = []
+    t0 = time.perf_counter()
+    recombiner = Recombiner(out_dir / "ours" / "out.epc")
+    for r in ordered:
+        t = time.perf_counter()
+        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"])
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    recombiner.publish()
+    publish_s = time.perf_counter() - t
+    resqmp_s = time.perf_counter() - t0
+    resqmp_q = quarters(times)
+    same = content(out_dir / "ours" / "out.epc") == content(out_dir / "ref" / "out.epc")
+    print(f"N={n} recombine-only: resqpy {1000 * resqpy_s / n:.2f} ms/task (first/last quarter "
+          f"{resqpy_q[0]:.1f}/{resqpy_q[1]:.1f}), resqmp {1000 * resqmp_s / n:.2f} ms/task (first/last quarter "
+          f"{resqmp_q[0]:.1f}/{resqmp_q[1]:.1f}, publish {publish_s:.2f} s), same content {same}", flush=True)
+    return {"engine": "recombine", "wall_s": resqmp_s, "recombine_s": resqmp_s, "resqpy_recombine_s": resqpy_s,
+            "resqpy_quarters_ms": resqpy_q, "resqmp_quarters_ms": resqmp_q, "publish_s": publish_s,
+            "same_content": same, "output": str(out_dir / "ours" / "out.epc")}
+
+
+RUNNERS = {"resqpy": run_resqpy, "resqmp": run_resqmp, "launch": run_launch, "recombine": run_recombine_only}
 
 
 def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -> list[dict]:
@@ -232,17 +300,22 @@ def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -
         row["recombine_ms_per_task"] = None if row.get("recombine_s") is None else 1000 * row["recombine_s"] / n
         if row.get("task_s") is not None:
             row["ideal_s"] = row["task_s"] / workers
-            row["wall_over_ideal"] = (row["wall_s"] - (row["cluster_start_s"] if mode == "launch" else 0)) / row["ideal_s"]
+            # resqmp: the call, cluster already up; launch: the command's own wall clock (its
+            # report) less getting workers ready (teardown and interpreter start stay in)
+            busy = row["report_wall_s"] - row["cluster_start_s"] if mode == "launch" else row["wall_s"]
+            row["wall_over_ideal"] = busy / row["ideal_s"]
         rows.append(row)
+        if mode == "recombine":
+            continue
         print(f"N={n} {mode:7s} wall {row['wall_s']:8.2f} s  recombine {row['recombine_ms_per_task'] or 0:7.2f} ms/task  "
               f"first result {row.get('first_result_s') or float('nan'):7.2f} s"
               + (f"  tasks {row['task_s']:.1f} s (wall/ideal {row['wall_over_ideal']:.3f})" if row.get("task_s") else "")
               + f"  load {load_before}->{row['load_after']}", flush=True)
-    outputs = {r["engine"]: r["output"] for r in rows}
+    outputs = {r["engine"]: r["output"] for r in rows if r["engine"] != "recombine"}
     if "resqpy" in outputs:
         reference = content(outputs["resqpy"])
         for r in rows:
-            if r["engine"] != "resqpy":
+            if r["engine"] not in ("resqpy", "recombine"):
                 r["same_output_as_resqpy"] = content(r["output"]) == reference
                 print(f"N={n} {r['engine']} output same as resqpy's: {r['same_output_as_resqpy']}", flush=True)
     by = {r["engine"]: r for r in rows}
@@ -266,6 +339,8 @@ def main(argv=None) -> int:
     parser.add_argument("--layout", choices=("split", "single"), default="split",
                         help="split: grid and each surface in its own EPC (default); single: one EPC")
     parser.add_argument("--root", default=str(HERE / "results"), help="datasets, runs and bench.jsonl")
+    parser.add_argument("--quiet-load", type=float, default=None,
+                        help="before each N, wait (up to 30 min) until the 1-minute load average is below this")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - set(RUNNERS)
@@ -279,6 +354,10 @@ def main(argv=None) -> int:
     with open(root / "bench.jsonl", "a") as f:
         f.write(json.dumps({"machine": info, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     for n in ns:
+        if args.quiet_load is not None:
+            deadline = time.monotonic() + 1800
+            while (load_average() or 0) >= args.quiet_load and time.monotonic() < deadline:
+                time.sleep(10)
         bench_one(n, modes, root, args.workers, args.layout)
     return 0
 
