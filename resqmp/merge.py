@@ -372,7 +372,8 @@ class Merger:
             self._h5_out_name = self_h5
             # what the file holds: the output is written only through this handle from now on
             self._out_paths = set()
-            self._h5_out.visit(self._out_paths.add)
+            visit = getattr(self._h5_out, 'visit_links', self._h5_out.visit)   # links count as present
+            visit(self._out_paths.add)
         return self._h5_out
 
     def _in_file(self, other_h5):
