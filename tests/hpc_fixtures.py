@@ -94,30 +94,41 @@ def sge():
     return "sge"
 
 
+# Each test module imports these fixtures, which makes pytest hold one definition per module; the
+# expensive results are kept here so the session computes them once.
+_SESSION: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def hpc_workdir():
     """A folder for this session under the shared directory the CI profiles use."""
-    SHARED.mkdir(parents=True, exist_ok=True)
-    path = SHARED / f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    path.mkdir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if "workdir" not in _SESSION:
+        SHARED.mkdir(parents=True, exist_ok=True)
+        path = SHARED / f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        path.mkdir()
+        _SESSION["workdir"] = path
+    yield _SESSION["workdir"]
+    shutil.rmtree(_SESSION["workdir"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def hpc_example(hpc_workdir):
     """A small example model (4 fault surfaces) on shared storage; read-only for tests."""
-    from resqmp.example import write_example
-    return write_example(hpc_workdir / "example", surfaces=4)
+    if "example" not in _SESSION:
+        from resqmp.example import write_example
+        _SESSION["example"] = write_example(hpc_workdir / "example", surfaces=4)
+    return _SESSION["example"]
 
 
 @pytest.fixture(scope="session")
 def local_reference(hpc_example, hpc_workdir):
     """The same find-faces batch through `--profile local`: the output HPC runs must match."""
-    out = hpc_workdir / "local" / "faults.epc"
-    out.parent.mkdir()
-    launch("local", hpc_example["batch"], out, check=0)
-    return out
+    if "local" not in _SESSION:
+        out = hpc_workdir / "local" / "faults.epc"
+        out.parent.mkdir()
+        launch("local", hpc_example["batch"], out, check=0)
+        _SESSION["local"] = out
+    return _SESSION["local"]
 
 
 def launch(profile, batch, output, *extra, check=None, timeout=300, env=None) -> subprocess.CompletedProcess:
