@@ -20,7 +20,8 @@ chmod 1777 "$SHARED_DIR"
 # 1. packages (no-op when present). The slurm user normally comes from the package's preinst;
 #    create it first so a half-configured earlier install cannot leave it missing.
 if ! dpkg -s slurm-wlm munge >/dev/null 2>&1; then
-  id slurm >/dev/null 2>&1 || adduser --quiet --system --group --uid 64030 --no-create-home --home /nonexistent slurm
+  id slurm >/dev/null 2>&1 || adduser --quiet --system --group --uid 64030 --no-create-home --home /nonexistent slurm 2>/dev/null \
+    || useradd --system --user-group --uid 64030 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin slurm
   apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null 2>&1 \
     || { apt-get update -qq; apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; }
 fi
