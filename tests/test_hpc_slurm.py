@@ -135,3 +135,11 @@ def test_launcher_job_runs_resqmp_launch_as_a_batch_job(slurm, hpc_example, hpc_
     log = (out.parent / f"launcher-{job}.out").read_text()
     assert "4 succeeded, 0 failed" in log, log
     assert_same_model(out, local_reference)
+
+
+def test_worker_job_that_dies_at_start_shows_its_output(slurm, hpc_example, hpc_workdir):
+    proc = launch(PROFILE, hpc_example["batch"], hpc_workdir / "nopython-slurm.epc",
+                  "--set", "cluster.python=/nonexistent/python", "--set", "scaling.worker_timeout=10")
+    assert proc.returncode == ExitCode.CLUSTER, proc.stderr
+    assert "no worker arrived" in proc.stderr
+    assert "/nonexistent/python: No such file or directory" in proc.stderr, proc.stderr

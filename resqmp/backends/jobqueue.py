@@ -27,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -337,6 +338,7 @@ def _cluster_class(backend: str) -> type[JobQueueCluster]:
         _resqmp_backend = backend
         _resqmp_tls_dir: str | None = None
         _resqmp_scheduler_options: dict = {}
+        _resqmp_log_dir: str | None = None
 
         def _update_worker_status(self, op, msg):
             # A worker that retired (--lifetime) or whose job ended is dropped from self.workers
@@ -464,6 +466,8 @@ def start(profile, worker_env: dict[str, str]):
             cluster = cls(**kw)
         cluster._resqmp_tls_dir = tls_dir
         cluster._resqmp_scheduler_options = kw["scheduler_options"]
+        cluster._resqmp_log_dir = kw["log_directory"]
+        cluster._resqmp_started = time.time()
     except BaseException:
         if tls_dir:
             shutil.rmtree(tls_dir, ignore_errors=True)
@@ -535,6 +539,8 @@ def scheduler_view(cluster) -> str:
     parts.append(f"jobs {', '.join(ids)}:")
     for cmd in _view_commands(backend, ids):
         out = _run(cmd)
+        if (backend == "slurm" and len(out.splitlines()) == 1) or out == "(no output)":
+            out += "\n(none listed: the jobs ended; their output follows if it is in the log directory)"
         if backend == "sge" and cmd[1] == "-u":
             out = _filter_sge(out, ids)
         if backend == "sge" and cmd[1] == "-j":
@@ -543,4 +549,40 @@ def scheduler_view(cluster) -> str:
             out = "\n".join(ln for ln in out.splitlines()
                             if any(ln.strip().startswith(w) or w in ln for w in wanted)) or out
         parts.append(f"$ {shlex.join(cmd)}\n{out}")
+    parts.extend(_log_tails(cluster, ids))
     return "\n".join(parts)
+
+
+def _log_tails(cluster, ids: list[str], jobs: int = 2, lines: int = 6) -> list[str]:
+    """The last lines of the first jobs' output files: a worker job that started and died (python
+    not found, a module missing, a bad --set) says why there."""
+    log_dir = getattr(cluster, "_resqmp_log_dir", None)
+    backend = getattr(cluster, "_resqmp_backend", None)
+    if not log_dir or not os.path.isdir(log_dir):
+        return []
+    try:
+        job_name = cluster._dummy_job.job_name or "worker"
+        names = os.listdir(log_dir)
+    except Exception:   # noqa: BLE001 - best effort, for an error message
+        return []
+    started = getattr(cluster, "_resqmp_started", 0.0)
+    out = []
+    for job_id in ids[:jobs]:
+        if backend == "slurm":
+            wanted = {f"{job_name}-{job_id}.err", f"{job_name}-{job_id}.out"}
+        elif backend in ("sge", "pbs"):
+            wanted = {f"{job_name}.o{job_id}", f"{job_name}.e{job_id}"}
+        else:                                   # lsf names the files after the worker
+            wanted = {n for n in names if n.endswith((f"-{job_id}.err", f"-{job_id}.out"))}
+        for name in sorted(wanted & set(names)):
+            path = os.path.join(log_dir, name)
+            try:
+                if os.path.getmtime(path) < started - 1:      # an older run's job with the same id
+                    continue
+                with open(path, errors="replace") as f:
+                    tail = [ln.rstrip() for ln in f.readlines()[-200:] if ln.strip()][-lines:]
+            except OSError:
+                continue
+            if tail:
+                out.append(f"$ tail {path}\n" + "\n".join(tail))
+    return out
