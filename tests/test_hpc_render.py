@@ -127,6 +127,15 @@ def test_security_false_renders_a_plain_tcp_worker():
     assert " tcp://" + jq.RENDER_SCHEDULER in cmd and " tls://" not in cmd and "--tls-" not in cmd
 
 
+def test_null_walltime_and_processes_follow_what_the_job_gets():
+    script = render("slurm", "cluster.walltime=null", "cluster.processes=null", "cluster.cores=4",
+                    "cluster.memory=8GiB")
+    default = jq.dask.config.get("jobqueue.slurm.walltime")             # dask-jobqueue's default
+    assert f"#SBATCH -t {default}" in script
+    assert " ".join(jq.lifetime_args("slurm", default)) in worker_line(script)
+    assert "--nworkers 4" in worker_line(script) and "--nthreads 1" in worker_line(script)
+
+
 def test_explicit_lifetime_is_kept_and_not_duplicated():
     cmd = worker_line(render("slurm", 'cluster.worker_extra_args=["--lifetime", "50m", "--lifetime-stagger", "5m"]'))
     assert cmd.count("--lifetime ") == 1 and "--lifetime 50m --lifetime-stagger 5m" in cmd

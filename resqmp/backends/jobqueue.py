@@ -249,7 +249,8 @@ def _kwargs(profile, worker_env: dict[str, str], tls_dir: str | None) -> dict[st
     cores = kw.get("cores") or dask.config.get(f"jobqueue.{backend}.cores")
     # one single-threaded worker process per core unless the profile says otherwise:
     # resqpy wrappers and numba are run one task per interpreter
-    kw.setdefault("processes", cores)
+    if kw.get("processes") is None:
+        kw["processes"] = cores
 
     kw["security"] = _security_for(profile, tls_dir)
     shared = _shared_dir(profile)
@@ -260,7 +261,8 @@ def _kwargs(profile, worker_env: dict[str, str], tls_dir: str | None) -> dict[st
 
     extra = [str(a) for a in _as_list(kw.get("worker_extra_args"), "worker_extra_args")]
     if "--lifetime" not in extra:
-        walltime = kw.get("walltime", dask.config.get(f"jobqueue.{backend}.walltime", None))
+        # null means dask-jobqueue's configured default, which the job then gets
+        walltime = kw.get("walltime") or dask.config.get(f"jobqueue.{backend}.walltime", None)
         if walltime is not None:
             extra += lifetime_args(backend, walltime)
     kw["worker_extra_args"] = extra
