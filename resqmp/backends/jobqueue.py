@@ -522,6 +522,13 @@ def _filter_sge(text: str, ids: list[str]) -> str:
     return "\n".join(keep) if len(keep) > 1 else text
 
 
+def submission_errors(cluster) -> list[str]:
+    """Failed submissions (after retries) of this cluster's worker jobs, one line each: lets a
+    caller stop waiting for workers at once instead of at scaling.worker_timeout."""
+    address = getattr(getattr(cluster, "scheduler", None), "address", None) or ""
+    return list(_SUBMIT_ERRORS.get(str(address), []))
+
+
 def scheduler_view(cluster) -> str:
     """The scheduler's view of this cluster's worker jobs (state, reason), plus any submission
     errors: what the user needs when no worker arrived."""
@@ -529,8 +536,7 @@ def scheduler_view(cluster) -> str:
     if backend is None:
         return ""
     parts = []
-    address = getattr(getattr(cluster, "scheduler", None), "address", None) or ""
-    errors = _SUBMIT_ERRORS.get(str(address), [])
+    errors = submission_errors(cluster)
     if errors:
         parts.append(f"{_SUBMIT[backend]} failed: {errors[-1]}")
     ids = _job_ids(cluster)
