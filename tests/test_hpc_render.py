@@ -72,7 +72,8 @@ def test_packaged_profile_renders_directives_env_prologue_and_tls_worker(backend
     python, m, module, address = cmd.split()[:4]
     assert os.path.samefile(python, sys.executable)               # default: the launching interpreter
     assert (m, module, address) == ("-m", "distributed.cli.dask_worker", "tls://" + jq.RENDER_SCHEDULER)
-    for opt in ("--protocol tls://", "--tls-ca-file ", "--tls-cert ", "--tls-key ", "--nthreads 1", "--nanny"):
+    for opt in ("--protocol tls://", "--tls-ca-file ", "--tls-cert ", "--tls-key ", "--nthreads 1", "--nanny",
+                "--preload resqmp.worker_preload"):
         assert opt in cmd, cmd
     shared = os.path.expandvars("${HOME}/resqmp-shared")
     assert f"--tls-key {shared}/{jq.RENDER_TLS_DIR}/key.pem" in cmd

@@ -260,6 +260,9 @@ def _kwargs(profile, worker_env: dict[str, str], tls_dir: str | None) -> dict[st
     kw["job_script_prologue"] = exports + _as_list(kw.get("job_script_prologue"), "job_script_prologue")
 
     extra = [str(a) for a in _as_list(kw.get("worker_extra_args"), "worker_extra_args")]
+    if "resqmp.worker_preload" not in extra:
+        # resqpy imported when the worker starts, not in its first task (~2 s)
+        extra += ["--preload", "resqmp.worker_preload"]
     if "--lifetime" not in extra:
         # null means dask-jobqueue's configured default, which the job then gets
         walltime = kw.get("walltime") or dask.config.get(f"jobqueue.{backend}.walltime", None)
