@@ -6,6 +6,7 @@ Test modules use them with `from hpc_fixtures import *`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
 __all__ = ["REPO", "TESTS", "CI", "SHARED", "BIN", "slurm", "sge", "hpc_workdir", "hpc_example",
            "local_reference", "launch", "wait_until", "scheduler_jobs", "sh", "report_of", "assert_same_model",
-           "write_batch", "tls_dirs"]
+           "write_batch", "tls_dirs", "registered_worker_jobs"]
 
 
 def sh(*cmd, timeout=30, env=None, check=False) -> subprocess.CompletedProcess:
@@ -181,3 +182,13 @@ def write_batch(path: Path, wrapper: str, tasks: list[dict], defaults: dict | No
 
 def tls_dirs() -> set[str]:
     return {p.name for p in SHARED.glob(".resqmp-tls-*")}
+
+
+def registered_worker_jobs(backend: str, job_name: str, log_dir: Path = SHARED / "logs") -> dict[str, str]:
+    """job output file -> scheduler address each worker job registered with (from the worker's log)."""
+    pattern = f"{job_name}-*.err" if backend == "slurm" else f"{job_name}.o*"
+    found = {}
+    for path in sorted(log_dir.glob(pattern)):
+        m = re.search(r"Registered to:\s+(\S+)", path.read_text(errors="replace"))
+        found[path.name] = m.group(1) if m else ""
+    return found
