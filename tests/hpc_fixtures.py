@@ -26,7 +26,7 @@ SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
 __all__ = ["REPO", "TESTS", "CI", "SHARED", "BIN", "slurm", "sge", "hpc_workdir", "hpc_example",
            "local_reference", "launch", "wait_until", "scheduler_jobs", "sh", "report_of", "assert_same_model",
-           "write_batch", "tls_dirs", "registered_worker_jobs"]
+           "write_batch", "tls_dirs", "registered_worker_jobs", "slow_batch"]
 
 
 def sh(*cmd, timeout=30, env=None, check=False) -> subprocess.CompletedProcess:
@@ -192,3 +192,16 @@ def registered_worker_jobs(backend: str, job_name: str, log_dir: Path = SHARED /
         m = re.search(r"Registered to:\s+(\S+)", path.read_text(errors="replace"))
         found[path.name] = m.group(1) if m else ""
     return found
+
+
+def slow_batch(example: dict, name: str, delay: float = 2.0) -> Path:
+    """The example's find-faces batch through tests' slow_find_faces (resqpy's wrapper, then a
+    pause): same output, but long enough that every worker job joins and takes tasks. Written next
+    to the example's batch (its paths are relative to that folder)."""
+    import yaml
+    data = yaml.safe_load(Path(example["batch"]).read_text())
+    data["wrapper"] = "wrappers_for_tests:slow_find_faces"
+    data.setdefault("defaults", {})["delay"] = delay
+    path = Path(example["batch"]).with_name(f"batch-slow-{name}.yaml")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
