@@ -58,6 +58,14 @@ def main(ctx, debug):
     ctx.obj["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # distributed configures its own INFO-level handlers from dask's config when it is first
+    # imported (later, lazily); its chatter is for --debug only
+    import dask.config
+    level = "debug" if debug else "warning"
+    dask.config.set({"logging": {**(dask.config.get("logging", {}) or {}),
+                                 "distributed": level, "distributed.client": level}})
+    for name in ("dask_jobqueue", "dask_kubernetes", "kr8s"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _raise_interrupt(signum, frame):

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class ProgressReport:
     def __init__(self, total: int, already_done: int = 0, stream=None):
         self.stream = stream or sys.stderr
-        self.total, self.done, self.failed = total, already_done, 0
+        self.total, self.done, self.failed, self.resumed = total, already_done, 0, already_done
         self.start = time.monotonic()
         self.console = Console(file=self.stream)
         self.bar = None
@@ -22,6 +22,12 @@ class ProgressReport:
                                 TimeRemainingColumn(), console=self.console, transient=False)
             self.bar.start()
             self.task = self.bar.add_task("tasks", total=total, completed=already_done, failed=0, rate="")
+
+    def begin(self) -> None:
+        """Tasks are being submitted: rate and ETA count from here, not from cluster start."""
+        self.start = time.monotonic()
+        if self.bar is not None:
+            self.bar.reset(self.task, total=self.total, completed=self.done, failed=self.failed, rate="")
 
     def info(self, message: str) -> None:
         if self.bar is not None:
@@ -34,7 +40,7 @@ class ProgressReport:
         if not result.get("success"):
             self.failed += 1
         elapsed = time.monotonic() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.resumed) / elapsed if elapsed > 0 else 0.0
         if self.bar is not None:
             self.bar.update(self.task, completed=self.done, failed=self.failed, rate=f"{rate:.1f}/s")
             if result.get("error"):

@@ -184,6 +184,7 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         summary["numba_warm"] = _warm_first_worker(client, seen["worker"], batch.wrapper)
         phases["warm"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
+        report.begin()
         run_on_client(client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
                       retry_on_error=bool(task_cfg.get("retry_on_error", False)),
                       timeout=task_cfg.get("timeout"))

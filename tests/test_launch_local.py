@@ -24,6 +24,7 @@ def test_launch_matches_resqpy(example, tmp_path, kind):
     proc = run_resqmp("launch", "--profile", "local", "--workers", "2", "--batch", example[key],
                       "--output", out, check=0)
     assert "dashboard: http://127.0.0.1" in proc.stderr
+    assert " INFO " not in proc.stderr                # distributed's chatter only with --debug
     ref = tmp_path / "ref" / "ref.epc"
     ref.parent.mkdir()
     assert all(resqpy_reference(example[key], ref, tmp_path / "ref"))
