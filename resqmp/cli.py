@@ -139,17 +139,31 @@ def profiles_show(name, overrides):
 @click.argument("refs", nargs=-1)
 @handle_errors
 def profiles_validate(refs):
-    """Validate the named profiles or files (all profiles found when none are given)."""
+    """Validate the named profiles, files or folders of .yaml files (all profiles found when none
+    are given). A profile is valid when it loads and its backend can render what it would start."""
     from resqmp import profiles as prof
-    targets = list(refs) or [str(path) for _, path in prof.available().values()]
+    from resqmp.backends import backend_for
+    from resqmp.worker_env import worker_environment
+    targets: list[str] = []
+    for ref in refs:
+        folder = Path(ref)
+        targets += sorted(str(p) for p in folder.glob("*.y*ml")) if folder.is_dir() else [ref]
+    if not refs:
+        targets = [str(path) for _, path in prof.available().values()]
     bad = 0
     for ref in targets:
         try:
             p = prof.load(ref)
+            backend_for(p.backend).render(p, worker_environment(p, expand=p.backend == "local"))
             click.echo(f"ok       {p.name} ({p.backend}) {p.source}")
         except ResqmpError as e:
             bad += 1
             click.echo(f"invalid  {e}", err=True)
+        except (ValueError, TypeError) as e:
+            bad += 1
+            click.echo(f"invalid  profile {ref}: {e}", err=True)
+    if not targets:
+        _fail(f"no profiles found in {', '.join(refs)}", ExitCode.PROFILE)
     if bad:
         sys.exit(ExitCode.PROFILE)
 

@@ -15,7 +15,7 @@ import dask
 from resqmp import batch as batch_mod
 from resqmp import preflight, profiles
 from resqmp.backends import backend_for
-from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError
+from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, ResqmpError
 from resqmp.execute import run_on_client
 from resqmp.journal import Journal
 from resqmp.progress import ProgressReport
@@ -157,6 +157,8 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
     with stack:
         try:
             cluster = backend.start(profile, env)
+        except ResqmpError:
+            raise                # already one line with its own exit code (e.g. a profile error)
         except Exception as e:   # noqa: BLE001 - one line, not a traceback
             raise ClusterError(f"profile {profile.source}: the {profile.backend} cluster did not start: "
                                f"{type(e).__name__}: {e}") from e
@@ -166,7 +168,7 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         stack.callback(_close_quietly, client)
         dashboard = getattr(client, "dashboard_link", None)
         summary["dashboard"] = dashboard
-        report.info(f"{profile.backend} cluster up ({profile.name}); dashboard: {dashboard}")
+        report.info(f"{profile.backend} cluster up ({profile.name}); dashboard: {dashboard or 'off'}")
         client.register_plugin(logging_plugin(profile), name="resqmp-logging")
         if not isinstance(cluster, str):
             if "adaptive" in scaling:
@@ -206,13 +208,25 @@ def _warm_first_worker(client, worker: str, wrapper: str) -> dict | None:
 
 
 def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) -> None:
-    try:
-        client.wait_for_workers(1, timeout=timeout)
-    except TimeoutError:
-        view = backend.scheduler_view(cluster) if not isinstance(cluster, str) else ""
-        view = " | ".join(line.strip() for line in view.strip().splitlines() if line.strip())
-        raise ClusterError(f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
-                           + (f"; scheduler says: {view}" if view else "") + "; jobs cancelled") from None
+    """Wait for one worker; give up at once when the resource manager refused the jobs."""
+    deadline = time.monotonic() + timeout
+    failed_submissions = getattr(backend, "submission_errors", None)
+    while True:
+        try:
+            client.wait_for_workers(1, timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            return
+        except TimeoutError:
+            pass
+        refused = failed_submissions(cluster) if failed_submissions and not isinstance(cluster, str) else []
+        if refused or time.monotonic() >= deadline:
+            break
+    view = backend.scheduler_view(cluster) if not isinstance(cluster, str) else ""
+    view = " | ".join(line.strip() for line in view.strip().splitlines() if line.strip())
+    what = "the worker jobs could not be submitted" if refused else \
+        f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
+    cancelled = {"slurm": "; jobs cancelled", "sge": "; jobs cancelled", "pbs": "; jobs cancelled",
+                 "lsf": "; jobs cancelled", "kubernetes": "; cluster deleted"}.get(profile.backend, "")
+    raise ClusterError(what + (f"; scheduler says: {view}" if view else "") + cancelled)
 
 
 def _remove_stale_staging(out: Path) -> None:

@@ -159,3 +159,18 @@ def test_every_packaged_profile_validates():
     proc = run_resqmp("profiles", "validate", check=0)
     for name in ("local",):
         assert f"ok       {name} " in proc.stdout
+
+
+def test_validate_takes_folders_and_renders_to_catch_keys_of_another_scheduler(tmp_path):
+    folder = tmp_path / "site"
+    write(folder / "good.yaml", "extends: slurm\ncluster: {queue: compute}\n")
+    proc = run_resqmp("profiles", "validate", folder, check=0)
+    assert "ok       good (slurm)" in proc.stdout
+    write(folder / "bad.yaml", "extends: slurm\ncluster: {resource_spec: h_vmem=2G}\n")
+    proc = run_resqmp("profiles", "validate", folder)
+    assert proc.returncode == ExitCode.PROFILE
+    assert "resource_spec is not an option of SLURMCluster" in proc.stderr
+    assert "ok       good (slurm)" in proc.stdout            # the other file still reported
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_resqmp("profiles", "validate", empty).returncode == ExitCode.PROFILE

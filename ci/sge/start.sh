@@ -154,11 +154,20 @@ qconf -sq all.q >/dev/null 2>&1 && qconf -Mq $CFG/q_all >/dev/null || qconf -Aq 
 qmod -c "all.q@$HOST" >/dev/null 2>&1 || true   # clear any error state
 qmod -e "all.q@$HOST" >/dev/null 2>&1 || true
 
+# jobs of a previous run (e.g. stuck in "t"/"dt" after an execd died) would hold the slots:
+# a restart starts with an empty queue, as slurmctld -c does for SLURM
+qdel -f -u '*' '*' >/dev/null 2>&1 || true
+for i in $(seq 50); do [ -z "$(qstat -u '*' 2>/dev/null)" ] && break; sleep 0.2; done
+
 # 9. wait for the queue instance to get a load report, then smoke test
 for i in $(seq 100); do qstat -f -q all.q | grep -q "all.q@$HOST .*lx-amd64 *$" && break; sleep 0.2; done
 qstat -f
 printf '#!/bin/bash\nhostname; id -un\n' > $CFG/smoke.sh
 jid=$(cd "$SHARED_DIR" && qsub -terse -cwd -j y -o "$SHARED_DIR"/smoke.out -N smoke $CFG/smoke.sh)
-for i in $(seq 150); do qstat -j "$jid" >/dev/null 2>&1 || break; sleep 0.2; done
+for i in $(seq 300); do qstat -j "$jid" >/dev/null 2>&1 || break; sleep 0.2; done
+if [ ! -s "$SHARED_DIR"/smoke.out ]; then
+  echo "SGE smoke job $jid did not run within 60 s:" >&2; qstat -f >&2; qstat -j "$jid" >&2 || true
+  exit 1
+fi
 cat "$SHARED_DIR"/smoke.out; rm -f "$SHARED_DIR"/smoke.out
 echo "SGE ready"
