@@ -113,6 +113,15 @@ def warm(client) -> float:
     return time.perf_counter() - t
 
 
+def first_task_per_worker(records) -> dict:
+    """Seconds of each worker's first task (lowest index it ran)."""
+    first = {}
+    for r in sorted(records, key=lambda r: r["index"]):
+        if r.get("worker") and r["worker"] not in first:
+            first[r["worker"]] = r["seconds"]
+    return first
+
+
 def run_resqpy(meta: dict, out_dir: Path, workers: int) -> dict:
     import resqpy.model as rq
     import resqpy.multi_processing as rqmp
@@ -186,7 +195,7 @@ def run_resqmp(meta: dict, out_dir: Path, workers: int) -> dict:
         api.run_on_client, recombine.Recombiner.__init__ = original_run, original_init
         client.close()
         cluster.close()
-    return {"engine": "resqmp", "wall_s": wall, "cluster_start_s": start_s, "warm_s": warm_s,
+    return {"engine": "resqmp", "wall_s": wall, "first_task_s": first_task_per_worker(records), "cluster_start_s": start_s, "warm_s": warm_s,
             "recombine_s": recombiners[0].seconds if recombiners else None,
             "first_result_s": marks.get("first_merged", t0 + wall) - t0,
             "task_s": sum(r["seconds"] or 0 for r in records), "succeeded": sum(map(bool, success)),
@@ -215,6 +224,7 @@ def run_launch(meta: dict, out_dir: Path, workers: int) -> dict:
     # getting workers ready: the cluster object, the first worker process, the numba warm-up
     startup = sum(phases.get(k) or 0.0 for k in ("cluster_start", "first_worker", "warm"))
     return {"engine": "launch", "wall_s": wall, "report_wall_s": report.get("wall_seconds"),
+            "first_task_s": first_task_per_worker(report["tasks"]),
             "cluster_start_s": startup, "phases": phases, "recombine_s": report.get("recombine_seconds"),
             "task_s": report["totals"]["task_seconds"], "succeeded": report["totals"]["succeeded"],
             "output": str(out)}
