@@ -103,6 +103,9 @@ def _hashable_key(obj_type: str, obj):
     return key
 
 
+_UNREADABLE = object()      # a resident whose object could not be built (filed unkeyed, in order)
+
+
 class _TypeIndex:
     """Residents of one obj_type in model order, with buckets by key."""
 
@@ -171,8 +174,12 @@ class IndexedConsolidation(cons.Consolidation):
         pending = self._pending.get(obj_type)
         if pending:
             for uuid_int in pending:
-                obj = _construct(self.model, obj_type, bu.uuid_from_int(uuid_int))
                 self.constructions += 1
+                try:
+                    obj = _construct(self.model, obj_type, bu.uuid_from_int(uuid_int))
+                except Exception:   # noqa: BLE001 - resqpy raises only if a query reaches it
+                    index.add(uuid_int, _UNREADABLE, None)
+                    continue
                 index.add(uuid_int, obj, _hashable_key(obj_type, obj))
             pending.clear()
         return index
@@ -218,6 +225,9 @@ class IndexedConsolidation(cons.Consolidation):
         for resident_uuid_int, resident_obj in index.candidates(_hashable_key(obj_type, immigrant_obj)):
             if ignore_identical_part and resident_uuid_int == immigrant_uuid_int:
                 continue
+            if resident_obj is _UNREADABLE:
+                # resqpy builds residents in order and fails here; so do we (or use it if it now reads)
+                resident_obj = _construct(self.model, obj_type, bu.uuid_from_int(resident_uuid_int))
             self.comparisons += 1
             if immigrant_obj == resident_obj:   # == is the class's is_equivalent, as in resqpy
                 while resident_uuid_int in self.map:
