@@ -93,14 +93,11 @@ class Recombiner:
             self.merger.store_epc()
             self.model.h5_release()
             h5_stage = self.stage_epc.with_suffix(".h5")
-            old_epc_gone = False
             if h5_stage.exists():
                 if self.out.exists():
                     os.unlink(self.out)      # never pair an old EPC with a new .h5
-                    old_epc_gone = True
                 os.replace(h5_stage, self.out.with_suffix(".h5"))
             os.replace(self.stage_epc, self.out)
-            del old_epc_gone
         except OSError as e:
             self.abort()
             raise _output_error(self.out, e) from None
