@@ -1,8 +1,12 @@
 """Send tasks to a Dask client and hand back each final result as it arrives.
 
-A task that raises comes back as a failed record (see tasks.run_task). A task whose worker died
-is re-run by the scheduler up to `distributed.scheduler.allowed-failures` times, then reported
-failed; a task that raised is re-run only when retry_on_error is set.
+Consecutive tasks go to Dask in groups (see group_size_for): one Dask task runs a few resqmp
+tasks in a row on a worker (run_group), which saves Dask's per-task overhead on short tasks.
+Each task still gets its own result record.
+
+A task that raises comes back as a failed record (see tasks.run_task). A group whose worker died
+is re-run by the scheduler up to `distributed.scheduler.allowed-failures` times, then each of its
+tasks is reported failed; a task that raised is re-run, alone, only when retry_on_error is set.
 """
 from __future__ import annotations
 
@@ -11,6 +15,42 @@ from typing import Callable
 from distributed import as_completed
 
 from resqmp.tasks import run_task
+
+#: the most tasks `auto` puts in one Dask task
+AUTO_MAX_GROUP = 4
+#: `auto` groups only when each worker has at least this many tasks per task in a group
+AUTO_TASKS_PER_WORKER = 16
+
+
+def auto_group_size(n_tasks: int, workers: int) -> int:
+    """max(1, min(4, n_tasks // (16 × workers))): groups only when every worker has many tasks,
+    so the imbalance at the end of the batch (a worker still busy with a whole group while the
+    others are idle) stays a small share of the run."""
+    return max(1, min(AUTO_MAX_GROUP, n_tasks // (AUTO_TASKS_PER_WORKER * max(1, workers))))
+
+
+def group_size_for(setting: int | str | None, n_tasks: int, workers: int) -> int:
+    """The profile's tasks.group_size ('auto', None meaning 'auto', or a positive integer) as a count."""
+    if setting is None or setting == "auto":
+        return auto_group_size(n_tasks, workers)
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"tasks.group_size: expected 'auto' or an integer >= 1, got {setting!r}")
+    return setting
+
+
+def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
+              timeout: float | None = None) -> list[dict]:
+    """Run on a worker: the tasks of one group in a row; their records, in order (never raises).
+
+    Stops after a task that timed out: its thread is still running and the client restarts this
+    worker, so the tasks not yet run are left for the client to send again."""
+    records = []
+    for index, kwargs in items:
+        record = run_task(function, kwargs, index, parent_tmp_dir, timeout)
+        records.append(record)
+        if record.get("timed_out"):
+            break
+    return records
 
 
 def _lost(index: int, error: BaseException) -> dict:
@@ -22,33 +62,49 @@ def _lost(index: int, error: BaseException) -> dict:
 
 def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: str,
                   on_result: Callable[[dict], None], retries: int = 0, retry_on_error: bool = False,
-                  timeout: float | None = None, key_prefix: str = "resqmp-task") -> None:
-    attempts = {i: 1 for i in kwargs_by_index}
+                  timeout: float | None = None, key_prefix: str = "resqmp-task",
+                  group_size: int | str = 1, workers: int = 1) -> int:
+    """Run every task; call on_result once per task index with its final record (with "attempts")
+    as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
+    auto_group_size, with `workers` the number of workers the tasks share). Returns the group
+    size used."""
+    indexes = sorted(kwargs_by_index)
+    size = group_size_for(group_size, len(indexes), workers)
+    attempts = {i: 1 for i in indexes}
 
-    def submit(i: int):
-        fut = client.submit(run_task, function, kwargs_by_index[i], i, run_dir, timeout,
-                            key=f"{key_prefix}-{i}-a{attempts[i]}", pure=False)
-        fut.resqmp_index = i
+    def submit(group: list[int]):
+        attempt = max(attempts[i] for i in group)
+        fut = client.submit(run_group, function, [(i, kwargs_by_index[i]) for i in group], run_dir, timeout,
+                            key=f"{key_prefix}-{group[0]}-{group[-1]}-a{attempt}", pure=False)
+        fut.resqmp_group = group
         return fut
 
     # Submit in task order: with streaming recombination, early indexes finishing first lets the
     # merge proceed while later tasks still run.
-    pending = as_completed([submit(i) for i in sorted(kwargs_by_index)], loop=client.loop)
+    pending = as_completed([submit(indexes[k:k + size]) for k in range(0, len(indexes), size)],
+                           loop=client.loop)
     for fut in pending:
-        i = fut.resqmp_index
+        group = fut.resqmp_group
         try:
-            result = fut.result()
+            records = fut.result()
         except Exception as e:   # noqa: BLE001 - KilledWorker, CancelledError, communication errors
-            result = _lost(i, e)
+            records = [_lost(i, e) for i in group]
         fut.release()
-        if result.get("timed_out"):
-            _restart(client, result.get("worker"))
-        if result.get("error") and retry_on_error and attempts[i] <= retries:
-            attempts[i] += 1
-            pending.add(submit(i))
-            continue
-        result["attempts"] = attempts[i]
-        on_result(result)
+        stuck = next((r for r in records if r.get("timed_out")), None)
+        if stuck is not None:
+            _restart(client, stuck.get("worker"))
+        not_run = group[len(records):]           # after a timeout: sent again, to a fresh worker
+        if not_run:
+            pending.add(submit(not_run))
+        for result in records:
+            i = result["index"]
+            if result.get("error") and retry_on_error and attempts[i] <= retries:
+                attempts[i] += 1
+                pending.add(submit([i]))         # alone: the rest of its group is done
+                continue
+            result["attempts"] = attempts[i]
+            on_result(result)
+    return size
 
 
 def _restart(client, worker: str | None) -> None:
