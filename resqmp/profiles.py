@@ -155,11 +155,25 @@ def describe_schema_error(err: jsonschema.ValidationError) -> str:
     if err.validator == "type":
         expected = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
         return f"{key}: expected {expected}, got {type(err.instance).__name__} {err.instance!r}"
+    if err.validator == "anyOf":
+        expected = " or ".join(_expected(s) for s in err.validator_value)
+        return f"{key}: expected {expected}, got {type(err.instance).__name__} {err.instance!r}"
     if err.validator == "required":
         return f"{key}: missing required key ({err.message})"
     if "propertyNames" in err.absolute_schema_path:
         return f"{key}: {err.instance!r} is not a valid environment variable name"
     return f"{key}: {err.message}"
+
+
+def _expected(schema: dict) -> str:
+    """What one alternative of an anyOf accepts, e.g. 'auto' or integer >= 1."""
+    if "const" in schema:
+        return repr(schema["const"])
+    kind = schema.get("type", "value")
+    text = kind if isinstance(kind, str) else " or ".join(kind)
+    if "minimum" in schema:
+        text += f" >= {schema['minimum']}"
+    return text
 
 
 def _validate(data: dict, where: str, require_backend: bool) -> None:
