@@ -2,7 +2,8 @@
 
 Same signature and return value. Differences that matter: a task that raises is reported as a
 failure instead of losing every result; outputs merge while other tasks still run; the recombined
-EPC appears atomically; `cluster` may be None (run in-process), a Dask cluster, or a Client.
+EPC appears atomically; `cluster` may be None (run in-process), a Dask cluster, or a Client; with
+many tasks per worker, consecutive tasks share one Dask task (tasks.group_size `auto`).
 """
 from __future__ import annotations
 
@@ -55,7 +56,11 @@ def function_multiprocessing(function: Callable,
             from distributed import Client
             client = cluster if isinstance(cluster, Client) else Client(cluster, set_as_default=False)
             try:
-                run_on_client(client, function, by_index, str(tmp_dir), on_result)
+                # short tasks go to Dask in groups when every task slot has many of them
+                # (execute.auto_group_size); a cluster still starting counts as one slot
+                slots = max(1, sum(client.nthreads().values()))
+                run_on_client(client, function, by_index, str(tmp_dir), on_result, group_size="auto",
+                              workers=slots)
             finally:
                 if client is not cluster:
                     client.close()
