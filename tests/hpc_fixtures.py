@@ -23,6 +23,9 @@ STATE_DIR = Path(os.environ.get("STATE_DIR", "/tmp/hpc-ci"))
 SHARED = Path(os.environ.get("SHARED_DIR", STATE_DIR / "shared"))
 BIN = Path(sys.executable).parent
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+NEEDED_SLOTS = 2
+LEAKED_BY_NANNIES = {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                     "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED"}
 
 __all__ = ["REPO", "TESTS", "CI", "SHARED", "BIN", "slurm", "sge", "hpc_workdir", "hpc_example",
            "local_reference", "launch", "wait_until", "scheduler_jobs", "sh", "report_of", "assert_same_model",
@@ -54,7 +57,10 @@ def _slurm_ok() -> bool:
         state = sh("sinfo", "-h", "-o", "%t", timeout=10).stdout.split()
     except subprocess.TimeoutExpired:
         return False
-    return bool(state) and all(s.rstrip("*") in ("idle", "mix", "alloc", "comp") for s in state)
+    if not state or not all(s.rstrip("*") in ("idle", "mix", "alloc", "comp") for s in state):
+        return False
+    # the tests run two one-CPU worker jobs (plus a launcher job) side by side
+    return sum(int(c) for c in sh("sinfo", "-h", "-o", "%c", timeout=10).stdout.split()) >= NEEDED_SLOTS
 
 
 def _sge_ok() -> bool:
@@ -66,7 +72,10 @@ def _sge_ok() -> bool:
         return False
     # a queue instance with a load report and no error/disabled/unknown state flag
     lines = [ln for ln in out.splitlines() if ln.startswith("all.q@")]
-    return bool(lines) and all(len(ln.split()) == 5 for ln in lines)
+    if not lines or not all(len(ln.split()) == 5 for ln in lines):
+        return False
+    slots = [ln.split()[2].split("/")[-1] for ln in lines]    # resv/used/tot
+    return sum(int(n) for n in slots if n.isdigit()) >= NEEDED_SLOTS
 
 
 def _ensure(name: str, ok) -> None:
@@ -74,7 +83,10 @@ def _ensure(name: str, ok) -> None:
         SHARED.mkdir(parents=True, exist_ok=True)
         return
     script = CI / name / "start.sh"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    # The daemons inherit this environment. Keep out what distributed's nanny exported into this
+    # process when an earlier test started a LocalCluster (OMP_NUM_THREADS=1 and the like).
+    env = {k: v for k, v in os.environ.items() if k not in LEAKED_BY_NANNIES}
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode != 0 or not wait_until(ok, 30):
         pytest.fail(f"{script} could not start {name} (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
                     f"{proc.stderr[-3000:]}", pytrace=False)

@@ -97,7 +97,8 @@ qsort_args         NONE
 EOF
 qconf -sp smp >/dev/null 2>&1 && qconf -Mp $CFG/pe_smp >/dev/null || qconf -Ap $CFG/pe_smp >/dev/null
 
-# 8. queue all.q on this host: slots = #cpus, bash, unix_behavior (honour #! line), no load threshold
+# 8. queue all.q on this host: slots = #cpus (getconf, not nproc: nproc honours OMP_NUM_THREADS), bash,
+#    unix_behavior (honour #! line), no load threshold
 cat > $CFG/q_all <<EOF
 qname                 all.q
 hostlist              $HOST
@@ -113,7 +114,7 @@ qtype                 BATCH INTERACTIVE
 ckpt_list             NONE
 pe_list               smp
 rerun                 FALSE
-slots                 $(nproc)
+slots                 $(getconf _NPROCESSORS_ONLN)
 tmpdir                /tmp
 shell                 /bin/bash
 prolog                NONE

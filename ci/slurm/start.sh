@@ -54,7 +54,9 @@ munge -n | unmunge >/dev/null
 #    RealMemory: 90% of what slurmd detects (it must not exceed the detected value).
 MEM=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 MEM=$(( MEM * 90 / 100 ))
-CPUS=$(nproc)
+# Not `nproc`: it honours OMP_NUM_THREADS, which distributed's nanny exports into whatever started a
+# LocalCluster (a pytest run, say) - a 1-CPU node would then hold one worker job at a time.
+CPUS=$(getconf _NPROCESSORS_ONLN)
 mkdir -p /etc/slurm
 cat > /etc/slurm/slurm.conf <<EOF
 # written by resqmp ci/slurm/start.sh: single-node test cluster
@@ -72,7 +74,8 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+# CR_CPU: a job takes logical CPUs, not whole cores, so 2 one-CPU jobs fit on a hyperthreaded core too
+SelectTypeParameters=CR_CPU
 ReturnToService=2
 SlurmctldPidFile=/run/slurm/slurmctld.pid
 SlurmdPidFile=/run/slurm/slurmd.pid
@@ -109,6 +112,8 @@ for _ in $(seq 60); do
 done
 scontrol update NodeName="$HOST" State=RESUME 2>/dev/null || true
 sinfo
+got=$(sinfo -h -n "$HOST" -o %c)
+[ "$got" = "$CPUS" ] || { echo "ci/slurm/start.sh: node $HOST has $got CPUs in SLURM, expected $CPUS" >&2; exit 1; }
 jid=$(sbatch --parsable -o "$SHARED_DIR/smoke-%j.out" --wrap 'echo "smoke job on $(hostname) as $(id -un)"')
 for _ in $(seq 60); do squeue -h -j "$jid" 2>/dev/null | grep -q . || break; sleep 0.5; done
 cat "$SHARED_DIR/smoke-$jid.out"; rm -f "$SHARED_DIR/smoke-$jid.out"
