@@ -1,12 +1,14 @@
 """`resqmp launch`: profile -> cluster -> worker environment -> batch -> run -> recombine -> report."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import logging
+import os
 import shutil
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,12 +151,15 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
     task_cfg = profile.tasks
     retries = int(task_cfg.get("retries", 2))
     env = worker_environment(profile, expand=profile.backend == "local")
-    # In-process schedulers (local, jobqueue) re-run a task whose worker died this many times.
-    dask.config.set({"distributed.scheduler.allowed-failures": retries})
     phases = summary.setdefault("phase_seconds", {})
     mark = time.monotonic()
     stack = ExitStack()
     with stack:
+        # Backends and distributed's nannies change this process's environment and dask config
+        # (OMP_NUM_THREADS=1 among them); a caller of launch() gets its process back as it was.
+        stack.enter_context(_process_state_restored())
+        # In-process schedulers (local, jobqueue) re-run a task whose worker died this many times.
+        dask.config.set({"distributed.scheduler.allowed-failures": retries})
         try:
             cluster = backend.start(profile, env)
         except ResqmpError:
@@ -254,6 +259,19 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
+
+
+@contextmanager
+def _process_state_restored():
+    environ, config = dict(os.environ), copy.deepcopy(dask.config.config)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)
+        dask.config.config.clear()
+        dask.config.config.update(config)
 
 
 def _close_quietly(obj) -> None:

@@ -3,6 +3,7 @@ function_multiprocessing on the same inputs."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -81,3 +82,27 @@ def test_profile_environment_overrides_defaults(tmp_path):
                "--batch", batch, "--output", tmp_path / "o.epc", check=0)
     rec = json.loads((tmp_path / "rec.json").read_text())
     assert rec["config"] == 2 and rec["env"] == "2"
+
+
+def test_launch_in_process_leaves_the_environment_and_dask_config_as_found(tmp_path, monkeypatch):
+    """launch() as a library call: workers get the profile's environment, the caller keeps its own
+    (distributed's nanny exports pre-spawn-environ into the parent; a CI scheduler started later by
+    the same process once came up with one CPU because `nproc` read OMP_NUM_THREADS=1)."""
+    import dask
+    from resqmp.run import launch
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("HDF5_USE_FILE_LOCKING", raising=False)
+    environ = dict(os.environ)
+    watched = ("distributed.nanny.pre-spawn-environ", "distributed.worker.preload",
+               "distributed.scheduler.allowed-failures")
+    config = {key: dask.config.get(key, None) for key in watched}
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("wrapper: wrappers_for_tests:numba_threads_wrapper\ntasks:\n  - {record_file: rec.json}\n")
+    result = launch("local", str(batch), str(tmp_path / "o.epc"))
+    assert result.exit_code == 0
+    rec = json.loads((tmp_path / "rec.json").read_text())
+    assert rec["config"] == 1 and rec["env"] == "1"             # the profile won inside the worker
+    assert dict(os.environ) == environ                           # ...and not in the caller
+    assert {key: dask.config.get(key, None) for key in watched} == config

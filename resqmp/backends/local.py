@@ -36,7 +36,8 @@ def render(profile, worker_env: dict[str, str]) -> str:
 
 def start(profile, worker_env: dict[str, str]):
     # Nannies read pre-spawn-environ when created, including those adaptive scaling adds later,
-    # so the setting stays in force for the life of this process.
+    # so the setting stays in force until the launch ends (run.py then restores the process's
+    # environment and dask config).
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     environ.update(worker_env)
     dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
