@@ -25,9 +25,30 @@ def sleepy_wrapper(index, parent_tmp_dir, seconds: float = 1.0, name=None, fail:
     return index, True, None, []
 
 
-def slow_find_faces(index, parent_tmp_dir, delay: float = 0.5, **kwargs):
-    """resqpy's find-faces wrapper, then a pause: keeps a batch running long enough to kill things."""
+def log_call(log_dir, index) -> bool:
+    """Leave a file `INDEX.PID.NS` in log_dir (which task ran, where, how often); True on the
+    task's first call."""
+    first = not any(n.split(".")[0] == str(index) for n in os.listdir(log_dir))
+    open(os.path.join(log_dir, f"{index}.{os.getpid()}.{time.monotonic_ns()}"), "w").close()
+    return first
+
+
+def logged_wrapper(index, parent_tmp_dir, log_dir, seconds: float = 0.05, fail: bool = False,
+                   fail_once: bool = False, name=None):
+    """sleepy_wrapper that logs each call (log_call); fail_once raises on the task's first call only."""
+    first = log_call(log_dir, index)
+    time.sleep(seconds)
+    if fail or (fail_once and first):
+        raise RuntimeError(f"task {index} asked to fail")
+    return index, True, None, []
+
+
+def slow_find_faces(index, parent_tmp_dir, delay: float = 0.5, log_dir=None, **kwargs):
+    """resqpy's find-faces wrapper, then a pause: keeps a batch running long enough to kill things.
+    With log_dir, each call is logged first (log_call)."""
     from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
+    if log_dir:
+        log_call(log_dir, index)
     result = find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
     time.sleep(delay)
     return result
