@@ -5,10 +5,13 @@ retry, timeout; a group whose worker is killed is re-run whole by Dask."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import threading
 import time
 from pathlib import Path
 
+import dask
 import psutil
 import pytest
 import yaml
@@ -241,3 +244,34 @@ def test_the_api_groups_when_each_worker_has_many_tasks(faults32, tmp_path):
     assert {t["key"] for t in stream.data if t["key"].startswith("resqmp-task")} == \
         {f"resqmp-task-{i}-{i + 1}-a1" for i in range(0, 32, 2)}
     assert content(tmp_path / "o.epc") == faults32["reference"]
+
+
+def test_when_dask_gives_up_on_a_group_each_of_its_tasks_is_reported_failed(tmp_path):
+    """allowed-failures 0: the group whose worker is killed ends in KilledWorker; each of its tasks
+    gets its own failed record, the other group's tasks succeed."""
+    log_dir = tmp_path / "calls"
+    log_dir.mkdir()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
+                Client(c, set_as_default=False) as client:
+            worker_pids = set(client.run(os.getpid).values())
+
+            def kill_the_worker_running_task_1():
+                wait_for(lambda: 1 in calls(log_dir), what="task 1 to start")
+                victim = calls(log_dir)[1][0]
+                assert victim in worker_pids
+                psutil.Process(victim).send_signal(signal.SIGKILL)
+
+            killer = threading.Thread(target=kill_the_worker_running_task_1)
+            killer.start()
+            records: list[dict] = []
+            by_index = {i: {"log_dir": str(log_dir), "seconds": 0.5} for i in range(8)}
+            run_on_client(client, LOGGED, by_index, str(tmp_path), records.append, group_size=4)
+            killer.join()
+    assert sorted(r["index"] for r in records) == list(range(8))
+    by_index = {r["index"]: r for r in records}
+    for i in range(4):
+        assert not by_index[i]["success"]
+        assert by_index[i]["error"] == "KilledWorker: worker died while running it"
+        assert by_index[i]["attempts"] == 1
+    assert all(by_index[i]["success"] for i in range(4, 8))
