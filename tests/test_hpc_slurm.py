@@ -1,7 +1,6 @@
-"""End to end through a real single-node SLURM (ci/slurm/start.sh), TLS on: `resqmp launch` with
-ci/profiles/slurm-ci.yaml and 2 worker jobs gives the model a local run gives; the worker
-environment is set before Python starts; a batch longer than the walltime completes; workers that
-never arrive, a bad partition and a node-local shared directory end with clear messages."""
+"""What only SLURM has, on the real single-node SLURM (ci/slurm/start.sh): a batch longer than
+the walltime completes; workers that never arrive, a bad partition and a node-local shared
+directory end with clear messages. The end-to-end runs shared with SGE are in test_hpc_e2e.py."""
 from __future__ import annotations
 
 import sys
@@ -20,50 +19,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def test_launch_with_two_worker_jobs_matches_a_local_run(slurm, hpc_example, hpc_workdir, local_reference):
-    """Both worker jobs join over TLS and take tasks; the recombined model equals the local run's."""
-    out = hpc_workdir / "slurm" / "faults.epc"
-    out.parent.mkdir()
-    name = unique("resqmp-e2e")
-    before = tls_dirs()
-    t0 = time.monotonic()
-    proc = launch(PROFILE, slow_batch(hpc_example, "slurm"), out, "--set", f"cluster.job_name={name}",
-                  "--set", f"environment.PYTHONPATH={TESTS}", check=0)
-    elapsed = time.monotonic() - t0
-    report = report_of(out)
-    assert report["backend"] == "slurm" and report["exit_code"] == 0
-    assert [t["success"] for t in report["tasks"]] == [True] * 4
-    workers = {t["worker"] for t in report["tasks"]}
-    assert len(workers) == 2 and all(w.startswith("tls://") for w in workers), workers
-    jobs = registered_worker_jobs("slurm", name)                  # from the worker jobs' own logs
-    assert len(jobs) == 2 and all(a.startswith("tls://") for a in jobs.values()), jobs
-    assert_same_model(out, local_reference)
-    # worker jobs cancelled/ended with the cluster, TLS files removed
-    assert wait_until(lambda: not scheduler_jobs("slurm", name), 30), sh("squeue" if "slurm" == "slurm" else "qstat").stdout
-    assert tls_dirs() <= before
-    assert elapsed < 120, proc.stderr
-
-
-def test_plain_profile_command_works(slurm, hpc_example, hpc_workdir, local_reference):
-    """Exactly the command from the README: no --set."""
-    out = hpc_workdir / "slurm-plain" / "faults.epc"
-    out.parent.mkdir()
-    launch(PROFILE, hpc_example["batch"], out, check=0)
-    assert_same_model(out, local_reference)
-
-
-def test_worker_environment_is_set_before_python_starts(slurm, hpc_workdir):
-    folder = hpc_workdir / "env-slurm"
-    batch = write_batch(folder / "batch.yaml", "wrappers_for_tests:numba_threads_wrapper",
-                        [{"record_file": f"record-{i}.json", "name": f"r{i}"} for i in range(2)])
-    launch(PROFILE, batch, folder / "out.epc", "--set", f"environment.PYTHONPATH={TESTS}", check=0)
-    import json
-    for i in range(2):
-        seen = json.loads((folder / f"record-{i}.json").read_text())
-        assert seen["env"] == "1" and seen["config"] == 1 and seen["get_num_threads"] == 1, seen
-        assert seen["cache"] == "true" and seen["hdf5_locking"] == "FALSE"
 
 
 def test_batch_longer_than_one_walltime_completes(slurm, hpc_workdir):
@@ -132,27 +87,3 @@ def test_node_local_task_directory_is_caught_when_the_first_worker_connects(slur
     assert proc.returncode == ExitCode.CLUSTER, proc.stdout + proc.stderr
     assert "cannot read a file the launcher wrote there" in proc.stderr, proc.stderr
     assert "not node-local /tmp" in proc.stderr
-
-
-def test_launcher_job_runs_resqmp_launch_as_a_batch_job(slurm, hpc_example, hpc_workdir, local_reference):
-    """hpc-templates/slurm/resqmp-launch.sbatch: the client itself is a SLURM job; it submits the
-    worker job (1 CPU each on the 2-CPU node)."""
-    out = hpc_workdir / "launcher" / "faults.epc"
-    out.parent.mkdir()
-    script = REPO / "hpc-templates" / "slurm" / "resqmp-launch.sbatch"
-    proc = sh("sbatch", "--parsable", "-o", out.parent / "launcher-%j.out", "--chdir", out.parent, script,
-              hpc_example["batch"], out, "--workers", "1",
-              env={"RESQMP": str(BIN / "resqmp"), "RESQMP_PROFILE": str(PROFILE)}, check=True)
-    job = proc.stdout.strip().split(";")[0]
-    assert wait_until(lambda: not sh("squeue", "-h", "-j", job).stdout.strip(), 150, interval=1)
-    log = (out.parent / f"launcher-{job}.out").read_text()
-    assert "4 succeeded, 0 failed" in log, log
-    assert_same_model(out, local_reference)
-
-
-def test_worker_job_that_dies_at_start_shows_its_output(slurm, hpc_example, hpc_workdir):
-    proc = launch(PROFILE, hpc_example["batch"], hpc_workdir / "nopython-slurm.epc",
-                  "--set", "cluster.python=/nonexistent/python", "--set", "scaling.worker_timeout=10")
-    assert proc.returncode == ExitCode.CLUSTER, proc.stderr
-    assert "no worker arrived" in proc.stderr
-    assert "/nonexistent/python: No such file or directory" in proc.stderr, proc.stderr
