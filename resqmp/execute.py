@@ -10,6 +10,8 @@ tasks is reported failed; a task that raised is re-run, alone, only when retry_o
 """
 from __future__ import annotations
 
+import statistics
+import uuid
 from typing import Callable
 
 from distributed import as_completed
@@ -20,19 +22,31 @@ from resqmp.tasks import run_task
 AUTO_MAX_GROUP = 4
 #: `auto` groups only when each worker has at least this many tasks per task in a group
 AUTO_TASKS_PER_WORKER = 16
+#: `auto` keeps a group shorter than this: Dask's few ms per task matter next to tasks of tens of
+#: ms, not next to seconds, and a longer group delays results and costs more when its worker dies
+AUTO_GROUP_SECONDS = 1.0
+#: `auto` sends this many tasks alone per worker, timing them, before it sizes the groups of the
+#: rest: a worker's first task runs cold (it loads code and caches) and is not timed, the second
+#: is, and a third keeps the worker busy while the decision is made
+AUTO_PROBE_PER_WORKER = 3
 
 
-def auto_group_size(n_tasks: int, workers: int) -> int:
+def auto_group_size(n_tasks: int, workers: int, task_seconds: float | None = None) -> int:
     """max(1, min(4, n_tasks // (16 × workers))): groups only when every worker has many tasks,
     so the imbalance at the end of the batch (a worker still busy with a whole group while the
-    others are idle) stays a small share of the run."""
-    return max(1, min(AUTO_MAX_GROUP, n_tasks // (AUTO_TASKS_PER_WORKER * max(1, workers))))
+    others are idle) stays a small share of the run. Given the measured seconds of a task, also
+    no more tasks than fit in AUTO_GROUP_SECONDS."""
+    size = max(1, min(AUTO_MAX_GROUP, n_tasks // (AUTO_TASKS_PER_WORKER * max(1, workers))))
+    if task_seconds is not None and task_seconds > 0:
+        size = max(1, min(size, int(AUTO_GROUP_SECONDS // task_seconds)))
+    return size
 
 
-def group_size_for(setting: int | str | None, n_tasks: int, workers: int) -> int:
+def group_size_for(setting: int | str | None, n_tasks: int, workers: int,
+                   task_seconds: float | None = None) -> int:
     """The profile's tasks.group_size ('auto', None meaning 'auto', or a positive integer) as a count."""
     if setting is None or setting == "auto":
-        return auto_group_size(n_tasks, workers)
+        return auto_group_size(n_tasks, workers, task_seconds)
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
         raise ValueError(f"tasks.group_size: expected 'auto' or an integer >= 1, got {setting!r}")
     return setting
@@ -62,13 +76,18 @@ def _lost(index: int, error: BaseException) -> dict:
 
 def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: str,
                   on_result: Callable[[dict], None], retries: int = 0, retry_on_error: bool = False,
-                  timeout: float | None = None, key_prefix: str = "resqmp-task",
+                  timeout: float | None = None, key_prefix: str | None = None,
                   group_size: int | str = 1, workers: int = 1) -> int:
     """Run every task; call on_result once per task index with its final record (with "attempts")
     as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
-    auto_group_size, with `workers` the number of workers the tasks share). Returns the group
-    size used."""
+    auto_group_size, with `workers` the number of workers the tasks share): then the first
+    AUTO_PROBE_PER_WORKER × workers tasks go alone, and the median seconds of those that were not
+    their worker's first task size the groups of the rest. Returns the group size used for the
+    bulk of the batch."""
+    # Unique per run: two launches on one scheduler (the external backend) must never share a key.
+    key_prefix = key_prefix or f"resqmp-{uuid.uuid4().hex[:8]}"
     indexes = sorted(kwargs_by_index)
+    auto = group_size is None or group_size == "auto"
     size = group_size_for(group_size, len(indexes), workers)
     attempts = {i: 1 for i in indexes}
 
@@ -79,10 +98,24 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         fut.resqmp_group = group
         return fut
 
+    def submit_in_groups(part: list[int], n: int) -> list:
+        return [submit(part[k:k + n]) for k in range(0, len(part), n)]
+
+    # auto with room to group: time a few tasks first (see AUTO_PROBE_PER_WORKER)
+    probe_seconds: list[float] = []
+    cold_seconds: list[float] = []
+    warm: set[str] = set()
+    held: list[int] = []
+    decide_after = 0
+    if auto and size > 1:
+        n_probe = AUTO_PROBE_PER_WORKER * max(1, workers)
+        held = indexes[n_probe:]
+        indexes = indexes[:n_probe]
+        decide_after = max(1, min(workers, 8))
+        size = 1
     # Submit in task order: with streaming recombination, early indexes finishing first lets the
     # merge proceed while later tasks still run.
-    pending = as_completed([submit(indexes[k:k + size]) for k in range(0, len(indexes), size)],
-                           loop=client.loop)
+    pending = as_completed(submit_in_groups(indexes, size), loop=client.loop)
     for fut in pending:
         group = fut.resqmp_group
         try:
@@ -90,6 +123,21 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         except Exception as e:   # noqa: BLE001 - KilledWorker, CancelledError, communication errors
             records = [_lost(i, e) for i in group]
         fut.release()
+        if held:
+            for r in records:
+                # a task that failed without timing counts as long: no grouping on a doubtful guess
+                seconds = r["seconds"] if r.get("seconds") is not None else float("inf")
+                if r.get("worker") is not None and r["worker"] not in warm:
+                    warm.add(r["worker"])
+                    cold_seconds.append(seconds)
+                else:
+                    probe_seconds.append(seconds)
+            if len(probe_seconds) >= decide_after or pending.is_empty():
+                # cold times only when nothing else was timed (more workers than planned)
+                measured = probe_seconds or cold_seconds or [float("inf")]
+                size = group_size_for("auto", len(kwargs_by_index), workers, statistics.median(measured))
+                pending.update(submit_in_groups(held, size))
+                held = []
         stuck = next((r for r in records if r.get("timed_out")), None)
         if stuck is not None:
             _restart(client, stuck.get("worker"))

@@ -18,7 +18,7 @@ from resqmp import batch as batch_mod
 from resqmp import preflight, profiles
 from resqmp.backends import backend_for
 from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, ResqmpError
-from resqmp.execute import group_size_for, run_on_client
+from resqmp.execute import run_on_client
 from resqmp.journal import Journal
 from resqmp.progress import ProgressReport
 from resqmp.recombine import Recombiner
@@ -192,12 +192,12 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         phases["warm"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
         workers = _planned_workers(scaling, client, cluster)
-        group_size = group_size_for(task_cfg.get("group_size", "auto"), len(todo), workers)
-        summary["group_size"] = group_size       # tasks per Dask task (tasks.group_size)
         report.begin()
-        run_on_client(client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
-                      retry_on_error=bool(task_cfg.get("retry_on_error", False)),
-                      timeout=task_cfg.get("timeout"), group_size=group_size, workers=workers)
+        # tasks per Dask task (tasks.group_size); auto decides after timing the first tasks
+        summary["group_size"] = run_on_client(
+            client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
+            retry_on_error=bool(task_cfg.get("retry_on_error", False)), timeout=task_cfg.get("timeout"),
+            group_size=task_cfg.get("group_size", "auto"), workers=workers)
         phases["tasks"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
     phases["teardown"] = round(time.monotonic() - mark, 3)

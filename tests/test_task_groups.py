@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -42,6 +43,15 @@ def test_auto_rule(n_tasks, workers, size):
     assert auto_group_size(n_tasks, workers) == size
     assert group_size_for("auto", n_tasks, workers) == size
     assert group_size_for(None, n_tasks, workers) == size
+
+
+@pytest.mark.parametrize("task_seconds, size", [
+    (None, 4), (0.044, 4),      # find-faces in the benchmark: 4 fit in a second
+    (0.3, 3), (0.5, 2), (0.6, 1), (30.0, 1), (float("inf"), 1),
+])
+def test_auto_keeps_a_group_within_a_second_of_work(task_seconds, size):
+    assert auto_group_size(1024, 2, task_seconds) == size
+    assert auto_group_size(64, 2, 0.01) == 2                 # the count rule still caps it
 
 
 def test_a_fixed_group_size_is_used_as_given():
@@ -110,6 +120,20 @@ def run_batch(client, tmp_path, tasks: list[dict], **options):
                              **options)
     keys = {t["key"] for t in stream.data if t["key"].startswith("g-")}
     return used, records, keys, calls(log_dir)
+
+
+@pytest.mark.parametrize("seconds, size", [(0.01, 2), (0.55, 1)])
+def test_auto_times_the_first_tasks_before_it_groups_the_rest(client, tmp_path, seconds, size):
+    """workers=1 and 32 tasks: the count rule allows pairs. Tasks 0-2 go alone; task 0 runs cold
+    and task 1's time decides: short tasks go in pairs from task 3 on, tasks over half a second
+    alone."""
+    used, records, keys, ran = run_batch(client, tmp_path, [{"seconds": seconds}] * 32,
+                                         group_size="auto", workers=1)
+    assert used == size
+    assert sorted(r["index"] for r in records) == list(range(32))
+    assert all(r["success"] for r in records)
+    assert keys == {f"g-{i}-{i}-a1" for i in range(3)} | {f"g-{i}-{min(i + size - 1, 31)}-a1" for i in range(3, 32, size)}
+    assert {i: len(p) for i, p in ran.items()} == {i: 1 for i in range(32)}
 
 
 def test_a_task_raising_inside_a_group_costs_only_itself(client, tmp_path):
@@ -241,8 +265,12 @@ def test_the_api_groups_when_each_worker_has_many_tasks(faults32, tmp_path):
             success = resqmp.function_multiprocessing(b.function, [dict(k) for k in b.tasks], tmp_path / "o.epc",
                                                       cluster=c, tmp_dir_path=tmp_path)
     assert success == [True] * 32
-    assert {t["key"] for t in stream.data if t["key"].startswith("resqmp-task")} == \
-        {f"resqmp-task-{i}-{i + 1}-a1" for i in range(0, 32, 2)}
+    keys = {t["key"] for t in stream.data if t["key"].startswith("resqmp-")}
+    prefixes = {k.rsplit("-", 3)[0] for k in keys}
+    assert len(prefixes) == 1 and re.fullmatch(r"resqmp-[0-9a-f]{8}", prefixes.pop())   # unique per call
+    # tasks 0-2 alone (auto times them; the first, cold one, does not count), then pairs
+    assert {k.split("-", 2)[2] for k in keys} == \
+        {f"{i}-{i}-a1" for i in range(3)} | {f"{i}-{min(i + 1, 31)}-a1" for i in range(3, 32, 2)}
     assert content(tmp_path / "o.epc") == faults32["reference"]
 
 
