@@ -171,7 +171,8 @@ def run_resqmp(meta: dict, out_dir: Path, workers: int) -> dict:
         def on(result):
             records.append(result)
             on_result(result)
-        return original_run(client, function, by_index, run_dir, on, **kw)
+        marks["group_size"] = original_run(client, function, by_index, run_dir, on, **kw)
+        return marks["group_size"]
 
     def capturing_init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
@@ -199,7 +200,7 @@ def run_resqmp(meta: dict, out_dir: Path, workers: int) -> dict:
             "recombine_s": recombiners[0].seconds if recombiners else None,
             "first_result_s": marks.get("first_merged", t0 + wall) - t0,
             "task_s": sum(r["seconds"] or 0 for r in records), "succeeded": sum(map(bool, success)),
-            "output": str(out)}
+            "group_size": marks.get("group_size"), "output": str(out)}
 
 
 def run_launch(meta: dict, out_dir: Path, workers: int) -> dict:
@@ -227,7 +228,7 @@ def run_launch(meta: dict, out_dir: Path, workers: int) -> dict:
             "first_task_s": first_task_per_worker(report["tasks"]),
             "cluster_start_s": startup, "phases": phases, "recombine_s": report.get("recombine_seconds"),
             "task_s": report["totals"]["task_seconds"], "succeeded": report["totals"]["succeeded"],
-            "output": str(out)}
+            "group_size": report.get("group_size"), "output": str(out)}
 
 
 def run_recombine_only(meta: dict, out_dir: Path, workers: int) -> dict:
@@ -320,6 +321,7 @@ def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -
         print(f"N={n} {mode:7s} wall {row['wall_s']:8.2f} s  recombine {row['recombine_ms_per_task'] or 0:7.2f} ms/task  "
               f"first result {row.get('first_result_s') or float('nan'):7.2f} s"
               + (f"  tasks {row['task_s']:.1f} s (wall/ideal {row['wall_over_ideal']:.3f})" if row.get("task_s") else "")
+              + (f"  groups of {row['group_size']}" if row.get("group_size") else "")
               + f"  load {load_before}->{row['load_after']}", flush=True)
     outputs = {r["engine"]: r["output"] for r in rows if r["engine"] != "recombine"}
     if "resqpy" in outputs:
