@@ -90,7 +90,7 @@ def test_profile_rejects_a_bad_group_size_in_one_clear_line(tmp_path, value, sho
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as c:
         yield c
 
 
@@ -259,7 +259,7 @@ def test_the_api_groups_when_each_worker_has_many_tasks(faults32, tmp_path):
     import resqmp
     from resqmp.batch import load
     b = load(faults32["batch"])
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as one, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as one, \
             Client(one, set_as_default=False) as c:
         with get_task_stream(client=c) as stream:
             success = resqmp.function_multiprocessing(b.function, [dict(k) for k in b.tasks], tmp_path / "o.epc",
@@ -280,7 +280,7 @@ def test_when_dask_gives_up_on_a_group_each_of_its_tasks_is_reported_failed(tmp_
     log_dir = tmp_path / "calls"
     log_dir.mkdir()
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as c, \
                 Client(c, set_as_default=False) as client:
             worker_pids = set(client.run(os.getpid).values())
 
