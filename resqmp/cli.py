@@ -154,7 +154,7 @@ def profiles_validate(refs):
     for ref in targets:
         try:
             p = prof.load(ref)
-            backend_for(p.backend).render(p, worker_environment(p, expand=p.backend == "local"))
+            backend_for(p.backend).render(p, worker_environment(p))
             click.echo(f"ok       {p.name} ({p.backend}) {p.source}")
         except ResqmpError as e:
             bad += 1
@@ -178,7 +178,7 @@ def profiles_render(name, overrides):
     from resqmp.backends import backend_for
     from resqmp.worker_env import worker_environment
     p = prof.load(name, overrides)
-    click.echo(backend_for(p.backend).render(p, worker_environment(p, expand=p.backend == "local")), nl=False)
+    click.echo(backend_for(p.backend).render(p, worker_environment(p)), nl=False)
 
 
 @main.command()

@@ -22,11 +22,15 @@ DEFAULTS = {
 
 def worker_environment(profile, expand: bool = False) -> dict[str, str]:
     """Defaults overridden by the profile's `environment:`. With expand, $VARS are expanded here
-    (local workers); otherwise they are left for the worker's shell (job scripts, pods)."""
+    (see expanded_here); otherwise they are left for the worker's shell (job scripts, pods)."""
     env = {**DEFAULTS, **profile.environment}
-    if expand:
-        env = {k: os.path.expanduser(os.path.expandvars(v)) for k, v in env.items()}
-    return env
+    return expanded_here(env) if expand else env
+
+
+def expanded_here(env: dict[str, str]) -> dict[str, str]:
+    """$VARS and ~ expanded in this process: for workers started with no shell in between (local
+    workers, a warm-up run here)."""
+    return {k: os.path.expanduser(os.path.expandvars(v)) for k, v in env.items()}
 
 
 class LoggingPlugin(WorkerPlugin):

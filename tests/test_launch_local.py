@@ -106,3 +106,13 @@ def test_launch_in_process_leaves_the_environment_and_dask_config_as_found(tmp_p
     assert rec["config"] == 1 and rec["env"] == "1"             # the profile won inside the worker
     assert dict(os.environ) == environ                           # ...and not in the caller
     assert {key: dask.config.get(key, None) for key in watched} == config
+
+
+def test_a_profile_preload_keeps_resqmps_worker_preload():
+    """A worker given `preload` ignores distributed.worker.preload: resqmp's own module (SIGINT
+    ignored, resqpy imported at start) must join the profile's list, not the config."""
+    from resqmp import profiles
+    from resqmp.backends import local
+    p = profiles.load("local", ["cluster.preload=[resqpy.multi_processing]"])
+    assert local._cluster_kwargs(p)["preload"] == ["resqpy.multi_processing", "resqmp.worker_preload"]
+    assert local._cluster_kwargs(profiles.load("local"))["preload"] == ["resqmp.worker_preload"]
