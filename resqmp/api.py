@@ -58,9 +58,7 @@ def function_multiprocessing(function: Callable,
             try:
                 # short tasks go to Dask in groups when every task slot has many of them
                 # (execute.auto_group_size); a cluster still starting counts as one slot
-                slots = max(1, sum(client.nthreads().values()))
-                run_on_client(client, function, by_index, str(tmp_dir), on_result, group_size="auto",
-                              workers=slots)
+                run_on_client(client, function, by_index, str(tmp_dir), on_result, group_size="auto")
             finally:
                 if client is not cluster:
                     client.close()

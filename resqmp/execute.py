@@ -77,10 +77,11 @@ def _lost(index: int, error: BaseException) -> dict:
 def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: str,
                   on_result: Callable[[dict], None], retries: int = 0, retry_on_error: bool = False,
                   timeout: float | None = None, key_prefix: str | None = None,
-                  group_size: int | str = 1, workers: int = 1) -> int:
+                  group_size: int | str = 1, workers: int | None = None) -> int:
     """Run every task; call on_result once per task index with its final record (with "attempts")
     as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
-    auto_group_size, with `workers` the number of workers the tasks share): then the first
+    auto_group_size, with `workers` the number of workers the tasks share, by default the task
+    slots connected now, at least 1): then the first
     AUTO_PROBE_PER_WORKER × workers tasks go alone, and the median seconds of those that were not
     their worker's first task size the groups of the rest. Returns the group size used for the
     bulk of the batch."""
@@ -88,6 +89,8 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     key_prefix = key_prefix or f"resqmp-{uuid.uuid4().hex[:8]}"
     indexes = sorted(kwargs_by_index)
     auto = group_size is None or group_size == "auto"
+    if workers is None:
+        workers = max(1, sum(client.nthreads().values())) if auto else 1
     size = group_size_for(group_size, len(indexes), workers)
     attempts = {i: 1 for i in indexes}
 

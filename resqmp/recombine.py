@@ -119,19 +119,20 @@ class Recombiner:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+# errno -> what the user reads: the causes that are about OUT's filesystem, not a bug
+_OUTPUT_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
 
 
 def _is_output_failure(e: OSError) -> bool:
     """Disk full, quota, read-only, permission; h5py reports HDF5 write failures as OSError
     without an errno, naming the cause in the message."""
-    if e.errno in _OUTPUT_ERRNOS:
+    if e.errno in _OUTPUT_REASONS:
         return True
     text = str(e).lower()
     return e.errno is None and ("no space left" in text or "quota exceeded" in text)
 
 
 def _output_error(out: Path, e: OSError) -> OutputError:
-    reason = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-              errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}.get(e.errno, e.strerror)
+    reason = _OUTPUT_REASONS.get(e.errno, e.strerror)
     return OutputError(f"output {out}: cannot write the recombined model ({reason}); nothing was written at OUT")

@@ -150,9 +150,15 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
     scaling = profile.scaling
     task_cfg = profile.tasks
     retries = int(task_cfg.get("retries", 2))
-    env = worker_environment(profile, expand=profile.backend == "local")
+    env = worker_environment(profile)
     phases = summary.setdefault("phase_seconds", {})
     mark = time.monotonic()
+
+    def lap(phase: str) -> None:         # seconds since the previous phase ended
+        nonlocal mark
+        now = time.monotonic()
+        phases[phase], mark = round(now - mark, 3), now
+
     stack = ExitStack()
     with stack:
         # Backends and distributed's nannies change this process's environment and dask config
@@ -182,32 +188,28 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
                               maximum=min(adaptive["maximum"], len(todo)))
             else:
                 cluster.scale(min(int(scaling.get("workers", 1)), len(todo)))
-        phases["cluster_start"] = round(time.monotonic() - mark, 3)
+        lap("cluster_start")
         _wait_for_first_worker(client, cluster, backend, float(scaling.get("worker_timeout", 300)), profile)
         seen = preflight.check_workers_see(client, shared, batch.input_paths())
         summary["first_worker"] = seen["worker"]
-        phases["first_worker"] = round(time.monotonic() - mark - phases["cluster_start"], 3)
-        mark = time.monotonic()
+        lap("first_worker")
         summary["numba_warm"] = _warm_first_worker(client, seen["worker"], batch.wrapper)
-        phases["warm"] = round(time.monotonic() - mark, 3)
-        mark = time.monotonic()
-        workers = _planned_workers(scaling, client, cluster)
+        lap("warm")
         report.begin()
         # tasks per Dask task (tasks.group_size); auto decides after timing the first tasks
         summary["group_size"] = run_on_client(
             client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
             retry_on_error=bool(task_cfg.get("retry_on_error", False)), timeout=task_cfg.get("timeout"),
-            group_size=task_cfg.get("group_size", "auto"), workers=workers)
-        phases["tasks"] = round(time.monotonic() - mark, 3)
-        mark = time.monotonic()
-    phases["teardown"] = round(time.monotonic() - mark, 3)
+            group_size=task_cfg.get("group_size", "auto"), workers=_planned_workers(scaling, cluster))
+        lap("tasks")
+    lap("teardown")
 
 
-def _planned_workers(scaling: dict, client, cluster) -> int:
+def _planned_workers(scaling: dict, cluster) -> int | None:
     """How many workers share the batch, for tasks.group_size auto: the profile's count (adaptive:
-    its maximum); an external scheduler's task slots connected now."""
+    its maximum); None for an external scheduler (run_on_client counts its task slots)."""
     if isinstance(cluster, str):
-        return max(1, sum(client.nthreads().values()))
+        return None
     if "adaptive" in scaling:
         return int(scaling["adaptive"]["maximum"])
     return int(scaling.get("workers", 1))
@@ -216,8 +218,8 @@ def _planned_workers(scaling: dict, client, cluster) -> int:
 def _warm_first_worker(client, worker: str, wrapper: str) -> dict | None:
     """Fill the numba cache on one worker before the batch, so workers do not compile
     concurrently into one cache (numba#4807) and each first task loads compiled code."""
-    from resqmp.warm import warm_numba_cache
-    label = next((k for k in ("find_faces", "mesh", "blocked_well") if k in wrapper), None)
+    from resqmp.warm import WRAPPERS, warm_numba_cache
+    label = next((k for k in WRAPPERS if k in wrapper), None)
     if not wrapper.startswith("resqpy.") or label is None:
         return None
     result = client.submit(warm_numba_cache, (label,), workers=[worker], allow_other_workers=False,
@@ -242,9 +244,8 @@ def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) ->
     view = " | ".join(line.strip() for line in view.strip().splitlines() if line.strip())
     what = "the worker jobs could not be submitted" if refused else \
         f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
-    cancelled = {"slurm": "; jobs cancelled", "sge": "; jobs cancelled", "pbs": "; jobs cancelled",
-                 "lsf": "; jobs cancelled", "kubernetes": "; cluster deleted"}.get(profile.backend, "")
-    raise ClusterError(what + (f"; scheduler says: {view}" if view else "") + cancelled)
+    teardown = getattr(backend, "TEARDOWN", "")
+    raise ClusterError(what + (f"; scheduler says: {view}" if view else "") + (f"; {teardown}" if teardown else ""))
 
 
 def _remove_stale_staging(out: Path) -> None:

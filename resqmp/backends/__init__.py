@@ -5,6 +5,7 @@ Every backend module offers the same four functions:
     render(profile, worker_env) -> str      what would be started (kwargs, job script, manifest)
     start(profile, worker_env) -> cluster   a distributed cluster object (close/scale/adapt)
     scheduler_view(cluster) -> str          the resource manager's view of pending workers ("" if none)
+and may set TEARDOWN, what closing the cluster does to what it provisioned (for error messages).
 """
 from __future__ import annotations
 

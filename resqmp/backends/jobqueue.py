@@ -29,7 +29,6 @@ import subprocess
 import tempfile
 import time
 import weakref
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -66,6 +65,7 @@ RENDER_SCHEDULER = "<scheduler-host>:<port>"          # after tls:// or tcp://
 RENDER_WORKER_NAME = "<worker-name>"
 RENDER_TLS_DIR = ".resqmp-tls-<run>"
 TLS_PREFIX = ".resqmp-tls-"
+TEARDOWN = "jobs cancelled"
 
 # job id -> error text of failed submissions, per scheduler address (for scheduler_view)
 _SUBMIT_ERRORS: dict[str, list[str]] = {}
@@ -178,10 +178,9 @@ _WALLTIME_FORMS = {"slurm": "HH:MM:SS or D-HH:MM:SS", "sge": "HH:MM:SS", "pbs": 
 def _expand(path: str) -> str:
     """$VARS and ~ as the launcher's shell would; $USER/$LOGNAME fall back to the account name
     (batch and container environments do not always set them)."""
-    if ("$USER" in path or "${USER}" in path) and "USER" not in os.environ:
-        path = path.replace("${USER}", _whoami()).replace("$USER", _whoami())
-    if ("$LOGNAME" in path or "${LOGNAME}" in path) and "LOGNAME" not in os.environ:
-        path = path.replace("${LOGNAME}", _whoami()).replace("$LOGNAME", _whoami())
+    for name in ("USER", "LOGNAME"):
+        if name not in os.environ and "$" + name in path.replace("{", ""):
+            path = path.replace("${" + name + "}", _whoami()).replace("$" + name, _whoami())
     return os.path.expanduser(os.path.expandvars(path))
 
 

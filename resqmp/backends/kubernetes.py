@@ -44,6 +44,7 @@ RESQMP_OPTIONS = {
     "tmp_size_limit",         # sizeLimit of the /tmp emptyDir
 }
 
+TEARDOWN = "cluster deleted"
 DEFAULT_NAME = "resqmp-{user}-{uuid}"
 DEFAULT_IMAGE = "localhost/resqmp:latest"
 
