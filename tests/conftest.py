@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# the SLURM/SGE session fixtures, registered once for every module that uses them
+pytest_plugins = ["hpc_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).resolve().parent
@@ -30,6 +33,41 @@ def example(tmp_path_factory):
     """A small example model with all three batches (read-only for tests: copy before changing)."""
     from resqmp.example import write_example
     return write_example(tmp_path_factory.mktemp("example"), surfaces=4, wells=3, mesh_properties=2)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of 2 single-threaded worker processes, shared by one module's tests."""
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def slow(tmp_path_factory):
+    """8 find-faces tasks that each pause 1 s (tests' slow_find_faces), and resqpy's recombined
+    reference of the same work; `slow_batch(slow, ...)` writes variants next to it."""
+    from epc_compare import content, resqpy_reference
+    from resqmp.example import write_example
+    folder = tmp_path_factory.mktemp("slow")
+    info = write_example(folder, surfaces=8)
+    ref = folder / "ref" / "ref.epc"
+    ref.parent.mkdir()
+    assert all(resqpy_reference(info["batch"], ref, ref.parent))
+    return {"batch": slow_batch(info, "slow", delay=1.0), "reference": content(ref), "folder": folder}
+
+
+def slow_batch(example: dict, name: str, **defaults) -> Path:
+    """The example's find-faces batch through tests' slow_find_faces (resqpy's wrapper, then a
+    pause; `delay`, `log_dir` in defaults), written next to the example's batch as
+    batch-NAME.yaml (its paths are relative to that folder)."""
+    import yaml
+    data = yaml.safe_load(Path(example["batch"]).read_text())
+    data["wrapper"] = "wrappers_for_tests:slow_find_faces"
+    data.setdefault("defaults", {}).update(defaults)
+    path = Path(example["batch"]).with_name(f"batch-{name}.yaml")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Fixtures for the SLURM/SGE tests: real single-node schedulers, started by ci/<scheduler>/start.sh
 when they are not answering (idempotent, ~10 s; installs the packages on a fresh machine).
 
-Test modules use them with `from hpc_fixtures import *`.
+The fixtures are registered once, as a plugin (conftest.py's pytest_plugins), so each session
+fixture runs once per session; test modules take the helpers with `from hpc_fixtures import *`.
 """
 from __future__ import annotations
 
@@ -9,27 +10,33 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-TESTS = REPO / "tests"
-CI = REPO / "ci"
+from conftest import BIN, REPO, TESTS, run_resqmp, slow_batch
+
 STATE_DIR = Path(os.environ.get("STATE_DIR", "/tmp/hpc-ci"))
 SHARED = Path(os.environ.get("SHARED_DIR", STATE_DIR / "shared"))
-BIN = Path(sys.executable).parent
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 NEEDED_SLOTS = 2
 LEAKED_BY_NANNIES = {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
                      "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED"}
 
-__all__ = ["REPO", "TESTS", "CI", "SHARED", "BIN", "slurm", "sge", "hpc_workdir", "hpc_example",
-           "local_reference", "launch", "wait_until", "scheduler_jobs", "sh", "report_of", "assert_same_model",
-           "write_batch", "tls_dirs", "registered_worker_jobs", "slow_batch"]
+#: the profiles of the CI schedulers that ci/<scheduler>/start.sh starts
+PROFILES = {name: REPO / "ci" / "profiles" / f"{name}-ci.yaml" for name in ("slurm", "sge")}
+
+# helpers only: the fixtures come from the plugin registration, never from a module's namespace
+__all__ = ["REPO", "TESTS", "SHARED", "BIN", "PROFILES", "launch", "wait_until", "scheduler_jobs", "sh",
+           "report_of", "assert_same_model", "write_batch", "tls_dirs", "registered_worker_jobs",
+           "slow_batch", "unique"]
+
+
+def unique(prefix: str = "q") -> str:
+    """A job name no other test uses; qstat shows 10 characters of a name, so keep prefixes short."""
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
 def sh(*cmd, timeout=30, env=None, check=False) -> subprocess.CompletedProcess:
@@ -82,7 +89,7 @@ def _ensure(name: str, ok) -> None:
     if ok():
         SHARED.mkdir(parents=True, exist_ok=True)
         return
-    script = CI / name / "start.sh"
+    script = REPO / "ci" / name / "start.sh"
     # The daemons inherit this environment. Keep out what distributed's nanny exported into this
     # process when an earlier test started a LocalCluster (OMP_NUM_THREADS=1 and the like).
     env = {k: v for k, v in os.environ.items() if k not in LEAKED_BY_NANNIES}
@@ -107,54 +114,36 @@ def sge():
     return "sge"
 
 
-# Each test module imports these fixtures, which makes pytest hold one definition per module; the
-# expensive results are kept here so the session computes them once.
-_SESSION: dict[str, object] = {}
-
-
 @pytest.fixture(scope="session")
 def hpc_workdir():
     """A folder for this session under the shared directory the CI profiles use."""
-    if "workdir" not in _SESSION:
-        SHARED.mkdir(parents=True, exist_ok=True)
-        path = SHARED / f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        path.mkdir()
-        _SESSION["workdir"] = path
-    yield _SESSION["workdir"]
-    shutil.rmtree(_SESSION["workdir"], ignore_errors=True)
+    SHARED.mkdir(parents=True, exist_ok=True)
+    path = SHARED / f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def hpc_example(hpc_workdir):
     """A small example model (4 fault surfaces) on shared storage; read-only for tests."""
-    if "example" not in _SESSION:
-        from resqmp.example import write_example
-        _SESSION["example"] = write_example(hpc_workdir / "example", surfaces=4)
-    return _SESSION["example"]
+    from resqmp.example import write_example
+    return write_example(hpc_workdir / "example", surfaces=4)
 
 
 @pytest.fixture(scope="session")
 def local_reference(hpc_example, hpc_workdir):
     """The same find-faces batch through `--profile local`: the output HPC runs must match."""
-    if "local" not in _SESSION:
-        out = hpc_workdir / "local" / "faults.epc"
-        out.parent.mkdir()
-        launch("local", hpc_example["batch"], out, check=0)
-        _SESSION["local"] = out
-    return _SESSION["local"]
+    out = hpc_workdir / "local" / "faults.epc"
+    out.parent.mkdir()
+    launch("local", hpc_example["batch"], out, check=0)
+    return out
 
 
 def launch(profile, batch, output, *extra, check=None, timeout=300, env=None) -> subprocess.CompletedProcess:
     """`resqmp launch` as a user would type it (the venv's resqmp, in a subprocess)."""
-    full_env = {**os.environ, **SGE_ENV, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), full_env.get("PYTHONPATH")]))
-    cmd = [str(BIN / "resqmp"), "launch", "--profile", str(profile), "--batch", str(batch),
-           "--output", str(output), *map(str, extra)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
-    if check is not None and proc.returncode != check:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}, expected {check}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
+    return run_resqmp("launch", "--profile", profile, "--batch", batch, "--output", output, *extra,
+                      env={**SGE_ENV, **(env or {})}, timeout=timeout, check=check)
 
 
 def scheduler_jobs(backend: str, job_name: str) -> list[str]:
@@ -206,14 +195,3 @@ def registered_worker_jobs(backend: str, job_name: str, log_dir: Path = SHARED /
     return found
 
 
-def slow_batch(example: dict, name: str, delay: float = 2.0) -> Path:
-    """The example's find-faces batch through tests' slow_find_faces (resqpy's wrapper, then a
-    pause): same output, but long enough that every worker job joins and takes tasks. Written next
-    to the example's batch (its paths are relative to that folder)."""
-    import yaml
-    data = yaml.safe_load(Path(example["batch"]).read_text())
-    data["wrapper"] = "wrappers_for_tests:slow_find_faces"
-    data.setdefault("defaults", {})["delay"] = delay
-    path = Path(example["batch"]).with_name(f"batch-slow-{name}.yaml")
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path

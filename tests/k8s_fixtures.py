@@ -9,7 +9,6 @@ import copy
 import fcntl
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import time

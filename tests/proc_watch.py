@@ -1,13 +1,35 @@
-"""Helpers for fault-injection tests: find processes by an environment marker, watch OUT."""
+"""Helpers for fault-injection tests: start a launch to kill, find processes by an environment
+marker, watch OUT."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 import uuid
 import zipfile
 
 import psutil
+
+from conftest import BIN, TESTS
+
+
+def start_launch(batch, out, *extra, marker=None) -> subprocess.Popen:
+    """`resqmp launch --profile local` in its own session (so a test can signal its group)."""
+    env = {**os.environ, **(marker or {}), "PYTHONPATH": str(TESTS)}
+    return subprocess.Popen([str(BIN / "resqmp"), "launch", "--profile", "local", "--batch", str(batch),
+                             "--output", str(out), *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def wait_for(predicate, timeout=120.0, what="condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def new_marker() -> dict:

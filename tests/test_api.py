@@ -5,17 +5,10 @@ import inspect
 
 import pytest
 import resqpy.multi_processing as rqmp
-from distributed import LocalCluster
 
 import resqmp
 from epc_compare import content
 from resqmp.batch import load
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as c:
-        yield c
 
 
 def kwargs_of(batch_file):

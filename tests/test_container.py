@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import socket
-import subprocess
 import time
 from pathlib import Path
 

@@ -6,7 +6,6 @@ output. What only one scheduler has lives in test_hpc_slurm.py and test_hpc_sge.
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 
 def _submit_sbatch(script: Path, folder: Path, args: list) -> tuple[str, Path]:
     proc = sh("sbatch", "--parsable", "-o", folder / "launcher-%j.out", "--chdir", folder, script, *args,
-              env={"RESQMP": str(BIN / "resqmp"), "RESQMP_PROFILE": str(SCHEDULERS["slurm"].profile)},
+              env={"RESQMP": str(BIN / "resqmp"), "RESQMP_PROFILE": str(PROFILES["slurm"])},
               check=True)
     job = proc.stdout.strip().split(";")[0]
     return job, folder / f"launcher-{job}.out"
@@ -30,7 +29,7 @@ def _submit_sbatch(script: Path, folder: Path, args: list) -> tuple[str, Path]:
 def _submit_qsub(script: Path, folder: Path, args: list) -> tuple[str, Path]:
     log = folder / "launcher.out"
     proc = sh("qsub", "-terse", "-wd", folder, "-o", log,
-              "-v", f"RESQMP={BIN / 'resqmp'},RESQMP_PROFILE={SCHEDULERS['sge'].profile}", script, *args,
+              "-v", f"RESQMP={BIN / 'resqmp'},RESQMP_PROFILE={PROFILES['sge']}", script, *args,
               check=True)
     return proc.stdout.strip(), log
 
@@ -46,10 +45,10 @@ class Scheduler:
 
 
 SCHEDULERS = {
-    "slurm": Scheduler("slurm", REPO / "ci" / "profiles" / "slurm-ci.yaml",
+    "slurm": Scheduler("slurm", PROFILES["slurm"],
                        REPO / "hpc-templates" / "slurm" / "resqmp-launch.sbatch", _submit_sbatch,
                        lambda job: not sh("squeue", "-h", "-j", job).stdout.strip(), ("squeue",)),
-    "sge": Scheduler("sge", REPO / "ci" / "profiles" / "sge-ci.yaml",
+    "sge": Scheduler("sge", PROFILES["sge"],
                      REPO / "hpc-templates" / "sge" / "resqmp-launch.qsub", _submit_qsub,
                      lambda job: sh("qstat", "-j", job).returncode != 0, ("qstat", "-u", "*")),
 }
@@ -62,17 +61,15 @@ def scheduler(request) -> Scheduler:
     return SCHEDULERS[request.param]
 
 
-def unique() -> str:
-    return f"q{uuid.uuid4().hex[:8]}"          # qstat shows 10 characters of a job name
-
-
 def test_launch_with_two_worker_jobs_matches_a_local_run(scheduler, hpc_example, hpc_workdir, local_reference):
     """Both worker jobs join over TLS and take tasks; the recombined model equals the local run's."""
     out = hpc_workdir / f"two-{scheduler.name}" / "faults.epc"
     out.parent.mkdir()
     name = unique()
     before = tls_dirs()
-    launch(scheduler.profile, slow_batch(hpc_example, scheduler.name), out, "--set", f"cluster.job_name={name}",
+    # 2 s per task: long enough that both worker jobs join and take tasks
+    batch = slow_batch(hpc_example, f"slow-{scheduler.name}", delay=2.0)
+    launch(scheduler.profile, batch, out, "--set", f"cluster.job_name={name}",
            "--set", f"environment.PYTHONPATH={TESTS}", check=0)
     report = report_of(out)
     assert report["backend"] == scheduler.name and report["exit_code"] == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_fixtures import BIN, REPO
+from conftest import REPO, run_resqmp
 from resqmp import profiles
 from resqmp.backends import jobqueue as jq
 from resqmp.errors import ExitCode, ProfileError
@@ -28,14 +27,6 @@ WALLTIME_LINE = {"slurm": "#SBATCH -t 01:00:00", "sge": "#$ -l h_rt=01:00:00",
 TEMPLATES = sorted((REPO / "hpc-templates").glob("*/*.yaml"))
 SHIPPED = sorted((REPO / "resqmp" / "profiles").glob("*.yaml")) + sorted((REPO / "ci" / "profiles").glob("*.yaml")) \
     + TEMPLATES
-
-
-def resqmp(*args, check=None):
-    proc = subprocess.run([str(BIN / "resqmp"), *map(str, args)], capture_output=True, text=True, timeout=120)
-    if check is not None:
-        assert proc.returncode == check, f"resqmp {' '.join(map(str, args))}: exit {proc.returncode}\n" \
-                                         f"{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def render(ref, *overrides):
@@ -263,7 +254,7 @@ def test_dashboard_when_the_profile_asks_for_it(tmp_path):
 # --------------------------------------------------------------------------- shipped files, CLI
 
 def test_every_shipped_profile_and_template_validates():
-    out = resqmp("profiles", "validate", *SHIPPED, check=0).stdout.splitlines()
+    out = run_resqmp("profiles", "validate", *SHIPPED, check=0).stdout.splitlines()
     assert len(out) == len(SHIPPED) and all(line.startswith("ok ") for line in out), out
 
 
@@ -281,7 +272,7 @@ def test_every_shipped_profile_and_template_renders(path):
 
 @pytest.mark.parametrize("backend", SCHEDULERS)
 def test_cli_render_prints_the_job_script(backend):
-    out = resqmp("profiles", "render", backend, check=0).stdout
+    out = run_resqmp("profiles", "render", backend, check=0).stdout
     # the same script; only the default python differs (the resqmp command's interpreter path)
     python = worker_line(out).split()[0]
     assert os.path.samefile(python, sys.executable)
@@ -308,6 +299,6 @@ def test_each_template_folder_is_complete(backend):
 def test_validate_rejects_a_broken_site_profile(tmp_path):
     bad = tmp_path / "slurm.yaml"
     bad.write_text("extends: slurm\ncluster:\n  partition: compute\n")
-    proc = resqmp("profiles", "validate", bad)
+    proc = run_resqmp("profiles", "validate", bad)
     assert proc.returncode == ExitCode.PROFILE
     assert "cluster.partition" in proc.stderr

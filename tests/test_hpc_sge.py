@@ -3,19 +3,14 @@ unknown queue end with qstat's view and the jobs deleted. The end-to-end runs sh
 in test_hpc_e2e.py."""
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
 from hpc_fixtures import *  # noqa: F403 - fixtures and helpers
 from resqmp.errors import ExitCode
 
-PROFILE = REPO / "ci" / "profiles" / "sge-ci.yaml"
+PROFILE = PROFILES["sge"]
 pytestmark = [pytest.mark.sge, pytest.mark.timeout(300)]
-
-
-def unique() -> str:
-    return f"q{uuid.uuid4().hex[:8]}"          # qstat shows 10 characters of a job name
 
 
 def test_held_jobs_report_qstat_and_are_deleted(sge, hpc_example, hpc_workdir):

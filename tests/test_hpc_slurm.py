@@ -6,26 +6,21 @@ from __future__ import annotations
 import sys
 import textwrap
 import time
-import uuid
 
 import pytest
 
 from hpc_fixtures import *  # noqa: F403 - fixtures and helpers
 from resqmp.errors import ExitCode
 
-PROFILE = REPO / "ci" / "profiles" / "slurm-ci.yaml"
+PROFILE = PROFILES["slurm"]
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
 def test_batch_longer_than_one_walltime_completes(slurm, hpc_workdir):
     """Walltime 1 min: workers retire after ~51 s (+-3 s) and new jobs replace them; the batch
     needs ~60 s of work on 2 workers, so it only completes if the replacements take over."""
     folder = hpc_workdir / "walltime"
-    name = unique("resqmp-wall")
+    name = unique("resqmp-wall-")
     logs = folder / "logs"
     batch = write_batch(folder / "batch.yaml", "wrappers_for_tests:sleepy_wrapper",
                         [{"seconds": 3.0, "name": f"s{i}"} for i in range(40)])
@@ -46,7 +41,7 @@ def test_batch_longer_than_one_walltime_completes(slurm, hpc_workdir):
 
 
 def test_no_worker_arriving_reports_squeue_and_cancels_the_jobs(slurm, hpc_example, hpc_workdir):
-    name = unique("resqmp-never")
+    name = unique("resqmp-never-")
     proc = launch(PROFILE, hpc_example["batch"], hpc_workdir / "never.epc",
                   "--set", 'cluster.job_extra_directives=["--begin=now+1hour"]',
                   "--set", "scaling.worker_timeout=8", "--set", f"cluster.job_name={name}")

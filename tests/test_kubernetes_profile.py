@@ -10,6 +10,7 @@ import sys
 import pytest
 import yaml
 
+from conftest import run_resqmp
 from k8s_fixtures import validate_dask_resource, validate_k8s
 from resqmp import profiles
 from resqmp.backends import backend_for, external, kubernetes
@@ -62,9 +63,7 @@ def test_dask_commands_exist_in_this_distributed():
 
 
 def test_cli_render_prints_the_manifest():
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "resqmp"),
-                           "profiles", "render", "kubernetes"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_resqmp("profiles", "render", "kubernetes", check=0)
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     assert len(docs) == 1
     validate_dask_resource(docs[0])

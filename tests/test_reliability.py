@@ -4,42 +4,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import BIN, TESTS, run_resqmp
-from epc_compare import content, resqpy_reference
-from proc_watch import OutputWatcher, marked_processes, new_marker, wait_until_gone, worker_processes
+from conftest import run_resqmp
+from epc_compare import content
+from proc_watch import OutputWatcher, new_marker, start_launch, wait_for, wait_until_gone, worker_processes
 from resqmp.errors import ExitCode
-from resqmp.example import write_example
-
-
-@pytest.fixture(scope="module")
-def slow(tmp_path_factory):
-    """8 find-faces tasks that each pause 1 s, and resqpy's recombined reference of the same work."""
-    folder = tmp_path_factory.mktemp("slow")
-    info = write_example(folder, surfaces=8)
-    data = yaml.safe_load(info["batch"].read_text())
-    data["wrapper"] = "wrappers_for_tests:slow_find_faces"
-    data["defaults"]["delay"] = 1.0
-    (folder / "batch-slow.yaml").write_text(yaml.safe_dump(data))
-    ref = folder / "ref" / "ref.epc"
-    ref.parent.mkdir()
-    resqpy_reference(info["batch"], ref, ref.parent)
-    return {"batch": folder / "batch-slow.yaml", "reference": content(ref), "folder": folder}
-
-
-def start_launch(batch, out, *extra, marker=None):
-    env = {**os.environ, **(marker or {}), "PYTHONPATH": str(TESTS)}
-    return subprocess.Popen([str(BIN / "resqmp"), "launch", "--profile", "local", "--batch", str(batch),
-                             "--output", str(out), *map(str, extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
 
 
 def journal_records(out: Path) -> list[dict]:
@@ -48,15 +22,6 @@ def journal_records(out: Path) -> list[dict]:
         return []
     lines = path.read_text().splitlines()[1:]
     return [json.loads(line) for line in lines if line.strip()]
-
-
-def wait_for(predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sigkill_one_worker_mid_batch(slow, tmp_path):

@@ -18,14 +18,13 @@ import pytest
 import yaml
 from distributed import Client, LocalCluster, get_task_stream
 
-from conftest import run_resqmp
+from conftest import run_resqmp, slow_batch
 from epc_compare import content, resqpy_reference
-from proc_watch import new_marker, wait_until_gone, worker_processes
+from proc_watch import new_marker, start_launch, wait_for, wait_until_gone, worker_processes
 from resqmp import profiles
 from resqmp.errors import ExitCode, ProfileError
 from resqmp.example import write_example
 from resqmp.execute import auto_group_size, group_size_for, run_on_client
-from test_reliability import start_launch, wait_for
 
 LOGGED = "wrappers_for_tests:logged_wrapper"
 
@@ -87,12 +86,6 @@ def test_profile_rejects_a_bad_group_size_in_one_clear_line(tmp_path, value, sho
 
 
 # --- run_on_client on a real LocalCluster ----------------------------------------------------
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as c:
-        yield c
-
 
 @pytest.fixture
 def client(cluster):
@@ -222,24 +215,16 @@ def test_the_model_is_the_same_whatever_the_group_size(faults32, tmp_path, setti
     assert report["totals"]["succeeded"] == 32 and {t["attempts"] for t in report["tasks"]} == {1}
 
 
-def test_a_worker_killed_mid_group_costs_nothing(tmp_path):
-    folder = tmp_path / "model"
-    info = write_example(folder, surfaces=8)
-    ref = folder / "ref" / "ref.epc"
-    ref.parent.mkdir()
-    assert all(resqpy_reference(info["batch"], ref, ref.parent))
-    data = yaml.safe_load(info["batch"].read_text())
-    data["wrapper"] = "wrappers_for_tests:slow_find_faces"
-    data["defaults"].update(delay=0.5, log_dir="calls")
-    (folder / "calls").mkdir()
-    batch = folder / "batch-slow.yaml"
-    batch.write_text(yaml.safe_dump(data))
+def test_a_worker_killed_mid_group_costs_nothing(slow, tmp_path):
+    log_dir = tmp_path / "calls"
+    log_dir.mkdir()
+    batch = slow_batch(slow, "killed-mid-group", delay=0.5, log_dir=str(log_dir))
     out = tmp_path / "faults.epc"
     marker = new_marker()
     proc = start_launch(batch, out, "--workers", "2", "--set", "tasks.group_size=4", marker=marker)
     # groups 0-3 and 4-7; kill the worker running task 1, after it finished task 0 of its group
-    wait_for(lambda: 1 in calls(folder / "calls"), what="task 1 to start")
-    victim = calls(folder / "calls")[1][0]
+    wait_for(lambda: 1 in calls(log_dir), what="task 1 to start")
+    victim = calls(log_dir)[1][0]
     assert victim in {p.pid for p in worker_processes(proc.pid)}
     psutil.Process(victim).send_signal(signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
@@ -247,8 +232,8 @@ def test_a_worker_killed_mid_group_costs_nothing(tmp_path):
     report = json.loads(out.with_name("faults.report.json").read_text())
     assert report["group_size"] == 4
     assert report["totals"]["succeeded"] == 8
-    assert content(out) == content(ref)
-    ran = calls(folder / "calls")
+    assert content(out) == slow["reference"]
+    ran = calls(log_dir)
     assert ran[0][0] == victim and len(ran[0]) == 2          # the whole group ran again elsewhere
     assert victim not in ran[0][1:] + ran[1][1:]
     assert wait_until_gone(marker) == []

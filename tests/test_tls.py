@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from resqmp import profiles
 from resqmp.backends import jobqueue as jq
 from resqmp.worker_env import worker_environment
 
-PROFILE = REPO / "ci" / "profiles" / "slurm-ci.yaml"
+PROFILE = PROFILES["slurm"]
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
 
 # Another process trying its luck: connect to ADDRESS with the given security, run a task.
@@ -43,7 +42,7 @@ ROGUE_CLIENT = textwrap.dedent("""\
 @pytest.fixture(scope="module")
 def tls_cluster(slurm):
     from distributed import Client
-    name = f"resqmp-tls-{uuid.uuid4().hex[:6]}"
+    name = unique("resqmp-tls-")
     p = profiles.load(str(PROFILE), [f"cluster.job_name={name}"])
     cluster = jq.start(p, worker_environment(p))
     client = Client(cluster)
@@ -114,7 +113,7 @@ def test_certificate_files_are_readable_by_the_owner_only(tls_cluster):
 
 def test_closing_removes_the_certificates_and_the_jobs(slurm):
     from distributed import Client
-    name = f"resqmp-tlsc-{uuid.uuid4().hex[:6]}"
+    name = unique("resqmp-tlsc-")
     p = profiles.load(str(PROFILE), [f"cluster.job_name={name}"])
     cluster = jq.start(p, worker_environment(p))
     folder = Path(cluster._resqmp_tls_dir)
