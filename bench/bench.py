@@ -33,18 +33,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
 import dataset  # noqa: E402
+from epc_compare import content  # noqa: E402 - parts by (type, title), faces per connection set
+from resqmp.backends.local import use_worker_environment  # noqa: E402
+from resqmp.worker_env import DEFAULTS, expanded_here  # noqa: E402
 
-WORKER_ENV = {
-    "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-    "RESQPY_NUMBA_CACHE": "true", "NUMBA_CACHE_DIR": os.path.expanduser("~/.cache/resqmp/numba"),
-    "HDF5_USE_FILE_LOCKING": "FALSE",
-}
+WORKER_ENV = expanded_here(DEFAULTS)     # resqmp's worker environment, as the local profile sets it
 # The bench process imports resqpy too (the recombination runs here): same settings.
 os.environ.update(WORKER_ENV)
 
@@ -77,28 +76,9 @@ def load_average() -> float | None:
         return None
 
 
-def content(epc) -> dict:
-    """Parts by (type, title) and face count per connection set title."""
-    import resqpy.fault as rqf
-    import resqpy.model as rq
-    model = rq.Model(str(epc), quiet=True)
-    parts, faces = Counter(), {}
-    for part in model.parts():
-        obj_type = model.type_of_part(part, strip_obj=True)
-        title = model.citation_title_for_part(part)
-        parts[f"{obj_type}|{title}"] += 1
-        if obj_type == "GridConnectionSetRepresentation":
-            faces[title] = int(rqf.GridConnectionSet(model, uuid=model.uuid_for_part(part)).count)
-    model.h5_release()
-    return {"parts": dict(parts), "faces": faces}
-
-
 def start_cluster(workers: int):
-    import dask
     from distributed import Client, LocalCluster
-    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-    environ.update(WORKER_ENV)
-    dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+    use_worker_environment(WORKER_ENV)
     t = time.perf_counter()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)             # the default client: joblib's dask backend uses it
@@ -212,11 +192,10 @@ def run_launch(meta: dict, out_dir: Path, workers: int) -> dict:
     batch.write_text(yaml.safe_dump({"wrapper": "find_faces_to_represent_surface_regular", "defaults": common,
                                      "tasks": tasks}, sort_keys=False))
     out = out_dir / "launch.epc"
-    env = {**os.environ, **WORKER_ENV}
     t0 = time.perf_counter()
     proc = subprocess.run([str(Path(sys.executable).parent / "resqmp"), "launch", "--profile", "local",
                            "--workers", str(workers), "--batch", str(batch), "--output", str(out)],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"resqmp launch exited {proc.returncode}: {proc.stderr[-2000:]}")
