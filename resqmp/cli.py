@@ -212,3 +212,91 @@ def example(out_dir, surfaces):
     click.echo(f"resqmp: batch  {info['batch']}  ({surfaces} find-faces tasks)")
     click.echo(f"resqmp: also   {info['batch_mesh']}, {info['batch_wells']}")
     click.echo(f"run it: resqmp launch --profile local --batch {info['batch']} --output {Path(out_dir) / 'faults.epc'}")
+
+
+# --- resqmp batch: batch files from a model (issue 12) ----------------------------------------
+def _title_regex(ctx, param, value):
+    import re
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise click.BadParameter(f"{value!r} is not a regular expression ({e})")
+    return value
+
+
+def _batch_options(fn):
+    """Options every `resqmp batch` command shares (the model part goes first, in each command)."""
+    for option in reversed([
+        click.option("--grid", "grid_spec", required=True, metavar="GRID.epc[:UUID_OR_TITLE]",
+                     help="The grid: an EPC holding one IjkGrid, or EPC:UUID, or EPC:TITLE."),
+        click.option("--title", "title_regex", metavar="REGEX", callback=_title_regex,
+                     help="Only parts whose title matches REGEX (Python re.search; anchor with ^...$)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="A keyword argument of the wrapper for every task (value parsed as YAML)."),
+        click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Batch file to write (YAML)."),
+        click.option("--force", is_flag=True, help="Replace OUTPUT if it exists."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _write_batch(kind: str, plan_and_grid, sets, output, force) -> None:
+    import shlex
+    from resqmp import batch_writer
+    plan, grid = plan_and_grid
+    batch_writer.apply_sets(plan, batch_writer.parse_sets(sets))
+    command = "resqmp batch " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index(kind):]) \
+        if kind in sys.argv else f"resqmp batch {kind}"
+    out = batch_writer.write(plan, output, command, force=force)
+    click.echo(f"resqmp: batch {out}: {len(plan.tasks)} task{'s' * (len(plan.tasks) != 1)}, wrapper {plan.wrapper}")
+    click.echo(f"run it: resqmp launch --profile local --batch {shlex.quote(str(output))} "
+               f"--output {shlex.quote(str(Path(output).with_suffix('.epc')))}")
+
+
+@main.group("batch", epilog=EXIT_CODES_HELP)
+def batch_group():
+    """Write a batch file from a model: one task per surface, well trajectory or column property.
+
+    Tasks follow the model's part order and are named by the part's title. OUTPUT is written
+    atomically after the checks `launch` makes; it is never replaced without --force.
+    """
+
+
+@batch_group.command("faces", epilog=EXIT_CODES_HELP)
+@click.option("--surfaces", "surfaces_epc", required=True, type=click.Path(dir_okay=False),
+              help="EPC holding the surfaces.")
+@click.option("--type", "surface_type", type=click.Choice(["triangulated", "pointset", "all"]),
+              default="triangulated", show_default=True,
+              help="TriangulatedSetRepresentation, PointSetRepresentation (triangulated by the wrapper), or both.")
+@_batch_options
+@handle_errors
+def batch_faces(surfaces_epc, surface_type, grid_spec, title_regex, sets, output, force):
+    """A find-faces task per surface: resqpy's regular wrapper for an aligned RegularGrid,
+    resqmp.wrappers:find_faces_to_represent_surface_wrapper for any other IjkGrid."""
+    from resqmp.batch_writer import plan_faces
+    _write_batch("faces", plan_faces(grid_spec, surfaces_epc, surface_type, title_regex), sets, output, force)
+
+
+@batch_group.command("wells", epilog=EXIT_CODES_HELP)
+@click.option("--trajectories", "trajectories_epc", required=True, type=click.Path(dir_okay=False),
+              help="EPC holding the well trajectories.")
+@_batch_options
+@handle_errors
+def batch_wells(trajectories_epc, grid_spec, title_regex, sets, output, force):
+    """A blocked-well task per well trajectory (resqpy's blocked_well_from_trajectory)."""
+    from resqmp.batch_writer import plan_wells
+    _write_batch("wells", plan_wells(grid_spec, trajectories_epc, title_regex), sets, output, force)
+
+
+@batch_group.command("mesh", epilog=EXIT_CODES_HELP)
+@click.option("--properties", "properties_epc", type=click.Path(dir_okay=False),
+              help="EPC holding the column properties (default: the grid's EPC; resqpy's wrapper reads them there).")
+@_batch_options
+@handle_errors
+def batch_mesh(properties_epc, grid_spec, title_regex, sets, output, force):
+    """A mesh task per column property of an aligned RegularGrid (resqpy's
+    mesh_from_regular_grid_column_property)."""
+    from resqmp.batch_writer import plan_mesh
+    _write_batch("mesh", plan_mesh(grid_spec, properties_epc, title_regex), sets, output, force)
+# --- end of resqmp batch ----------------------------------------------------------------------

@@ -1,0 +1,226 @@
+"""`resqmp batch`: write a batch file from a model, one task per surface, trajectory or column property.
+
+    faces   one find-faces task per surface: resqpy's regular wrapper for an aligned RegularGrid,
+            resqmp.wrappers' find_faces_to_represent_surface_wrapper for any other IjkGrid
+    wells   one blocked-well task per well trajectory (resqpy's wrapper takes any IjkGrid)
+    mesh    one mesh task per column property of the grid (resqpy's wrapper needs an aligned
+            RegularGrid and reads the properties from the grid's EPC)
+
+Tasks come in the model's part order and are named by the part's title; what every task shares
+is in `defaults`, with `--set KEY=VALUE` wrapper arguments checked against the wrapper's signature.
+Paths below the batch file's folder are written relative to it. The file is checked as `launch`
+would load it (resqmp.batch.load) before it appears, atomically; an existing file is replaced only
+with force.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resqmp import model_parts
+from resqmp.batch import SUPPLIED, load, resolve_wrapper
+from resqmp.errors import BatchError, OutputError
+
+REGULAR_FIND_FACES = "find_faces_to_represent_surface_regular"
+ANY_GRID_FIND_FACES = "resqmp.wrappers:find_faces_to_represent_surface_wrapper"
+BLOCKED_WELL = "blocked_well_from_trajectory"
+MESH = "mesh_from_regular_grid_column_property"
+
+
+@dataclass
+class Plan:
+    """A batch before it is written: what the file will hold and what to say about it."""
+    wrapper: str
+    defaults: dict[str, Any]
+    tasks: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)      # header comment lines
+    per_task: tuple[str, ...] = ()                      # keys the writer sets per task
+
+
+def plan_faces(grid_spec: str, surfaces_epc: str, surface_type: str = "triangulated",
+               title_regex: str | None = None) -> tuple[Plan, model_parts.Grid]:
+    grid = model_parts.select_grid(grid_spec)
+    found = model_parts.surfaces(surfaces_epc, surface_type, title_regex)
+    if grid.is_aligned_regular:
+        wrapper, why = REGULAR_FIND_FACES, "an aligned RegularGrid: resqpy's regular find-faces wrapper"
+        # a required argument of resqpy's wrapper (realisation numbers for returned properties)
+        defaults = {"use_index_as_realisation": False}
+    else:
+        wrapper, why = ANY_GRID_FIND_FACES, f"{_a(grid.kind)}: resqmp's find-faces wrapper for any IjkGrid"
+        defaults = {}
+    plan = Plan(wrapper=wrapper,
+                defaults={"grid_epc": grid.epc, "grid_uuid": grid.part.uuid,
+                          "surface_epc": Path(surfaces_epc).expanduser().resolve(), **defaults},
+                tasks=[{"surface_uuid": p.uuid, "name": p.title} for p in found],
+                notes=[f"grid {grid.part.title!r} {grid.part.uuid} is {why}",
+                       f"one task per surface of --type {surface_type} in {surfaces_epc}"
+                       + (f" titled like {title_regex!r}" if title_regex else "") + ", in the model's part order"],
+                per_task=("surface_uuid", "name"))
+    return plan, grid
+
+
+def plan_wells(grid_spec: str, trajectories_epc: str, title_regex: str | None = None) -> tuple[Plan, model_parts.Grid]:
+    grid = model_parts.select_grid(grid_spec)
+    found = model_parts.trajectories(trajectories_epc, title_regex)
+    plan = Plan(wrapper=BLOCKED_WELL,
+                defaults={"grid_epc": grid.epc, "grid_uuid": grid.part.uuid,
+                          "trajectory_epc": Path(trajectories_epc).expanduser().resolve()},
+                tasks=[{"trajectory_uuids": [p.uuid], "name": p.title} for p in found],
+                notes=[f"grid {grid.part.title!r} {grid.part.uuid} ({_a(grid.kind)})",
+                       f"one task per well trajectory in {trajectories_epc}"
+                       + (f" titled like {title_regex!r}" if title_regex else "") + ", in the model's part order"],
+                per_task=("trajectory_uuids", "name"))
+    return plan, grid
+
+
+def plan_mesh(grid_spec: str, properties_epc: str | None = None,
+              title_regex: str | None = None) -> tuple[Plan, model_parts.Grid]:
+    grid = model_parts.select_grid(grid_spec)
+    if not grid.is_aligned_regular:
+        raise BatchError(f"grid {grid.part.title!r} {grid.part.uuid} in {grid.epc} is {_a(grid.kind)}: resqpy's "
+                         f"{MESH} wrapper needs an aligned RegularGrid")
+    source = properties_epc or str(grid.epc)
+    found = model_parts.column_properties(source, grid, title_regex)
+    if Path(source).expanduser().resolve() != grid.epc:
+        # resqpy's mesh wrapper copies the properties from the grid's EPC: they must be there too
+        in_grid_epc = {p.uuid for p in model_parts.parts_of(model_parts.open_model(grid.epc, "grid EPC"),
+                                                            model_parts.COLUMN_PROPERTY_TYPES)}
+        missing = [p for p in found if p.uuid not in in_grid_epc]
+        if missing:
+            raise BatchError(f"property {missing[0].title!r} {missing[0].uuid} of {source} is not in the grid's EPC "
+                             f"{grid.epc}: resqpy's {MESH} wrapper reads the properties from the grid's EPC")
+    plan = Plan(wrapper=MESH,
+                defaults={"grid_epc": grid.epc, "grid_uuid": grid.part.uuid},
+                tasks=[{"prop_uuids": [p.uuid], "name": p.title} for p in found],
+                notes=[f"grid {grid.part.title!r} {grid.part.uuid} ({_a(grid.kind)})",
+                       f"one task per column property of the grid in {source}"
+                       + (f" titled like {title_regex!r}" if title_regex else "") + ", in the model's part order"],
+                per_task=("prop_uuids", "name"))
+    return plan, grid
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0].lower() in "aeiou" else "a ") + kind + \
+        (" (corner-point)" if kind == "IjkGrid" else "")
+
+
+def parse_sets(items) -> dict[str, Any]:
+    """`KEY=VALUE` items -> {KEY: value parsed as YAML}."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise BatchError(f"--set {item!r}: expected KEY=VALUE with KEY a keyword argument of the wrapper")
+        try:
+            values[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise BatchError(f"--set {item!r}: the value is not valid YAML") from None
+    return values
+
+
+def apply_sets(plan: Plan, sets: dict[str, Any]) -> None:
+    """Add --set values to the plan's defaults, each a keyword argument of the plan's wrapper."""
+    if not sets:
+        return
+    _, function = resolve_wrapper(plan.wrapper)
+    params = inspect.signature(function).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    given = set(plan.per_task) | {k for k in plan.defaults if k.endswith("_epc") or k == "grid_uuid"}
+    settable = [n for n, p in params.items()
+                if n not in SUPPLIED and n not in given and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for key, value in sets.items():
+        if key in SUPPLIED:
+            raise BatchError(f"--set {key}: supplied by resqmp for every task; remove it")
+        if key in plan.per_task:
+            raise BatchError(f"--set {key}: set for each task from the model's parts; select parts with --title")
+        if key in ("grid_epc", "grid_uuid"):
+            raise BatchError(f"--set {key}: given by --grid EPC[:UUID_OR_TITLE]")
+        if key in plan.defaults and key.endswith("_epc"):
+            raise BatchError(f"--set {key}: given by the command's EPC option")
+        if key not in params and not takes_any:
+            close = difflib.get_close_matches(key, settable, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            expected = f"expected one of: {', '.join(settable)}" if settable else "it takes none beyond those resqmp sets"
+            raise BatchError(f"--set {key}: not an argument of wrapper {plan.wrapper} ({hint}{expected})")
+        plan.defaults[key] = value
+
+
+def _relative(value: Any, folder: Path) -> Any:
+    """A path below the batch file's folder, relative to it; any other path absolute."""
+    if not isinstance(value, Path):
+        return value
+    try:
+        return value.relative_to(folder).as_posix()
+    except ValueError:
+        return str(value)
+
+
+def render(plan: Plan, folder: Path, command: str) -> str:
+    defaults = {k: _relative(v, folder) for k, v in plan.defaults.items()}
+    doc = {"wrapper": plan.wrapper, "defaults": defaults, "tasks": plan.tasks}
+    header = [f"written by: {command}", *plan.notes, "relative paths are relative to the folder holding this file"]
+    text = "".join(f"# {line}\n" for line in header)
+    # flow style for each task: one line per task
+    text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, allow_unicode=True, width=10_000)
+    if yaml.safe_load(text) != doc:        # guard: the text reads back as the data it was written from
+        raise AssertionError("batch text does not read back as written")
+    return text
+
+
+def write(plan: Plan, output: str | Path, command: str, force: bool = False) -> Path:
+    """Write the plan at output atomically, after checking it as `launch` loads it; an existing
+    output is replaced only with force. Returns the absolute path written."""
+    out = Path(output).expanduser().absolute()
+    folder = out.parent
+    if not folder.is_dir():
+        raise OutputError(f"batch file {out}: folder {folder} {'is not a directory' if folder.exists() else 'does not exist'}")
+    if out.is_dir():
+        raise OutputError(f"batch file {out}: is a directory")
+    if out.exists() and not force:
+        raise OutputError(f"batch file {out}: exists (use --force to replace it)")
+    text = render(plan, folder.resolve(), command)
+    tmp = str(folder / f".{out.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        # not mkstemp: its 0600 would outlive the rename; the user's umask decides, as for any file
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise OutputError(f"batch file {out}: cannot write in {folder} ({e.strerror})") from None
+    try:
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise OutputError(f"batch file {out}: cannot write ({e.strerror})") from None
+        try:
+            load(tmp)            # what launch will check: wrapper, arguments, EPCs, uuids
+        except BatchError as e:
+            raise BatchError(str(e).replace(str(Path(tmp).resolve()), str(out)).replace(tmp, str(out))) from None
+        _publish(Path(tmp), out, force)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _publish(tmp: Path, out: Path, force: bool) -> None:
+    if force:
+        os.replace(tmp, out)
+        return
+    try:
+        os.link(tmp, out)          # fails if out appeared meanwhile: never replaces a file silently
+    except FileExistsError:
+        raise OutputError(f"batch file {out}: exists (use --force to replace it)") from None
+    except OSError:                # a filesystem without hard links
+        if out.exists():
+            raise OutputError(f"batch file {out}: exists (use --force to replace it)") from None
+        os.rename(tmp, out)
