@@ -218,9 +218,9 @@ def _planned_workers(scaling: dict, cluster) -> int | None:
 def _warm_first_worker(client, worker: str, wrapper: str) -> dict | None:
     """Fill the numba cache on one worker before the batch, so workers do not compile
     concurrently into one cache (numba#4807) and each first task loads compiled code."""
-    from resqmp.warm import WRAPPERS, warm_numba_cache
-    label = next((k for k in WRAPPERS if k in wrapper), None)
-    if not wrapper.startswith("resqpy.") or label is None:
+    from resqmp.warm import label_for, warm_numba_cache
+    label = label_for(wrapper)
+    if label is None:
         return None
     result = client.submit(warm_numba_cache, (label,), workers=[worker], allow_other_workers=False,
                            pure=False).result()

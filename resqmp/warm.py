@@ -10,7 +10,9 @@ workers=[first]).result()``); every worker afterwards loads the compiled code fr
 The warm-up runs the three resqpy wrappers resqmp ships batches for (find faces, mesh from a
 column property, blocked well from a trajectory) on a tiny synthetic model in a temporary folder,
 in the calling process, with the argument types real batches use, so the same specialisations are
-compiled. A lock file in the cache directory keeps two warm-ups (say, on two nodes sharing the
+compiled. resqmp's own find-faces wrapper (resqmp.wrappers) is covered by the find-faces
+warm-up: the only numba code it reaches is what resqpy's regular wrapper compiles (``label_for``).
+A lock file in the cache directory keeps two warm-ups (say, on two nodes sharing the
 cache) from compiling into it at the same time; the second one then finds the cache filled.
 """
 from __future__ import annotations
@@ -22,10 +24,25 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["warm_numba_cache", "warm_workers", "WRAPPERS"]
+__all__ = ["warm_numba_cache", "warm_workers", "label_for", "WRAPPERS"]
 
 #: wrapper label -> batch key of resqmp.example.write_example
 WRAPPERS = {"find_faces": "batch", "mesh": "batch_mesh", "blocked_well": "batch_wells"}
+
+#: modules whose wrappers these warm-ups cover: resqpy's, and resqmp's own (resqmp.wrappers), whose
+#: find-faces wrapper reaches numba only on an aligned RegularGrid, through the same
+#: regular_optimised code resqpy's regular wrapper compiles (on a corner-point grid it runs resqpy's
+#: numpy-only 'staffa' method: nothing to compile)
+COVERED_MODULES = ("resqpy.", "resqmp.wrappers")
+
+
+def label_for(wrapper: str) -> str | None:
+    """The WRAPPERS label whose warm-up compiles what a batch's wrapper ("module:function") runs
+    through numba; None for a wrapper resqmp knows nothing about."""
+    module = wrapper.partition(":")[0]
+    if not any(module == m or module.startswith(m) for m in COVERED_MODULES):
+        return None
+    return next((label for label in WRAPPERS if label in wrapper), None)
 
 
 @contextlib.contextmanager
