@@ -225,11 +225,19 @@ def _title_regex(ctx, param, value):
     return value
 
 
+BATCH_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  batch file written          5  model error (no such grid or part, a title naming several
+  1  internal error (a bug)         grids), unknown --set key; nothing written
+  2  usage error                 6  BATCH.yaml exists (no --force) or its folder is missing"""
+
+_grid_option = click.option("--grid", "grid_spec", required=True, metavar="GRID.epc[:UUID_OR_TITLE]",
+                            help="The grid: an EPC holding one IjkGrid, or EPC:UUID, or EPC:TITLE.")
+
+
 def _batch_options(fn):
-    """Options every `resqmp batch` command shares (the model part goes first, in each command)."""
+    """Options every `resqmp batch` command shares, after its own."""
     for option in reversed([
-        click.option("--grid", "grid_spec", required=True, metavar="GRID.epc[:UUID_OR_TITLE]",
-                     help="The grid: an EPC holding one IjkGrid, or EPC:UUID, or EPC:TITLE."),
         click.option("--title", "title_regex", metavar="REGEX", callback=_title_regex,
                      help="Only parts whose title matches REGEX (Python re.search; anchor with ^...$)."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -254,7 +262,7 @@ def _write_batch(kind: str, plan_and_grid, sets, output, force) -> None:
                f"--output {shlex.quote(str(Path(output).with_suffix('.epc')))}")
 
 
-@main.group("batch", epilog=EXIT_CODES_HELP)
+@main.group("batch", epilog=BATCH_EXIT_CODES_HELP)
 def batch_group():
     """Write a batch file from a model: one task per surface, well trajectory or column property.
 
@@ -263,7 +271,8 @@ def batch_group():
     """
 
 
-@batch_group.command("faces", epilog=EXIT_CODES_HELP)
+@batch_group.command("faces", epilog=BATCH_EXIT_CODES_HELP)
+@_grid_option
 @click.option("--surfaces", "surfaces_epc", required=True, type=click.Path(dir_okay=False),
               help="EPC holding the surfaces.")
 @click.option("--type", "surface_type", type=click.Choice(["triangulated", "pointset", "all"]),
@@ -278,7 +287,8 @@ def batch_faces(surfaces_epc, surface_type, grid_spec, title_regex, sets, output
     _write_batch("faces", plan_faces(grid_spec, surfaces_epc, surface_type, title_regex), sets, output, force)
 
 
-@batch_group.command("wells", epilog=EXIT_CODES_HELP)
+@batch_group.command("wells", epilog=BATCH_EXIT_CODES_HELP)
+@_grid_option
 @click.option("--trajectories", "trajectories_epc", required=True, type=click.Path(dir_okay=False),
               help="EPC holding the well trajectories.")
 @_batch_options
@@ -289,7 +299,8 @@ def batch_wells(trajectories_epc, grid_spec, title_regex, sets, output, force):
     _write_batch("wells", plan_wells(grid_spec, trajectories_epc, title_regex), sets, output, force)
 
 
-@batch_group.command("mesh", epilog=EXIT_CODES_HELP)
+@batch_group.command("mesh", epilog=BATCH_EXIT_CODES_HELP)
+@_grid_option
 @click.option("--properties", "properties_epc", type=click.Path(dir_okay=False),
               help="EPC holding the column properties (default: the grid's EPC; resqpy's wrapper reads them there).")
 @_batch_options
