@@ -45,7 +45,7 @@ class Plan:
 
 
 def plan_faces(grid_spec: str, surfaces_epc: str, surface_type: str = "triangulated",
-               title_regex: str | None = None) -> tuple[Plan, model_parts.Grid]:
+               title_regex: str | None = None) -> Plan:
     grid = model_parts.select_grid(grid_spec)
     found = model_parts.surfaces(surfaces_epc, surface_type, title_regex)
     if grid.is_aligned_regular:
@@ -55,33 +55,29 @@ def plan_faces(grid_spec: str, surfaces_epc: str, surface_type: str = "triangula
     else:
         wrapper, why = ANY_GRID_FIND_FACES, f"{_a(grid.kind)}: resqmp's find-faces wrapper for any IjkGrid"
         defaults = {}
-    plan = Plan(wrapper=wrapper,
+    return Plan(wrapper=wrapper,
                 defaults={"grid_epc": grid.epc, "grid_uuid": grid.part.uuid,
                           "surface_epc": Path(surfaces_epc).expanduser().resolve(), **defaults},
                 tasks=[{"surface_uuid": p.uuid, "name": p.title} for p in found],
                 notes=[f"grid {grid.part.title!r} {grid.part.uuid} is {why}",
-                       f"one task per surface of --type {surface_type} in {surfaces_epc}"
-                       + (f" titled like {title_regex!r}" if title_regex else "") + ", in the model's part order"],
+                       _selection(f"surface of --type {surface_type}", surfaces_epc, title_regex)],
                 per_task=("surface_uuid", "name"))
-    return plan, grid
 
 
-def plan_wells(grid_spec: str, trajectories_epc: str, title_regex: str | None = None) -> tuple[Plan, model_parts.Grid]:
+def plan_wells(grid_spec: str, trajectories_epc: str, title_regex: str | None = None) -> Plan:
     grid = model_parts.select_grid(grid_spec)
     found = model_parts.trajectories(trajectories_epc, title_regex)
-    plan = Plan(wrapper=BLOCKED_WELL,
+    return Plan(wrapper=BLOCKED_WELL,
                 defaults={"grid_epc": grid.epc, "grid_uuid": grid.part.uuid,
                           "trajectory_epc": Path(trajectories_epc).expanduser().resolve()},
                 tasks=[{"trajectory_uuids": [p.uuid], "name": p.title} for p in found],
                 notes=[f"grid {grid.part.title!r} {grid.part.uuid} ({_a(grid.kind)})",
-                       f"one task per well trajectory in {trajectories_epc}"
-                       + (f" titled like {title_regex!r}" if title_regex else "") + ", in the model's part order"],
+                       _selection("well trajectory", trajectories_epc, title_regex)],
                 per_task=("trajectory_uuids", "name"))
-    return plan, grid
 
 
 def plan_mesh(grid_spec: str, properties_epc: str | None = None,
-              title_regex: str | None = None) -> tuple[Plan, model_parts.Grid]:
+              title_regex: str | None = None) -> Plan:
     grid = model_parts.select_grid(grid_spec)
     if not grid.is_aligned_regular:
         raise BatchError(f"grid {grid.part.title!r} {grid.part.uuid} in {grid.epc} is {_a(grid.kind)}: resqpy's "
@@ -96,14 +92,17 @@ def plan_mesh(grid_spec: str, properties_epc: str | None = None,
         if missing:
             raise BatchError(f"property {missing[0].title!r} {missing[0].uuid} of {source} is not in the grid's EPC "
                              f"{grid.epc}: resqpy's {MESH} wrapper reads the properties from the grid's EPC")
-    plan = Plan(wrapper=MESH,
+    return Plan(wrapper=MESH,
                 defaults={"grid_epc": grid.epc, "grid_uuid": grid.part.uuid},
                 tasks=[{"prop_uuids": [p.uuid], "name": p.title} for p in found],
                 notes=[f"grid {grid.part.title!r} {grid.part.uuid} ({_a(grid.kind)})",
-                       f"one task per column property of the grid in {source}"
-                       + (f" titled like {title_regex!r}" if title_regex else "") + ", in the model's part order"],
+                       _selection("column property of the grid", source, title_regex)],
                 per_task=("prop_uuids", "name"))
-    return plan, grid
+
+
+def _selection(what: str, epc, title_regex: str | None) -> str:
+    titled = f" titled like {title_regex!r}" if title_regex else ""
+    return f"one task per {what} in {epc}{titled}, in the model's part order"
 
 
 def _a(kind: str) -> str:

@@ -249,10 +249,9 @@ def _batch_options(fn):
     return fn
 
 
-def _write_batch(kind: str, plan_and_grid, sets, output, force) -> None:
+def _write_batch(kind: str, plan, sets, output, force) -> None:
     import shlex
     from resqmp import batch_writer
-    plan, grid = plan_and_grid
     batch_writer.apply_sets(plan, batch_writer.parse_sets(sets))
     command = "resqmp batch " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index(kind):]) \
         if kind in sys.argv else f"resqmp batch {kind}"

@@ -83,7 +83,6 @@ def find_faces_to_represent_surface_wrapper(index: int,
     import resqpy.grid as grr
     import resqpy.grid_surface as rqgs
     import resqpy.model as rq
-    import resqpy.olio.uuid as bu
     import resqpy.property as rqp
     import resqpy.surface as rqs
 

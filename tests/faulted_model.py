@@ -4,6 +4,8 @@
 undulating layers of uneven thickness, two faults whose throws split the pillars), an aligned
 RegularGrid "regular grid" with DX/DY/DZ and two column properties, two well trajectories.
 
+``more_maps.epc``: another column property of the regular grid ("extra map").
+
 ``surfaces.epc``: in a CRS of its own (other offsets than the grids'), fault surfaces "F1 east"
 (with a fault interpretation), "F2 north", "F3 oblique" (a fine lattice: more than 100 triangles,
 with triangles outside the grid), a horizon point set "H1 horizon points" (with a horizon
@@ -114,6 +116,15 @@ def write_faulted_model(folder) -> dict:
         traj.create_xml()
         trajectories[name] = str(traj.uuid)
     model.store_epc(quiet=True)
+
+    # a column property of the regular grid kept in an EPC of its own
+    pmodel = rq.new_model(str(folder / "more_maps.epc"), quiet=True)
+    pmodel.copy_uuid_from_other_model(model, uuid=regular.uuid)
+    j, i = np.meshgrid(np.arange(6.0), np.arange(6.0), indexing="ij")
+    rqp.Property.from_array(pmodel, 30.0 + i + j, source_info="faulted_model", keyword="extra map",
+                            support_uuid=regular.uuid, property_kind="depth", indexable_element="columns", uom="m")
+    pmodel.store_epc(quiet=True)
+    pmodel.h5_release()
     model.h5_release()
 
     smodel = rq.new_model(str(folder / "surfaces.epc"), quiet=True)
@@ -162,7 +173,8 @@ def write_faulted_model(folder) -> dict:
     smodel.store_epc(quiet=True)
     smodel.h5_release()
     assert bu.matching_uuids(grid.crs_uuid, crs.uuid)
-    return {"model": folder / "faulted.epc", "surfaces_epc": folder / "surfaces.epc", "grid_uuid": str(grid.uuid),
+    return {"model": folder / "faulted.epc", "surfaces_epc": folder / "surfaces.epc",
+            "more_maps_epc": folder / "more_maps.epc", "grid_uuid": str(grid.uuid),
             "regular_uuid": str(regular.uuid), "surfaces": surfaces, "trajectories": trajectories,
             "column_properties": column_properties, "fault_interpretation": str(fault_interp.uuid),
             "horizon_interpretation": str(h_interp.uuid)}

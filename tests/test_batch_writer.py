@@ -250,6 +250,10 @@ BAD = {
                                      ExitCode.BATCH, ["it takes none beyond those resqmp sets"]),
     "no column property": (["mesh", "--grid", "{faulted}:regular grid", "--properties", "{block}"], ExitCode.BATCH,
                            ["holds no column property of grid 'regular grid'"]),
+    "column property not in the grid's EPC": (["mesh", "--grid", "{faulted}:regular grid", "--properties",
+                                               "{more_maps}"], ExitCode.BATCH,
+                                              ["property 'extra map'", "is not in the grid's EPC",
+                                               "reads the properties from the grid's EPC"]),
     "output folder missing": (["faces", "--grid", "{block}", "--surfaces", "{block}", "-o", "{nowhere}"],
                               ExitCode.OUTPUT, ["does not exist"]),
 }
@@ -261,7 +265,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, resqpy_models, faulted, 
     (tmp_path / "notes.epc").write_text("not a zip\n")
     paths = {"block": resqpy_models / "block.epc", "s_bend": resqpy_models / "s_bend.epc",
              "tic": resqpy_models / "tic_tac_toe.epc", "faulted": faulted["model"],
-             "surfaces": faulted["surfaces_epc"], "missing": tmp_path / "missing.epc", "text": tmp_path / "notes.epc",
+             "surfaces": faulted["surfaces_epc"], "more_maps": faulted["more_maps_epc"], "missing": tmp_path / "missing.epc", "text": tmp_path / "notes.epc",
              "nowhere": tmp_path / "no" / "batch.yaml"}
     args = [a.format(**paths) for a in args]
     if "-o" not in args:
