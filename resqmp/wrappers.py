@@ -99,7 +99,7 @@ def find_faces_to_represent_surface_wrapper(index: int,
     grid = grr.any_grid(model, uuid=grid_uuid, find_properties=False, load_inactive=False)
     if grid is None or not hasattr(grid, "extent_kji"):
         raise ValueError(f"{grid_uuid} in {grid_epc} is not an IjkGrid")
-    uuid_list += [grid.crs_uuid, grid_uuid]
+    uuid_list += [u for u in (grid.crs_uuid, grid_uuid) if u is not None]
     for cell_length in CELL_LENGTH_TITLES:     # kept with the grid, as resqpy's regular wrapper does
         prop_uuid = g_model.uuid(obj_type="ContinuousProperty", title=cell_length, related_uuid=grid_uuid)
         if prop_uuid is not None:
@@ -197,7 +197,7 @@ def find_faces_to_represent_surface_wrapper(index: int,
         log.warning(f"no cell face of grid {grid_uuid} represents surface {name!r} ({surface_uuid}): "
                     "does it cross the grid?")
     model.store_epc(quiet=True)
-    return index, success, epc_file, uuid_list
+    return index, success, epc_file, [str(u) for u in uuid_list]
 
 
 def _represent_same_interpretation(model, source_uuid, surface) -> None:
