@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
+from resqmp import datafile
 from resqmp.errors import BatchError
 
 PATH_SUFFIXES = ("_epc", "_file", "_path", "_dir")
@@ -93,17 +92,9 @@ def _read(path: Path) -> dict:
     if not path.is_file():
         raise BatchError(f"batch file {path}: not found" if not path.exists() else f"batch file {path}: not a file")
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise BatchError(f"batch file {path}: cannot read ({e.strerror})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else getattr(e, "lineno", None)
-        where = f" line {line}" if line else ""
-        problem = getattr(e, "problem", None) or getattr(e, "msg", None) or str(e).splitlines()[0]
-        raise BatchError(f"batch file {path}:{where}: syntax error: {problem}") from None
+        data = datafile.read_file(path)       # YAML, or JSON for *.json: resqmp/datafile.py
+    except datafile.DataError as e:
+        raise BatchError(f"batch file {path}: {e}") from None
     if not isinstance(data, dict):
         raise BatchError(f"batch file {path}: expected a mapping with keys wrapper, defaults, tasks")
     unknown = set(data) - {"wrapper", "defaults", "tasks"}

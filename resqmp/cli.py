@@ -106,13 +106,16 @@ def profiles():
 @profiles.command("list")
 @handle_errors
 def profiles_list():
-    """Every profile found: name, backend, where it was found (later layers win)."""
+    """Every profile found: name, backend, where it was found (later layers win). A profile that
+    does not load is listed as INVALID, and why is printed as a warning."""
     from resqmp import profiles as prof
     rows = []
     for name, (layer, path) in sorted(prof.available().items()):
         try:
             backend = prof.load(str(path)).backend
-        except ResqmpError:
+        except ResqmpError as e:
+            # one broken file (another user's, a site's) must not hide the others
+            click.echo(f"resqmp: warning: {e}", err=True)
             backend = "INVALID"
         rows.append((name, backend, f"{layer}: {path}"))
     width = max((len(r[0]) for r in rows), default=4)

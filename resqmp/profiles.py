@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
+from resqmp import datafile
 from resqmp.errors import ProfileError
 
 PACKAGED_DIR = Path(str(resources.files("resqmp") / "profiles"))
 SITE_DIR = Path("/etc/resqmp/profiles")
+
+# Keys whose values are strings: read as the text the site wrote, even `True` or `5` (an
+# environment variable's value, a name); resqmp/datafile.py has the rules for everything else.
+TEXT_KEYS = (("name",), ("description",), ("extends",), ("environment",), ("logging", "file"),
+             ("logging", "format"), ("storage", "shared_directory"))
 
 
 def _user_dir() -> Path:
@@ -124,16 +129,9 @@ def _find(ref: str, below: Path | None = None, relative_to: Path | None = None) 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise ProfileError(f"profile {path}: cannot read ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ProfileError(f"profile {path}:{where}: YAML syntax error: {problem}") from None
+        data = datafile.read_file(path, text_under=TEXT_KEYS)
+    except datafile.DataError as e:
+        raise ProfileError(f"profile {path}: {e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -154,15 +152,30 @@ def describe_schema_error(err: jsonschema.ValidationError) -> str:
         return f"{key}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
     if err.validator == "type":
         expected = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
-        return f"{key}: expected {expected}, got {type(err.instance).__name__} {err.instance!r}"
+        return f"{key}: expected {expected}, got {type(err.instance).__name__} {err.instance!r}{_number_hint(err)}"
     if err.validator == "anyOf":
         expected = " or ".join(_expected(s) for s in err.validator_value)
-        return f"{key}: expected {expected}, got {type(err.instance).__name__} {err.instance!r}"
+        return f"{key}: expected {expected}, got {type(err.instance).__name__} {err.instance!r}{_number_hint(err)}"
     if err.validator == "required":
         return f"{key}: missing required key ({err.message})"
     if "propertyNames" in err.absolute_schema_path:
         return f"{key}: {err.instance!r} is not a valid environment variable name"
     return f"{key}: {err.message}"
+
+
+def _number_hint(err: jsonschema.ValidationError) -> str:
+    """For text that YAML 1.1 would have read as a number (010, 1.50, 1e3): how to write it."""
+    wanted = str(err.validator_value)
+    if not isinstance(err.instance, str) or ("number" not in wanted and "integer" not in wanted):
+        return ""
+    try:
+        value = float(err.instance.replace("_", ""))
+    except ValueError:
+        return ""
+    if value != value or value in (float("inf"), float("-inf")):
+        return ""
+    plain = str(int(value)) if value.is_integer() else repr(value)
+    return f" (numbers are read only in plain decimal: write {plain})"
 
 
 def _expected(schema: dict) -> str:
@@ -197,16 +210,22 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def parse_set(item: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (["a", "b", "c"], value parsed as a YAML scalar/flow value)."""
+    """`a.b.c=value` -> (["a", "b", "c"], value read as a YAML scalar/flow value, with the rules
+    of profile files: resqmp/datafile.py)."""
     key, sep, raw = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(p.strip() for p in parts):
-        raise ProfileError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. scaling.workers=4")
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not sep or not all(parts):
+        raise ProfileError(f"--set {_shown(item)}: expected KEY=VALUE with a dotted key, e.g. scaling.workers=4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise ProfileError(f"--set {item!r}: the value is not valid YAML") from None
-    return [p.strip() for p in parts], value
+        value = datafile.loads_yaml(raw, text_under=TEXT_KEYS, at=tuple(parts)) if raw.strip() else ""
+    except datafile.DataError as e:
+        raise ProfileError(f"--set {_shown(item)}: {e.problem}") from None
+    return parts, value
+
+
+def _shown(item: str, limit: int = 80) -> str:
+    """The --set item for an error line; a huge value is cut (the line stays one line)."""
+    return repr(item) if len(item) <= limit else repr(item[:limit]) + "..."
 
 
 def _apply_set(data: dict, parts: list[str], value: Any, item: str) -> None:

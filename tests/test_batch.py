@@ -97,7 +97,7 @@ def test_missing_epc_message_names_the_file(work):
 
 def test_syntax_error_and_missing_file(work):
     (work / "broken.yaml").write_text("wrapper: x\ntasks: [ {a: 1}\n")
-    with pytest.raises(BatchError, match=r"broken.yaml: line \d+: syntax error"):
+    with pytest.raises(BatchError, match=r"broken.yaml: line \d+ column \d+: YAML syntax error"):
         batch.load(work / "broken.yaml")
     with pytest.raises(BatchError, match="nothere.yaml: not found"):
         batch.load(work / "nothere.yaml")
