@@ -108,13 +108,16 @@ def _check_keys(profile) -> None:
 
 def walltime_seconds(backend: str, walltime: Any) -> int | None:
     """Seconds in a walltime written the way the scheduler reads it, None if not understood.
-    slurm: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; sge/pbs: [[H:]M:]S or seconds; lsf: [H:]M."""
-    if walltime is None:
-        return None
+    slurm: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; sge: S or H:M:S (qsub refuses M:S); pbs: [[H:]M:]S;
+    lsf: [H:]M. Profiles keep the text as written (resqmp/datafile.py: 2:00:00 is no number)."""
+    if walltime is None or isinstance(walltime, (bool, float)):
+        return None             # no scheduler takes 1.5 (and it must not be truncated to 1)
     text = str(walltime).strip()
-    if isinstance(walltime, (int, float)) and not isinstance(walltime, bool):
+    if isinstance(walltime, int):
         # a bare number: minutes for slurm and lsf, seconds for sge and pbs
-        return int(walltime) * (60 if backend in ("slurm", "lsf") else 1)
+        return walltime * (60 if backend in ("slurm", "lsf") else 1)
+    if backend == "sge" and text.count(":") == 1:
+        return None
     try:
         if backend == "slurm":
             days = 0
@@ -169,8 +172,8 @@ def lifetime_args(backend: str, walltime: Any) -> list[str]:
     return ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
 
 
-_WALLTIME_FORMS = {"slurm": "HH:MM:SS or D-HH:MM:SS", "sge": "HH:MM:SS", "pbs": "HH:MM:SS",
-                   "lsf": "HH:MM"}
+_WALLTIME_FORMS = {"slurm": "HH:MM:SS, D-HH:MM:SS or minutes", "sge": "HH:MM:SS or seconds",
+                   "pbs": "HH:MM:SS or seconds", "lsf": "HH:MM or minutes"}
 
 
 # --------------------------------------------------------------------------- kwargs
