@@ -161,8 +161,8 @@ def lifetime_args(backend: str, walltime: Any) -> list[str]:
     (at most 10 min) covers the job's start-up and the retirement itself."""
     secs = walltime_seconds(backend, walltime)
     if secs is None:
-        raise ProfileError(f"cluster.walltime {walltime!r}: not a {backend} walltime resqmp understands; "
-                           f"write it as {_WALLTIME_FORMS[backend]} or give worker_extra_args "
+        raise ProfileError(f"cluster.walltime {walltime!r}: not a {backend} walltime resqmp understands "
+                           f"(write it as {_WALLTIME_FORMS[backend]}), or give worker_extra_args "
                            f"['--lifetime', ..., '--lifetime-stagger', ...] yourself")
     stagger = min(int(secs * 0.05), 300)
     margin = min(int(secs * 0.10), 600)
@@ -172,8 +172,8 @@ def lifetime_args(backend: str, walltime: Any) -> list[str]:
     return ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
 
 
-_WALLTIME_FORMS = {"slurm": "HH:MM:SS, D-HH:MM:SS or minutes", "sge": "HH:MM:SS or seconds",
-                   "pbs": "HH:MM:SS or seconds", "lsf": "HH:MM or minutes"}
+_WALLTIME_FORMS = {"slurm": "H:MM:SS, D-H:MM:SS or minutes", "sge": "H:MM:SS or seconds",
+                   "pbs": "H:MM:SS or seconds", "lsf": "H:MM or minutes"}
 
 
 # --------------------------------------------------------------------------- kwargs
