@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from resqmp import model_parts
+from resqmp import datafile, model_parts
 from resqmp.batch import SUPPLIED, load, resolve_wrapper
 from resqmp.errors import BatchError, OutputError
 
@@ -119,9 +119,10 @@ def parse_sets(items) -> dict[str, Any]:
         if not sep or not key.isidentifier():
             raise BatchError(f"--set {item!r}: expected KEY=VALUE with KEY a keyword argument of the wrapper")
         try:
-            values[key] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise BatchError(f"--set {item!r}: the value is not valid YAML") from None
+            # the rules of every data file resqmp reads (resqmp/datafile.py): 010 stays "010"
+            values[key] = datafile.loads_yaml(raw) if raw.strip() else ""
+        except datafile.DataError as e:
+            raise BatchError(f"--set {item!r}: {e.problem}") from None
     return values
 
 
@@ -169,7 +170,7 @@ def render(plan: Plan, folder: Path, command: str) -> str:
     text = "".join(f"# {line}\n" for line in header)
     # flow style for each task: one line per task
     text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, allow_unicode=True, width=10_000)
-    if yaml.safe_load(text) != doc:        # guard: the text reads back as the data it was written from
+    if datafile.loads_yaml(text) != doc:   # guard: `launch` reads back the data it was written from
         raise AssertionError("batch text does not read back as written")
     return text
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-import yaml
+
+from resqmp import datafile
 
 __all__ = ["write_example"]
 
@@ -143,7 +144,7 @@ def _write_batch(path: Path, header: str, wrapper: str, defaults: dict, tasks: L
     lines += [f"wrapper: {wrapper}", f"defaults: {_flow(defaults)}"]
     lines += (["tasks:"] + [f"  - {_flow(task)}" for task in tasks]) if tasks else ["tasks: []"]
     text = "\n".join(lines) + "\n"
-    doc = yaml.safe_load(text)  # guard: the text must read back as the data it was written from
+    doc = datafile.loads_yaml(text)  # guard: launch must read back the data it was written from
     assert doc == {"wrapper": wrapper, "defaults": defaults, "tasks": tasks}, path
     path.write_text(text)
 

@@ -268,3 +268,12 @@ def test_profiles_list_survives_a_broken_file_and_names_it(tmp_path):
     assert deep.endswith(": nested more than 100 levels deep")
     assert latin == (f"resqmp: warning: profile {folder / 'latin.yaml'}: line 2 column 17: not UTF-8 text "
                      f"(byte 0xe9); resqmp reads UTF-8: save the file as UTF-8")
+
+
+@pytest.mark.parametrize("written,expected", VALUES, ids=IDS)
+def test_a_resqmp_batch_set_value_is_what_the_user_typed(written, expected):
+    """`resqmp batch ... --set KEY=VALUE` writes the value into the batch's defaults: read with the
+    same rules as every other --set, and written so that `launch` reads it back unchanged."""
+    from resqmp import batch_writer
+    value = batch_writer.parse_sets([f"k={written}"])["k"]
+    assert value == expected and type(value) is type(expected)
