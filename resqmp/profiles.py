@@ -172,8 +172,10 @@ def _number_hint(err: jsonschema.ValidationError) -> str:
         value = float(err.instance.replace("_", ""))
     except ValueError:
         return ""
-    if value != value or value in (float("inf"), float("-inf")):
+    if value != value or abs(value) == float("inf"):
         return ""
+    if "number" not in wanted and not value.is_integer():
+        return ""                       # an integer is wanted: 1.50 has no plain form that fits
     plain = str(int(value)) if value.is_integer() else repr(value)
     return f" (numbers are read only in plain decimal: write {plain})"
 
