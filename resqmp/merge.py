@@ -7,37 +7,26 @@ same. What differs is only how each step finds what it needs:
 
 * equivalent resident parts come from an ``IndexedConsolidation`` (resqmp.consolidate): same
   decisions, each candidate compared only with residents that can be equivalent;
-* HDF5 arrays are written through one output file kept open for the whole recombination, and one
-  input file open per task (resqpy opens both files once per copied part);
-* "does this relationship already exist" is a set lookup per rels part instead of a scan of every
-  relationship of, say, the grid that every task's connection set refers to;
-* "is the referenced part already here" is a dict lookup instead of building the list of all parts.
-
-``store_epc`` writes what resqpy's ``Model.store_epc`` writes, entry for entry; the XML of parts
-(which no longer changes once copied) and of relationships not touched since is serialised at the
-end of each task's merge, while other tasks still run, so publishing after the last task costs
-little more than writing bytes.
+* HDF5 arrays go through files kept open (resqmp.h5_copy);
+* "does this relationship already exist" is a set lookup (resqmp.relationships);
+* "is the referenced part already here" is a dict lookup instead of building the list of all parts;
+* part XML is serialised as each task's merge ends and the EPC written from it (resqmp.epc_store).
 """
 from __future__ import annotations
 
-import io
-import itertools
 import logging
 import os
-import zipfile as zf
-
-import h5py
 
 import resqpy.model._catalogue as m_c
 import resqpy.model._forestry as m_f
 import resqpy.olio.consolidation as cons
 import resqpy.olio.uuid as bu
-import resqpy.olio.write_hdf5 as whdf5
 import resqpy.olio.xml_et as rqet
-from resqpy.olio.xml_namespaces import curly_namespace as ns
-from resqpy.olio.xml_namespaces import namespace as ns_url
 
 from resqmp.consolidate import IndexedConsolidation
+from resqmp.epc_store import SerialisedParts
+from resqmp.h5_copy import H5Copier
+from resqmp.relationships import RelationshipIndex
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +45,9 @@ class Merger:
                 model.consolidation = IndexedConsolidation(model)
                 if old is not None:
                     model.consolidation.map.update(old.map)
-        self._targets: dict[str, set[str]] = {}    # rels part name -> Targets of its Relationships
-        self._h5_out = None
-        self._h5_out_name = None
-        self._h5_in = None
-        self._h5_in_name = None
-        self.h5_datasets = 0
-        self._out_paths: set[str] = set()
-        self._xml_cache: dict[str, bytes] = {}       # part name -> serialised XML (final)
-        self._rels_cache: dict[str, tuple[int, bytes]] = {}   # rels part -> (children, serialised)
-        self._parts_seen = len(model.parts_forest)
+        self.serialised = SerialisedParts(model)
+        self.relationships = RelationshipIndex(model, on_change=self.serialised.rels_changed)
+        self.h5 = H5Copier()
 
     # -- public -------------------------------------------------------------------------------
     def merge_model(self, other, uuids) -> None:
@@ -77,8 +59,8 @@ class Merger:
             for u in ordered:
                 self.copy_uuid(other, u)
         finally:
-            self._close_input()
-        self._serialise_new_parts()
+            self.h5.close_input()
+        self.serialised.serialise_new_parts()
 
     def copy_uuid(self, other, uuid):
         """As Model.copy_uuid_from_other_model(other, uuid, consolidate=self.consolidate)."""
@@ -108,84 +90,15 @@ class Merger:
 
     def close(self) -> None:
         """Close the HDF5 files (call before the model stores or reads its own HDF5 file)."""
-        self._close_input()
-        if self._h5_out is not None:
-            self._h5_out.close()
-            self._h5_out = None
-            self._h5_out_name = None
+        self.h5.close()
 
     def store_epc(self, epc_file=None) -> None:
         """As resqpy's Model.store_epc(quiet=True): the same entries, in the same order."""
-        model = self.model
-        if not epc_file:
-            epc_file = model.epc_file
-        assert epc_file, 'no file name given or known when attempting to store epc'
-        assert model.main_tree is not None
-        if model.main_root is None:
-            model.main_root = model.main_tree.getroot()
-        with zf.ZipFile(epc_file, mode='w') as epc:
-            with epc.open('[Content_Types].xml', mode='w') as main_xml:
-                rqet.write_xml(main_xml, model.main_tree, standalone='yes')
-            for part_name, (_, _, part_tree) in model.parts_forest.items():
-                if part_tree is None:
-                    log.warning('No xml tree present to write for part: ' + part_name)
-                    continue
-                cached = self._xml_cache.get(part_name)
-                if part_name[0] == '/':
-                    part_name = part_name[1:]
-                with epc.open(part_name, mode='w') as part_xml:
-                    if cached is not None:
-                        part_xml.write(cached)
-                    else:
-                        rqet.write_xml(part_xml, part_tree, standalone=None)
-            for part_name, (_, part_tree) in model.other_forest.items():
-                if part_tree is None:
-                    log.warning('No xml tree present to write for other part: ' + part_name)
-                    continue
-                if part_name[0] == '/':
-                    part_name = part_name[1:]
-                with epc.open(part_name, mode='w') as part_xml:
-                    rqet.write_xml(part_xml, part_tree, standalone='yes')
-            if model.rels_present:
-                for part_name, (_, part_tree) in model.rels_forest.items():
-                    if part_tree is None:
-                        log.warning('No xml tree present to write for rels part: ' + part_name)
-                        continue
-                    cached = self._rels_cache.get(part_name)
-                    with epc.open(part_name, mode='w') as part_xml:
-                        if cached is not None and cached[0] == len(part_tree.getroot()):
-                            part_xml.write(cached[1])
-                        else:
-                            rqet.write_xml(part_xml, part_tree, standalone='yes')
-        model.set_epc_file_and_directory(epc_file)
-        model.modified = False
+        self.serialised.store_epc(epc_file)
 
-    def _serialise_new_parts(self) -> None:
-        """Serialise the XML of parts added since the last call (final once copied), and their rels
-        (kept until a later relationship changes them)."""
-        model = self.model
-        forest = model.parts_forest
-        n = len(forest)
-        if n < self._parts_seen:
-            self._xml_cache.clear()
-            self._rels_cache.clear()
-            self._parts_seen = n
-            return
-        new = list(itertools.islice(reversed(forest), n - self._parts_seen))
-        self._parts_seen = n
-        for part_name in reversed(new):
-            part_tree = forest[part_name][2]
-            if part_tree is None:
-                continue
-            buf = io.BytesIO()
-            rqet.write_xml(buf, part_tree, standalone=None)
-            self._xml_cache[part_name] = buf.getvalue()
-            rels_name = rqet.rels_part_name_for_part(part_name)
-            entry = model.rels_forest.get(rels_name) if model.rels_present else None
-            if entry is not None and entry[1] is not None:
-                buf = io.BytesIO()
-                rqet.write_xml(buf, entry[1], standalone='yes')
-                self._rels_cache[rels_name] = (len(entry[1].getroot()), buf.getvalue())
+    @property
+    def h5_datasets(self) -> int:
+        return self.h5.datasets
 
     # -- resqpy's _copy_part_from_other_model, step by step -------------------------------------
     def _copy(self, other, part, self_h5, other_h5, hdf5_copy_needed, uuid_int):
@@ -213,15 +126,15 @@ class Merger:
             root_node = m_f._duplicate_node(model, other_root, add_to_rels_dict=False)
             assert root_node is not None
             rels_name = rqet.rels_part_name_for_part(part)
-            self._targets.pop(rels_name, None)   # a fresh rels tree
-            self._rels_cache.pop(rels_name, None)
+            self.relationships.forget(rels_name)      # a fresh rels tree
+            self.serialised.rels_changed(rels_name)
             in_progress = getattr(model.consolidation, 'in_progress', None) if self.consolidate else None
             if in_progress is not None:
                 in_progress.add(uuid_int)
             try:
                 if hdf5_copy_needed:
                     paths = [node.text for node in rqet.list_of_descendant_tag(other_root, 'PathInHdfFile')]
-                    count = self._copy_h5_paths(other_h5, self_h5, paths)
+                    count = self.h5.copy_paths(other_h5, self_h5, paths)
                     self._hdf5_setup(count, root_node)
 
                 if model.uuid_rels_dict.get(uuid.int) is None:
@@ -252,7 +165,7 @@ class Merger:
         model.change_hdf5_uuid_in_hdf5_references(root_node, None, h5_uuid)
         ext_part = rqet.part_name_for_object(_EXT, h5_uuid, prefixed=False)
         ext_node = m_c._root_for_part(model, ext_part)
-        self._reciprocal(root_node, 'mlToExternalPartProxy', ext_node, 'externalPartProxyToMl',
+        self.relationships.reciprocal(root_node, 'mlToExternalPartProxy', ext_node, 'externalPartProxyToMl',
                          avoid_duplicates=False)
 
     def _copy_referenced_parts(self, other, root_node, uuid, self_h5, other_h5, hdf5_copy_needed) -> None:
@@ -263,14 +176,14 @@ class Merger:
             return
         for ref_uuid_int in relatives[0]:
             if ref_uuid_int in model.uuid_part_dict:
-                self._reciprocal(root_node, 'sourceObject', m_c._root_for_uuid(model, ref_uuid_int),
+                self.relationships.reciprocal(root_node, 'sourceObject', m_c._root_for_uuid(model, ref_uuid_int),
                                  'destinationObject')
                 continue
             referred_part = m_c._part_for_uuid(other, bu.uuid_from_int(ref_uuid_int))
             if m_c._type_of_part(other, referred_part) == _EXT:
                 continue
             if referred_part in model.object_parts:     # resqpy: `in m_c._list_of_parts(model)`
-                self._reciprocal(root_node, 'sourceObject', m_c._root_for_part(model, referred_part),
+                self.relationships.reciprocal(root_node, 'sourceObject', m_c._root_for_part(model, referred_part),
                                  'destinationObject')
                 continue
             resident_part = self._copy(other, referred_part, self_h5, other_h5, hdf5_copy_needed, ref_uuid_int)
@@ -322,152 +235,4 @@ class Merger:
                     sd_a, sd_b = 'sourceObject', 'destinationObject'
                 else:
                     sd_b, sd_a = 'sourceObject', 'destinationObject'
-                self._reciprocal(root_node, sd_a, related_node, sd_b)
-
-    # -- relationships: resqpy's _create_reciprocal_relationship with indexed duplicate checks ----
-    def _rels_for(self, node):
-        uuid = node.attrib['uuid']
-        obj_type = rqet.stripped_of_prefix(rqet.content_type(node.attrib[ns['xsi'] + 'type']))
-        part_name = rqet.part_name_for_object(obj_type, uuid)
-        rel_part_name = rqet.rels_part_name_for_part(part_name)
-        _, rel_tree = self.model.rels_forest[rel_part_name]
-        return uuid, part_name, rel_part_name, rel_tree.getroot()
-
-    def _has_target(self, rel_part_name, rel_root, target) -> bool:
-        targets = self._targets.get(rel_part_name)
-        if targets is None:
-            targets = {existing.attrib['Target'] for existing in rqet.list_of_tag(rel_root, 'Relationship')}
-            self._targets[rel_part_name] = targets
-        return target in targets
-
-    def _add_relationship(self, rel_part_name, rel_root, rel_id, rel_type, target) -> None:
-        rel = rqet.SubElement(rel_root, ns['rels'] + 'Relationship')
-        rel.set('Id', _id_str(rel_id))
-        rel.set('Type', ns_url['rels_ext'] + rel_type)
-        rel.set('Target', target)
-        self._rels_cache.pop(rel_part_name, None)
-        targets = self._targets.get(rel_part_name)
-        if targets is not None:
-            targets.add(target)
-
-    def _reciprocal(self, node_a, rel_type_a, node_b, rel_type_b, avoid_duplicates=True) -> None:
-        assert self.model.rels_present
-        if node_a is None or node_b is None:
-            log.error('attempt to create relationship with missing object')
-            return
-        uuid_a, part_name_a, rel_part_a, rel_root_a = self._rels_for(node_a)
-        uuid_b, part_name_b, rel_part_b, rel_root_b = self._rels_for(node_b)
-        if not avoid_duplicates or not self._has_target(rel_part_a, rel_root_a, part_name_b):
-            self._add_relationship(rel_part_a, rel_root_a, uuid_b, rel_type_a, part_name_b)
-        if not avoid_duplicates or not self._has_target(rel_part_b, rel_root_b, part_name_a):
-            self._add_relationship(rel_part_b, rel_root_b, uuid_a, rel_type_b, part_name_a)
-
-    # -- HDF5: resqpy's copy_h5_path_list through files kept open --------------------------------
-    def _out_file(self, self_h5):
-        if self._h5_out is not None and self._h5_out_name != self_h5:
-            self._h5_out.close()
-            self._h5_out = None
-        if self._h5_out is None:
-            self._h5_out = h5py.File(self_h5, 'a')
-            self._h5_out_name = self_h5
-            # what the file holds: the output is written only through this handle from now on
-            self._out_paths = set()
-            visit = getattr(self._h5_out, 'visit_links', self._h5_out.visit)   # links count as present
-            visit(self._out_paths.add)
-        return self._h5_out
-
-    def _in_file(self, other_h5):
-        if self._h5_in is not None and self._h5_in_name != other_h5:
-            self._close_input()
-        if self._h5_in is None:
-            self._h5_in = h5py.File(other_h5, 'r')
-            self._h5_in_name = other_h5
-        return self._h5_in
-
-    def _close_input(self) -> None:
-        if self._h5_in is not None:
-            self._h5_in.close()
-            self._h5_in = None
-            self._h5_in_name = None
-
-    def _copy_h5_paths(self, file_in, file_out, paths) -> int:
-        """resqpy's copy_h5_path_list(file_in, file_out, paths, mode='a'), same datasets written."""
-        assert file_out != file_in, 'identical input and output files specified for hdf5 copy'
-        assert paths is not None
-        chunks = whdf5.global_default_chunks
-        compression = whdf5.global_default_compression
-        if compression is not None and chunks is None:
-            chunks = 'auto'
-        fp_out = self._out_file(file_out)
-        if not paths:
-            return 0
-        fp_in = self._in_file(file_in)
-        existing = self._out_paths
-        count = 0
-        for path in paths:
-            key = _h5_key(path)
-            if key in existing:
-                log.warning(f'not copying hdf5 data due to pre-existence for: {path}')
-                continue
-            source = _plain_dataset(fp_in, path) if chunks is None or chunks == 'none' else None
-            if source is None:
-                assert path in fp_in, f'internal path {path} not found in hdf5 file {file_in}'
-            build = ''
-            group_list = list(path.split(sep='/'))
-            assert len(group_list) > 1, f'no hdf5 group(s) in internal path {path}'
-            for w in group_list[:-1]:
-                if w:
-                    build += '/' + w
-                    if _h5_key(build) not in existing:
-                        fp_out.create_group(build)
-                        existing.add(_h5_key(build))
-            build += '/' + group_list[-1]
-            if source is not None:
-                # a contiguous, unfiltered numeric dataset: copied as stored, which is what
-                # create_dataset(data=...) rebuilds (same type, shape, layout, no attributes)
-                h5py.h5o.copy(fp_in.id, source, fp_out.id, build.encode(), copypl=_COPY_PLAIN)
-            elif chunks is None or chunks == 'none':
-                fp_out.create_dataset(build, data=fp_in[path])
-            elif compression is None or compression == 'none':
-                fp_out.create_dataset(build, data=fp_in[path], chunks=True)
-            else:
-                fp_out.create_dataset(build, data=fp_in[path], chunks=True, compression=compression)
-            existing.add(key)
-            count += 1
-        self.h5_datasets += count
-        return count
-
-
-_COPY_PLAIN = h5py.h5p.create(h5py.h5p.OBJECT_COPY)
-_COPY_PLAIN.set_copy_object(h5py.h5o.COPY_WITHOUT_ATTR_FLAG)
-_PLAIN_CLASSES = (h5py.h5t.INTEGER, h5py.h5t.FLOAT)
-
-
-def _h5_key(path: str) -> str:
-    """An HDF5 path as h5py's visit() names it: no leading slash, no empty components."""
-    return '/'.join(w for w in path.split('/') if w)
-
-
-def _plain_dataset(fp_in, path):
-    """path (bytes) if it names a contiguous, unfiltered integer/float dataset in fp_in, else None."""
-    name = path.encode()
-    try:
-        dsid = h5py.h5d.open(fp_in.id, name)
-    except (KeyError, ValueError, TypeError):
-        return None
-    try:
-        if dsid.get_type().get_class() not in _PLAIN_CLASSES:
-            return None
-        dcpl = dsid.get_create_plist()
-        if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_nfilters():
-            return None
-        return name
-    finally:
-        dsid.close()
-
-
-def _id_str(uuid) -> str:
-    stringy = str(uuid)
-    if not (rqet.pretend_to_be_fesapi or rqet.use_fesapi_quirks) or not stringy[0].isdigit():
-        return stringy
-    return '_' + stringy
+                self.relationships.reciprocal(root_node, sd_a, related_node, sd_b)

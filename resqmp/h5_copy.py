@@ -1,0 +1,139 @@
+"""HDF5 arrays of copied parts: resqpy's ``copy_h5_path_list``, through files kept open.
+
+resqpy opens the output and the input HDF5 file once per copied part, and asks ``path in file``
+(slow in write mode with HDF5 2.0) for every dataset. Here the output file stays open for the
+whole recombination (nothing else writes it meanwhile), its paths are known from one visit, and
+one input file is open per task. The datasets written are the same: plain contiguous numeric
+datasets are copied as stored (H5Ocopy), which is what ``create_dataset(data=...)`` rebuilds.
+"""
+from __future__ import annotations
+
+import logging
+
+import h5py
+
+import resqpy.olio.write_hdf5 as whdf5
+
+log = logging.getLogger(__name__)
+
+_COPY_PLAIN = h5py.h5p.create(h5py.h5p.OBJECT_COPY)
+_COPY_PLAIN.set_copy_object(h5py.h5o.COPY_WITHOUT_ATTR_FLAG)
+_PLAIN_CLASSES = (h5py.h5t.INTEGER, h5py.h5t.FLOAT)
+
+
+class H5Copier:
+    """Copies datasets from task HDF5 files into one output HDF5 file."""
+
+    def __init__(self):
+        self._out = None
+        self._out_name = None
+        self._in = None
+        self._in_name = None
+        self._out_paths: set[str] = set()      # what the output holds, as h5py's visit() names it
+        self.datasets = 0                      # datasets copied so far
+
+    def copy_paths(self, file_in: str, file_out: str, paths: list[str]) -> int:
+        """resqpy's copy_h5_path_list(file_in, file_out, paths, mode='a'), same datasets written;
+        returns how many were copied (a path already present is skipped with a warning)."""
+        assert file_out != file_in, 'identical input and output files specified for hdf5 copy'
+        assert paths is not None
+        chunks = whdf5.global_default_chunks
+        compression = whdf5.global_default_compression
+        if compression is not None and chunks is None:
+            chunks = 'auto'
+        fp_out = self._out_file(file_out)
+        if not paths:
+            return 0
+        fp_in = self._in_file(file_in)
+        existing = self._out_paths
+        count = 0
+        for path in paths:
+            key = _h5_key(path)
+            if key in existing:
+                log.warning(f'not copying hdf5 data due to pre-existence for: {path}')
+                continue
+            source = _plain_dataset(fp_in, path) if chunks is None or chunks == 'none' else None
+            if source is None:
+                assert path in fp_in, f'internal path {path} not found in hdf5 file {file_in}'
+            build = ''
+            group_list = list(path.split(sep='/'))
+            assert len(group_list) > 1, f'no hdf5 group(s) in internal path {path}'
+            for w in group_list[:-1]:
+                if w:
+                    build += '/' + w
+                    if _h5_key(build) not in existing:
+                        fp_out.create_group(build)
+                        existing.add(_h5_key(build))
+            build += '/' + group_list[-1]
+            if source is not None:
+                # a contiguous, unfiltered numeric dataset: copied as stored, which is what
+                # create_dataset(data=...) rebuilds (same type, shape, layout, no attributes)
+                h5py.h5o.copy(fp_in.id, source, fp_out.id, build.encode(), copypl=_COPY_PLAIN)
+            elif chunks is None or chunks == 'none':
+                fp_out.create_dataset(build, data=fp_in[path])
+            elif compression is None or compression == 'none':
+                fp_out.create_dataset(build, data=fp_in[path], chunks=True)
+            else:
+                fp_out.create_dataset(build, data=fp_in[path], chunks=True, compression=compression)
+            existing.add(key)
+            count += 1
+        self.datasets += count
+        return count
+
+    def close_input(self) -> None:
+        if self._in is not None:
+            self._in.close()
+            self._in = None
+            self._in_name = None
+
+    def close(self) -> None:
+        """Close both files (before the model stores or reads its own HDF5 file)."""
+        self.close_input()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+            self._out_name = None
+
+    def _out_file(self, name: str):
+        if self._out is not None and self._out_name != name:
+            self._out.close()
+            self._out = None
+        if self._out is None:
+            self._out = h5py.File(name, 'a')
+            self._out_name = name
+            # what the file holds: the output is written only through this handle from now on
+            self._out_paths = set()
+            visit = getattr(self._out, 'visit_links', self._out.visit)   # links count as present
+            visit(self._out_paths.add)
+        return self._out
+
+    def _in_file(self, name: str):
+        if self._in is not None and self._in_name != name:
+            self.close_input()
+        if self._in is None:
+            self._in = h5py.File(name, 'r')
+            self._in_name = name
+        return self._in
+
+
+def _h5_key(path: str) -> str:
+    """An HDF5 path as h5py's visit() names it: no leading slash, no empty components."""
+    return '/'.join(w for w in path.split('/') if w)
+
+
+def _plain_dataset(fp_in, path):
+    """path (bytes) if it names a contiguous, unfiltered integer/float dataset in fp_in, else None."""
+    name = path.encode()
+    try:
+        dsid = h5py.h5d.open(fp_in.id, name)
+    except (KeyError, ValueError, TypeError):
+        return None
+    try:
+        if dsid.get_type().get_class() not in _PLAIN_CLASSES:
+            return None
+        dcpl = dsid.get_create_plist()
+        if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_nfilters():
+            return None
+        return name
+    finally:
+        dsid.close()
