@@ -9,15 +9,23 @@ bring a new fault interpretation and feature costs O(N²) object constructions.
 
 ``IndexedConsolidation`` makes the same decisions:
 
-* each resident object is constructed once (the part's XML no longer changes once its copy is
-  complete) and filed under a *key*: a tuple of attributes that ``is_equivalent`` requires to be
-  equal (e.g. the feature name for features, the citation title for interpretations). Two objects
-  with different keys are never equivalent, so only residents with the immigrant's key are
-  compared, still in model order and still with ``==``: the first match is the one resqpy finds;
+* each resident is filed under a *key*: a tuple of attributes that ``is_equivalent`` requires to
+  be equal (e.g. the feature name for features, the citation title for interpretations). Two
+  objects with different keys are never equivalent, so only residents with the immigrant's key
+  are compared, still in model order and still with ``==``: the first match is the one resqpy
+  finds;
+* for features and interpretations the key is the citation title, read straight from the part's
+  XML (``xml_key``), so no resqpy object is built, resident or immigrant, until two parts share a
+  key; a resident's object, once built, is kept (its XML no longer changes once copied). Other
+  types (CRSs, time series, string tables, property kinds) are keyed from their objects;
 * the ``map`` of immigrant to resident uuids is kept exactly as resqpy keeps it (it is consulted
   first, and ``_copy_referenced_parts`` reads it);
 * residents are picked up incrementally from ``model.object_parts`` (insertion ordered), so no
   query scans the whole model.
+
+Where resqpy would fail (an immigrant or resident whose object cannot be built), this fails
+only when that object is needed for a comparison: on input resqpy can recombine, the decisions
+are the same.
 
 A part still being copied (its references not yet remapped) is never cached: when one of the
 queried type is in progress, the query falls back to resqpy's own full scan. The copy engine
@@ -90,6 +98,21 @@ def equivalence_key(obj_type: str, obj) -> tuple:
     return ()
 
 
+def xml_key(obj_type: str, root) -> tuple | None:
+    """equivalence_key(obj_type, obj) read from the part's XML root without building the object:
+    for features (feature_name is the citation title) and interpretations (title, or the
+    citation title of the root); None for other types, whose key needs the object."""
+    if root is None:
+        return None
+    if obj_type.endswith('Feature') or obj_type in ('FaultInterpretation', 'WellboreInterpretation'):
+        # BaseResqpy: title from the Citation's Title when the part has a Citation
+        citation = rqet.find_tag(root, 'Citation')
+        return (None if citation is None else rqet.find_tag_text(citation, 'Title'),)
+    if obj_type.endswith('Interpretation'):
+        return (False, rqet.citation_title_for_node(root))
+    return None
+
+
 def _hashable_key(obj_type: str, obj):
     """The key, or None when it cannot serve as a dict key safely (then: one bucket for the type)."""
     try:
@@ -104,6 +127,7 @@ def _hashable_key(obj_type: str, obj):
 
 
 _UNREADABLE = object()      # a resident whose object could not be built (filed unkeyed, in order)
+_NOT_BUILT = object()       # a resident filed by its XML key whose object is built when compared
 
 
 class _TypeIndex:
@@ -112,12 +136,12 @@ class _TypeIndex:
     __slots__ = ("entries", "buckets", "keyed")
 
     def __init__(self):
-        self.entries: list[tuple[int, object]] = []       # (uuid int, resident object), model order
-        self.buckets: dict[tuple, list[tuple[int, object]]] = {}
+        self.entries: list[list] = []       # [uuid int, resident object or marker], model order
+        self.buckets: dict[tuple, list[list]] = {}
         self.keyed = True
 
     def add(self, uuid_int: int, obj, key) -> None:
-        entry = (uuid_int, obj)
+        entry = [uuid_int, obj]
         self.entries.append(entry)
         if key is None:
             self.keyed = False            # compare every resident of this type from now on
@@ -174,6 +198,10 @@ class IndexedConsolidation(cons.Consolidation):
         pending = self._pending.get(obj_type)
         if pending:
             for uuid_int in pending:
+                key = xml_key(obj_type, self._root(self.model, uuid_int))
+                if key is not None:
+                    index.add(uuid_int, _NOT_BUILT, key)
+                    continue
                 self.constructions += 1
                 try:
                     obj = _construct(self.model, obj_type, bu.uuid_from_int(uuid_int))
@@ -183,6 +211,16 @@ class IndexedConsolidation(cons.Consolidation):
                 index.add(uuid_int, obj, _hashable_key(obj_type, obj))
             pending.clear()
         return index
+
+    @staticmethod
+    def _root(model, uuid_int: int):
+        part = model.uuid_part_dict.get(uuid_int)
+        if part is None:
+            return None
+        entry = model.parts_forest.get(part)
+        if entry is None or entry[2] is None:
+            return model.root_for_part(part)
+        return entry[2].getroot()
 
     def _type_in_progress(self, obj_type: str) -> bool:
         if not self.in_progress:
@@ -220,12 +258,21 @@ class IndexedConsolidation(cons.Consolidation):
             if resident_part is not None and self.model.type_of_part(resident_part, strip_obj=True) == obj_type:
                 return immigrant_uuid_int
         immigrant_uuid = bu.uuid_from_int(immigrant_uuid_int)
+        key = xml_key(obj_type, self._root(immigrant_model, immigrant_uuid_int))
+        if key is not None and index.keyed and not index.candidates(key):
+            return None            # no resident can be equivalent: no object needed to know it
         immigrant_obj = _construct(immigrant_model, obj_type, immigrant_uuid)
         assert immigrant_obj is not None
-        for resident_uuid_int, resident_obj in index.candidates(_hashable_key(obj_type, immigrant_obj)):
+        if key is None:
+            key = _hashable_key(obj_type, immigrant_obj)
+        for entry in index.candidates(key):
+            resident_uuid_int, resident_obj = entry
             if ignore_identical_part and resident_uuid_int == immigrant_uuid_int:
                 continue
-            if resident_obj is _UNREADABLE:
+            if resident_obj is _NOT_BUILT:
+                self.constructions += 1
+                resident_obj = entry[1] = _construct(self.model, obj_type, bu.uuid_from_int(resident_uuid_int))
+            elif resident_obj is _UNREADABLE:
                 # resqpy builds residents in order and fails here; so do we (or use it if it now reads)
                 resident_obj = _construct(self.model, obj_type, bu.uuid_from_int(resident_uuid_int))
             self.comparisons += 1

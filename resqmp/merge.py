@@ -10,6 +10,7 @@ same. What differs is only how each step finds what it needs:
 * HDF5 arrays go through files kept open (resqmp.h5_copy);
 * "does this relationship already exist" is a set lookup (resqmp.relationships);
 * "is the referenced part already here" is a dict lookup instead of building the list of all parts;
+* a part's references are found by one XPath query (resqmp.task_model.obj_references);
 * part XML is serialised as each task's merge ends and the EPC written from it (resqmp.epc_store).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from resqmp.consolidate import IndexedConsolidation
 from resqmp.epc_store import SerialisedParts
 from resqmp.h5_copy import H5Copier
 from resqmp.relationships import RelationshipIndex
+from resqmp.task_model import add_uuid_relations, obj_references
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +147,7 @@ class Merger:
                 if in_progress is not None:
                     in_progress.discard(uuid_int)
 
-            m_f._add_uuid_relations(model, uuid.int, part)
+            add_uuid_relations(model, uuid.int, part)
             resident_uuid = uuid
         else:
             root_node = m_c._root_for_uuid(model, resident_uuid)
@@ -195,7 +197,7 @@ class Merger:
                 assert resident_uuid_int is not None
                 if reference_node_dict is None:
                     reference_node_dict = {}
-                    for ref_node in rqet.list_obj_references(root_node):
+                    for ref_node in obj_references(root_node):
                         uuid_node = rqet.find_tag(ref_node, 'UUID')
                         node_uuid_int = bu.uuid_from_string(uuid_node.text).int
                         reference_node_dict.setdefault(node_uuid_int, []).append(uuid_node)

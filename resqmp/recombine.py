@@ -19,6 +19,7 @@ import resqpy.model as rq
 
 from resqmp.errors import OutputError
 from resqmp.merge import Merger
+from resqmp.task_model import load_task_model
 
 
 def _wait_for(path: str, timeout: float = 300.0) -> None:
@@ -75,7 +76,7 @@ class Recombiner:
         start = time.perf_counter()
         _wait_for(epc)
         try:
-            task_model = rq.Model(epc_file=epc, quiet=True)
+            task_model = load_task_model(epc)
             self.merger.merge_model(task_model, uuids)
             task_model.h5_release()
         except OSError as e:
