@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 _COPY_PLAIN = h5py.h5p.create(h5py.h5p.OBJECT_COPY)
 _COPY_PLAIN.set_copy_object(h5py.h5o.COPY_WITHOUT_ATTR_FLAG)
 _PLAIN_CLASSES = (h5py.h5t.INTEGER, h5py.h5t.FLOAT)
+# what h5py's Group.create_group passes for an ASCII name (no creation order, no timestamps)
+_GROUP_LINK = h5py._hl.base.default_lcpl().copy()
+_GROUP_LINK.set_char_encoding(h5py.h5t.CSET_ASCII)
+_GROUP_CREATE = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+_GROUP_CREATE.set_obj_track_times(False)
 
 
 class H5Copier:
@@ -62,7 +67,7 @@ class H5Copier:
                 if w:
                     build += '/' + w
                     if _h5_key(build) not in existing:
-                        fp_out.create_group(build)
+                        _create_group(fp_out, build)
                         existing.add(_h5_key(build))
             build += '/' + group_list[-1]
             if source is not None:
@@ -114,6 +119,14 @@ class H5Copier:
             self._in = h5py.File(name, 'r')
             self._in_name = name
         return self._in
+
+
+def _create_group(fp_out, name: str) -> None:
+    """fp_out.create_group(name), without building h5py's Group object and property lists."""
+    if not name.isascii() or h5py.get_config().track_order:
+        fp_out.create_group(name)
+        return
+    h5py.h5g.create(fp_out.id, name.encode(), lcpl=_GROUP_LINK, gcpl=_GROUP_CREATE).close()
 
 
 def _h5_key(path: str) -> str:

@@ -165,3 +165,36 @@ def test_consolidation_builds_objects_only_for_shared_titles(tmp_path):
     assert nothing_shared.constructions == 0 and nothing_shared.comparisons == 0 and not nothing_shared.map
     shared = decide(same_names)
     assert shared.constructions >= 1 and shared.comparisons >= 1 and len(shared.map) >= 1
+
+
+def test_hdf5_groups_and_links_as_resqpy_makes_them(epcs, tmp_path):
+    """Beyond test_recombine's datasets: groups and links in the recombined HDF5 file carry the
+    properties resqpy's h5py calls give them (link type and character set, creation order)."""
+    import h5py
+    from test_recombine import resqpy_recombine, resqmp_recombine
+    results = []
+    for key in ("batch", "batch_wells"):
+        epc = epcs[key]
+        model = rq.Model(str(epc), quiet=True)
+        results.append({"index": len(results), "epc_file": str(epc), "uuid_list": [str(u) for u in model.uuids()]})
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ours").mkdir()
+    resqpy_recombine(results, tmp_path / "ref" / "out.epc")
+    resqmp_recombine(results, tmp_path / "ours" / "out.epc")
+
+    def objects(h5):
+        seen = {}
+        with h5py.File(h5, "r") as f:
+            def visit(name, obj):
+                parent, _, leaf = name.rpartition("/")
+                group = f[parent] if parent else f["/"]      # kept alive while its links are read
+                link = group.id.links.get_info(leaf.encode())
+                plist = obj.id.get_create_plist()
+                seen[name] = (type(obj).__name__, link.cset, link.type,
+                              plist.get_link_creation_order() if isinstance(obj, h5py.Group) else None)
+            f.visititems(visit)
+        return seen
+
+    theirs = objects(tmp_path / "ref" / "out.h5")
+    assert objects(tmp_path / "ours" / "out.h5") == theirs
+    assert sum(kind == "Group" for kind, *_ in theirs.values()) > 2
