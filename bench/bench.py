@@ -11,6 +11,11 @@ workers are warmed first (resqmp.warm.warm_workers) so neither pays numba's JIT:
            (starts its own cluster and warms it; startup reported apart from the run)
   recombine  recombination alone, in this process, on one set of task files: resqpy's loop,
            then resqmp's Recombiner, each without workers competing for the CPU
+  plain    the way users run it (resqpy's tutorial): a plain LocalCluster(n_workers=2,
+           threads_per_worker=1) started with NO resqmp environment (no numba cache, numba's
+           default threads) and no warm-up, handed to resqpy's function_multiprocessing and then,
+           on a second fresh plain cluster, to resqmp's drop-in; prints both walls, the ratio and
+           the physical floor (one task's warm single-thread CPU in this process x N / cores)
 
 Printed per run: wall seconds (cluster start excluded for resqpy/resqmp, reported apart), the
 sum of task compute seconds (resqmp modes), recombination seconds and ms per task, time to the
@@ -20,12 +25,14 @@ parts (by type and title) and the same face counts per connection set.
     .venv/bin/python bench/bench.py --n 1024                   # one N, resqpy and resqmp
     .venv/bin/python bench/bench.py --scaling 256,512,1024,2048 --modes resqpy,resqmp,launch
     .venv/bin/python bench/bench.py --n 256 --modes resqmp     # only resqmp
+    .venv/bin/python bench/bench.py --n 1024 --modes plain     # the users' way, with the floor
 
 Results are appended as JSON lines to bench/results/bench.jsonl (datasets are cached there too).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -44,8 +51,7 @@ from resqmp.backends.local import use_worker_environment  # noqa: E402
 from resqmp.worker_env import DEFAULTS, expanded_here  # noqa: E402
 
 WORKER_ENV = expanded_here(DEFAULTS)     # resqmp's worker environment, as the local profile sets it
-# The bench process imports resqpy too (the recombination runs here): same settings.
-os.environ.update(WORKER_ENV)
+_worker_env_set = False                  # main() sets it in this process, except for `plain`
 
 
 def machine() -> dict:
@@ -275,7 +281,90 @@ def run_recombine_only(meta: dict, out_dir: Path, workers: int) -> dict:
             "same_content": same, "output": str(out_dir / "ours" / "out.epc")}
 
 
-RUNNERS = {"resqpy": run_resqpy, "resqmp": run_resqmp, "launch": run_launch, "recombine": run_recombine_only}
+@contextlib.contextmanager
+def plain_cluster(workers: int):
+    """LocalCluster(n_workers, threads_per_worker=1) as a user's script makes it: workers spawned
+    with the user's environment and dask's default config, not resqmp's (nothing warmed). This
+    process must not have set resqmp's worker environment (main() leaves it out for `plain`)."""
+    from distributed import Client, LocalCluster
+    assert not _worker_env_set, "plain mode runs in a process without resqmp's worker environment"
+    try:
+        t = time.perf_counter()
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)        # the default client: joblib's dask backend uses it
+        client.wait_for_workers(workers)
+        start_s = time.perf_counter() - t
+        env = client.run(lambda: {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "RESQPY_NUMBA_CACHE",
+                                                                     "OMP_NUM_THREADS")})
+        yield cluster, client, start_s, next(iter(env.values()))
+    finally:
+        client.close()
+        cluster.close()
+
+
+def task_floor(root: Path, n: int, repeats: int = 15) -> float:
+    """CPU seconds of one find-faces task, warm, one thread: median over `repeats` tasks after two
+    unmeasured ones, in a fresh process with one numba thread and the numba cache on (process
+    CPU, so numba's own threads would count): the cost no engine can avoid."""
+    proc = subprocess.run([sys.executable, __file__, "--floor-child", "--n", str(n), "--root", str(root)],
+                          capture_output=True, text=True, env={**os.environ, **WORKER_ENV}, check=True)
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def floor_child(root: Path, n: int, repeats: int = 15) -> None:
+    import resource
+    import statistics
+    import tempfile
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as wrapper
+    meta = dataset.build(root, n)
+
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(repeats + 2):
+            kwargs = dict(meta["tasks"][k % len(meta["tasks"])])
+            t = cpu()
+            wrapper(index=k, parent_tmp_dir=tmp, **kwargs)
+            if k >= 2:
+                times.append(cpu() - t)
+    print(statistics.median(times))
+
+
+def run_plain(meta: dict, out_dir: Path, workers: int) -> dict:
+    """Both engines, each on its own fresh plain LocalCluster, resqpy first."""
+    import resqpy.multi_processing as rqmp
+    import resqmp.api as api
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as wrapper
+    n = len(meta["tasks"])
+    walls, starts = {}, {}
+    for engine, function_multiprocessing in (("resqpy", rqmp.function_multiprocessing),
+                                             ("resqmp", api.function_multiprocessing)):
+        with plain_cluster(workers) as (cluster, client, start_s, worker_env):
+            kwargs_list = [dict(t) for t in meta["tasks"]]
+            t0 = time.perf_counter()
+            success = function_multiprocessing(wrapper, kwargs_list, str(out_dir / f"plain-{engine}.epc"), cluster,
+                                               tmp_dir_path=str(out_dir))
+            walls[engine], starts[engine] = time.perf_counter() - t0, start_s
+            assert all(success), f"{engine}: {success.count(False)} tasks failed"
+    floor_task_s = task_floor(out_dir.parent, n)
+    floor = floor_task_s * n / (os.cpu_count() or workers)
+    same = content(out_dir / "plain-resqmp.epc") == content(out_dir / "plain-resqpy.epc")
+    ratio = walls["resqmp"] / walls["resqpy"]
+    print(f"N={n} plain LocalCluster({workers} workers, no resqmp environment: {worker_env}): "
+          f"resqpy {walls['resqpy']:.2f} s, resqmp drop-in {walls['resqmp']:.2f} s, ratio {ratio:.3f}; "
+          f"floor {floor:.2f} s ({1000 * floor_task_s:.1f} ms CPU per task x {n} / {os.cpu_count()} cores; "
+          f"floor/resqpy {floor / walls['resqpy']:.3f}); resqmp/floor {walls['resqmp'] / floor:.2f}; "
+          f"same output {same}; cluster start {starts['resqpy']:.1f} / {starts['resqmp']:.1f} s", flush=True)
+    return {"engine": "plain", "wall_s": walls["resqmp"], "resqpy_wall_s": walls["resqpy"], "ratio_to_resqpy": ratio,
+            "floor_s": floor, "floor_task_cpu_s": floor_task_s, "worker_env": worker_env,
+            "cluster_start_s": starts, "same_output_as_resqpy": same, "output": str(out_dir / "plain-resqmp.epc")}
+
+
+RUNNERS = {"resqpy": run_resqpy, "resqmp": run_resqmp, "launch": run_launch, "recombine": run_recombine_only,
+           "plain": run_plain}
 
 
 def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -> list[dict]:
@@ -295,7 +384,7 @@ def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -
             busy = row["report_wall_s"] - row["cluster_start_s"] if mode == "launch" else row["wall_s"]
             row["wall_over_ideal"] = busy / row["ideal_s"]
         rows.append(row)
-        if mode == "recombine":
+        if mode in ("recombine", "plain"):
             continue
         print(f"N={n} {mode:7s} wall {row['wall_s']:8.2f} s  recombine {row['recombine_ms_per_task'] or 0:7.2f} ms/task  "
               f"first result {row.get('first_result_s') or float('nan'):7.2f} s"
@@ -306,7 +395,7 @@ def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -
     if "resqpy" in outputs:
         reference = content(outputs["resqpy"])
         for r in rows:
-            if r["engine"] not in ("resqpy", "recombine"):
+            if r["engine"] not in ("resqpy", "recombine", "plain"):
                 r["same_output_as_resqpy"] = content(r["output"]) == reference
                 print(f"N={n} {r['engine']} output same as resqpy's: {r['same_output_as_resqpy']}", flush=True)
     by = {r["engine"]: r for r in rows}
@@ -325,18 +414,30 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1024, help="number of find-faces tasks (surfaces)")
     parser.add_argument("--scaling", help="comma separated N values, e.g. 256,512,1024,2048 (overrides --n)")
-    parser.add_argument("--modes", default="resqpy,resqmp", help="comma separated: resqpy, resqmp, launch")
+    parser.add_argument("--modes", default="resqpy,resqmp",
+                        help="comma separated: resqpy, resqmp, launch, recombine, plain")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--layout", choices=("split", "single"), default="split",
                         help="split: grid and each surface in its own EPC (default); single: one EPC")
     parser.add_argument("--root", default=str(HERE / "results"), help="datasets, runs and bench.jsonl")
     parser.add_argument("--quiet-load", type=float, default=None,
                         help="before each N, wait (up to 30 min) until the 1-minute load average is below this")
+    parser.add_argument("--floor-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor_child:
+        floor_child(Path(args.root), args.n)
+        return 0
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - set(RUNNERS)
     if unknown:
         parser.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    if "plain" in modes and modes != ["plain"]:
+        parser.error("--modes plain runs alone: its workers must start without resqmp's environment")
+    if modes != ["plain"]:
+        # The bench process imports resqpy too (the recombination runs here): same settings.
+        global _worker_env_set
+        os.environ.update(WORKER_ENV)
+        _worker_env_set = True
     ns = [int(x) for x in args.scaling.split(",")] if args.scaling else [args.n]
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
