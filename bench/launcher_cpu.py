@@ -192,7 +192,8 @@ def child(args) -> int:
     t0 = time.perf_counter()
     try:
         main.main(args=["launch", "--profile", "local", "--workers", str(args.workers), "--batch", args.batch,
-                        "--output", args.output, "--fresh"], standalone_mode=False)
+                        "--output", args.output, "--fresh", "--set", f"scaling.worker_timeout={args.worker_timeout}"],
+                  standalone_mode=False)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -249,6 +250,8 @@ def write_batch(meta: dict, folder: Path) -> Path:
                                      "tasks": tasks}, sort_keys=False))
     return batch
 
+
+WORKER_TIMEOUT = 600.0
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -332,7 +335,7 @@ def table(n: int, r: dict, shares: dict[str, float] | None) -> list[tuple[str, f
 def run_child(batch: Path, out: Path, workers: int, profile_file: Path | None, rate: int) -> dict:
     result_file = out.with_suffix(".cpu.json")
     cmd = [sys.executable, __file__, "--child", "--batch", str(batch), "--output", str(out),
-           "--result", str(result_file), "--workers", str(workers)]
+           "--result", str(result_file), "--workers", str(workers), "--worker-timeout", str(WORKER_TIMEOUT)]
     # local workers inherit this: they import bench_wrappers for the sleepy batch
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     if profile_file is not None:
@@ -377,6 +380,8 @@ def main(argv=None) -> int:
                         help="findfaces: the benchmark dataset; sleepy: bench_wrappers.sleepy_point_set")
     parser.add_argument("--sleep", type=float, default=0.2, help="seconds each sleepy task waits")
     parser.add_argument("--dask", action="store_true", help="also measure Dask alone (see above)")
+    parser.add_argument("--worker-timeout", type=float, default=600,
+                        help="scaling.worker_timeout of the launch (many workers start slowly on a busy machine)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dask-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", help=argparse.SUPPRESS)
@@ -387,6 +392,8 @@ def main(argv=None) -> int:
         return child(args)
     if args.dask_child:
         return dask_child(args)
+    global WORKER_TIMEOUT
+    WORKER_TIMEOUT = args.worker_timeout
 
     root = Path(args.root)
     work = root / f"launcher-cpu-{args.tasks}-{args.n}-{time.strftime('%Y%m%d-%H%M%S')}"
