@@ -17,8 +17,9 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0  every task succeeded        4  profile error (or bad --set)
   1  internal error (a bug)      5  batch or input error
-  2  usage error                 6  output error (not writable, disk full)
-  3  some tasks failed           7  cluster error (no workers, shared dir not visible)
+  2  usage error                 6  output error (OUT unusable, an input, or not
+  3  some tasks failed              resqmp's; disk full; journal unreadable)
+  7  cluster error (no workers, shared dir not visible)
   130 interrupted (resume by running the same command again)"""
 
 
@@ -80,8 +81,10 @@ def _raise_interrupt(signum, frame):
 @click.option("--workers", type=click.IntRange(min=1), help="Fixed number of workers (shortcut for --set scaling.workers=N).")
 @click.option("--fresh", is_flag=True, help="Ignore the journal of an earlier interrupted run and start over.")
 @click.option("--keep-task-files", is_flag=True, default=None, help="Keep each task's EPC in the shared directory.")
+@click.option("--overwrite", is_flag=True, help="Replace files at OUTPUT's names (the EPC, its .h5, its report) "
+              "that resqmp did not write for this output.")
 @handle_errors
-def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task_files):
+def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task_files, overwrite):
     """Provision a cluster from PROFILE, run every task of BATCH, write the recombined EPC at OUTPUT.
 
     A JSON run report is written beside the output (out.report.json). Running the same command
@@ -90,10 +93,14 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
     from resqmp.run import launch as do_launch
     signal.signal(signal.SIGTERM, _raise_interrupt)   # scheduler kills, `kill`: tear down cleanly
     result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
-                       keep_task_files=keep_task_files)
+                       keep_task_files=keep_task_files, overwrite=overwrite)
     resumed = f", {result.resumed} resumed" if result.resumed else ""
     click.echo(f"resqmp: {result.succeeded} succeeded, {result.failed} failed{resumed}")
-    click.echo(f"resqmp: output {result.output}")
+    if result.partial:
+        click.echo(f"resqmp: output {result.output} kept: this run was not fully successful")
+        click.echo(f"resqmp: partial model {result.partial}")
+    else:
+        click.echo(f"resqmp: output {result.output}")
     click.echo(f"resqmp: report {result.report}")
     sys.exit(result.exit_code)
 

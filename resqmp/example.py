@@ -23,6 +23,7 @@ second and each find-faces task is quick once numba is warm.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -30,7 +31,14 @@ import numpy as np
 
 from resqmp import datafile
 
+from resqmp.errors import OutputError
+
 __all__ = ["write_example"]
+
+#: what write_example writes into its folder
+EXAMPLE_FILES = ("model.epc", "model.h5", "batch.yaml", "batch-mesh.yaml", "batch-wells.yaml")
+#: lists the files an example wrote, so a later example may replace them (and nothing else)
+MARKER = ".resqmp-example"
 
 #: cell size (dx, dy, dz) in metres
 DXYZ = (100.0, 100.0, 10.0)
@@ -171,6 +179,42 @@ def write_example(out_dir,
         "surface_uuids", "trajectory_uuids", "property_uuids" (lists of str); surface_uuids
         includes the outside surface last when outside_surface is True
     """
+    out_dir = Path(out_dir)
+    extent_kji = tuple(int(n) for n in extent_kji)
+    assert len(extent_kji) == 3 and min(extent_kji) > 0
+    _prepare_folder(out_dir)
+    try:
+        return _write(out_dir, surfaces, wells, mesh_properties, extent_kji, outside_surface)
+    except OSError as e:
+        raise OutputError(f"example folder {out_dir}: cannot write there ({e.strerror or e})") from None
+
+
+def _prepare_folder(out_dir: Path) -> None:
+    """The folder exists and is writable, and holds none of the example's file names unless an
+    earlier example wrote them (its marker lists them): an example never replaces a user's files."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"example folder {out_dir}: cannot create it ({e.strerror})") from None
+    if not out_dir.is_dir():
+        raise OutputError(f"example folder {out_dir}: not a directory")
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"example folder {out_dir}: not writable")
+    try:
+        ours = set(json.loads((out_dir / MARKER).read_text()))
+    except (OSError, ValueError, TypeError):
+        ours = set()
+    for name in EXAMPLE_FILES:
+        if os.path.lexists(out_dir / name) and name not in ours:
+            raise OutputError(f"example folder {out_dir}: {out_dir / name} exists and was not written by "
+                              f"resqmp example; choose another folder")
+    try:
+        (out_dir / MARKER).write_text(json.dumps(EXAMPLE_FILES) + "\n")   # before the files it names
+    except OSError as e:
+        raise OutputError(f"example folder {out_dir}: cannot write there ({e.strerror})") from None
+
+
+def _write(out_dir: Path, surfaces, wells, mesh_properties, extent_kji, outside_surface) -> Dict[str, object]:
     import resqpy.crs as rqc
     import resqpy.grid as grr
     import resqpy.model as rq
@@ -178,16 +222,8 @@ def write_example(out_dir,
     import resqpy.surface as rqs
     import resqpy.well as rqw
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    extent_kji = tuple(int(n) for n in extent_kji)
-    assert len(extent_kji) == 3 and min(extent_kji) > 0
     epc = out_dir / "model.epc"
-    for stale in (epc, epc.with_suffix(".h5")):
-        if stale.exists():
-            stale.unlink()
-
-    model = rq.new_model(str(epc), quiet=True)
+    model = rq.new_model(str(epc), quiet=True)   # replaces an earlier example's model.epc and .h5
 
     crs = rqc.Crs(model,
                   x_offset=CRS_OFFSETS[0],

@@ -1,8 +1,10 @@
 """A journal of completed tasks beside the output, so the same command resumes after a kill.
 
 OUT.journal.jsonl: a header line naming the batch digest, then one JSON line per finished task,
-appended and fsynced as each result arrives (a line cut by a kill is ignored on reading).
+appended and fsynced as each result arrives (a line cut by a kill is dropped on reading).
 The open journal holds an exclusive lock: a second launch writing the same OUT is refused.
+Everything in it is checked when it is opened, before any work: a journal that cannot be resumed
+from is refused then (--fresh starts over), never after every task ran again.
 """
 from __future__ import annotations
 
@@ -12,19 +14,20 @@ import os
 from pathlib import Path
 
 from resqmp.errors import BatchError, OutputError
+from resqmp.outputs import journal_path
 
-
-def journal_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".journal.jsonl")
+__all__ = ["Journal", "journal_path"]
 
 
 class Journal:
-    def __init__(self, output: Path, digest: str, run_dir: Path, fresh: bool = False):
+    def __init__(self, output: Path, digest: str, run_dir: Path, n_tasks: int, fresh: bool = False):
         self.path = journal_path(output)
         self.digest = digest
+        self.n_tasks = n_tasks
+        self.run_dir = run_dir
         self.done: dict[int, dict] = {}
         try:
-            self._file = open(self.path, "a+")
+            self._file = open(self.path, "a+b")
         except OSError as e:
             raise OutputError(f"output {output}: cannot write its journal {self.path} ({e.strerror})") from None
         try:
@@ -33,48 +36,88 @@ class Journal:
             self._file.close()
             raise OutputError(f"output {output}: another resqmp launch is writing it "
                               f"(its journal {self.path} is locked)") from None
-        self._file.seek(0)
-        lines = self._file.read().splitlines()
-        if fresh or not lines or not self._read(lines):
-            self._start(run_dir)
-
-    def _start(self, run_dir: Path) -> None:
-        self._file.truncate(0)
-        self._file.write(json.dumps({"digest": self.digest, "run_dir": str(run_dir)}) + "\n")
-        self._sync()
-
-    def _read(self, lines: list[str]) -> bool:
-        """Load completed results; False when the header is unreadable (start afresh)."""
         try:
-            header = json.loads(lines[0])
-        except json.JSONDecodeError:
-            return False
-        if header.get("digest") != self.digest:
+            self._file.seek(0)
+            data = self._file.read()
+            if fresh or not data.strip():
+                self._start()
+            else:
+                self._read(data)
+        except BaseException:
             self._file.close()
+            raise
+
+    def _start(self) -> None:
+        self._file.truncate(0)
+        self._write({"digest": self.digest, "run_dir": str(self.run_dir)})
+
+    def _unusable(self, line: int, what: str) -> OutputError:
+        return OutputError(f"journal {self.path}: line {line}: {what}; it cannot be resumed from: "
+                           f"rerun with --fresh to start over (the journal is then replaced)")
+
+    def _read(self, data: bytes) -> None:
+        """Load completed results. Refuses (before any work) whatever would fail later."""
+        if not data.endswith(b"\n"):
+            # the last line of a killed run may be cut short: drop it, so the next record
+            # appended starts on a line of its own
+            keep = data.rfind(b"\n") + 1
+            data = data[:keep]
+            self._file.truncate(keep)
+            if not data:
+                self._start()
+                return
+        lines = data.split(b"\n")[:-1]
+        texts = []
+        for n, raw in enumerate(lines, 1):
+            try:
+                texts.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise self._unusable(n, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+        header = self._json(texts[0], 1)
+        if not isinstance(header, dict) or not isinstance(header.get("digest"), str):
+            raise self._unusable(1, "expected a mapping with the batch's digest (not a resqmp journal header)")
+        if header["digest"] != self.digest:
             raise BatchError(f"journal {self.path}: the batch changed since this output was started; "
                              f"rerun with --fresh to start over (or restore the batch)")
-        for line in lines[1:]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue          # the last line of a killed run may be cut short
+        for n, text in enumerate(texts[1:], 2):
+            if not text.strip():
+                continue
+            record = self._json(text, n)
+            self._check_record(record, n)
             # a result counts only while its task files still exist
-            if record.get("success") and record.get("epc_file") and os.path.exists(record["epc_file"]):
+            if record["success"] and (record.get("epc_file") is None or os.path.exists(record["epc_file"])):
                 self.done[record["index"]] = record
-            elif record.get("success") and record.get("epc_file") is None:
-                self.done[record["index"]] = record       # nothing to merge, nothing to lose
             else:
-                self.done.pop(record.get("index"), None)
-        return True
+                self.done.pop(record["index"], None)
 
-    def _sync(self) -> None:
+    def _json(self, text: str, n: int):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise self._unusable(n, f"not JSON ({e.msg})") from None
+
+    def _check_record(self, record, n: int) -> None:
+        if not isinstance(record, dict):
+            raise self._unusable(n, "expected a task's result (a mapping)")
+        index = record.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < self.n_tasks:
+            raise self._unusable(n, f"task index {index!r} is outside the batch (tasks 0 to {self.n_tasks - 1})")
+        if not isinstance(record.get("success"), bool):
+            raise self._unusable(n, f"task {index}: 'success' must be true or false")
+        if record["success"]:
+            epc, uuids = record.get("epc_file", 0), record.get("uuid_list")
+            if not (epc is None or isinstance(epc, str)) or not (
+                    isinstance(uuids, list) and all(isinstance(u, str) for u in uuids)):
+                raise self._unusable(n, f"task {index}: expected 'epc_file' (a path or null) and "
+                                        f"'uuid_list' (a list of uuids)")
+
+    def _write(self, record: dict) -> None:
+        self._file.write((json.dumps(record) + "\n").encode())
         self._file.flush()
         os.fsync(self._file.fileno())
 
     def record(self, result: dict) -> None:
-        keep = {k: v for k, v in result.items() if k != "traceback"}
-        self._file.write(json.dumps(keep) + "\n")
-        self._sync()
+        self._write({k: v for k, v in result.items() if k != "traceback"})
 
     def close(self) -> None:
         if not self._file.closed:

@@ -1,12 +1,19 @@
-"""Checks made before work is sent: the shared directory and what workers can see."""
+"""Checks made before work is sent: OUT and every file written for it, the inputs it must never
+touch, the shared directory, and what workers can see."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
+import stat
+import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 from resqmp.errors import ClusterError, OutputError
+from resqmp.outputs import (h5_of, is_staging_of, new_staging, partial_path, report_path, report_temp,
+                            written_files)
 
 
 def shared_directory(profile, output: Path) -> Path:
@@ -34,7 +41,9 @@ def check_shared_directory(path: Path) -> None:
 
 
 def check_output(output: Path) -> None:
-    """OUT's folder exists, is a directory and is writable; OUT is not a directory."""
+    """Everything about OUT that can fail, checked before any work: its folder exists and is
+    writable (a staging folder can be made there), its name is one resqpy can write and read,
+    and every file written for it (outputs.written_files) is absent or a file that can be replaced."""
     parent = output.parent
     if not parent.exists():
         raise OutputError(f"output {output}: folder {parent} does not exist")
@@ -42,10 +51,160 @@ def check_output(output: Path) -> None:
         raise OutputError(f"output {output}: {parent} is not a directory")
     if output.is_dir():
         raise OutputError(f"output {output}: is a directory; expected an .epc file path")
-    if output.suffix.lower() != ".epc":
-        raise OutputError(f"output {output}: expected a path ending in .epc")
+    if output.suffix != ".epc":
+        case = " in lower case (resqpy reads and writes only '.epc')" if output.suffix.lower() == ".epc" else ""
+        raise OutputError(f"output {output}: expected a path ending in .epc{case}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output {output}: folder {parent} is not writable")
+    _check_names(output)
+    for what, path in written_files(output).items():
+        _check_replaceable(output, what, path)
+    staging = new_staging(output)
+    try:
+        staging.mkdir()
+        staging.rmdir()
+    except OSError as e:
+        raise OutputError(f"output {output}: cannot create its staging folder {staging} ({e.strerror})") from None
+
+
+def _check_names(output: Path) -> None:
+    """Each name fits the folder's filesystem, and the .h5 names fit in the EPC's XML."""
+    try:
+        name_max = os.pathconf(output.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    for name in [p.name for p in written_files(output).values()] + [new_staging(output).name,
+                                                                report_temp(output).name]:
+        if len(os.fsencode(name)) > name_max:
+            raise OutputError(f"output {output}: name too long: resqmp writes {name!r} beside it, longer "
+                              f"than the {name_max} bytes a name may have there; choose a shorter name")
+    from lxml import etree          # resqpy's XML library
+    for epc in (output, partial_path(output)):
+        try:
+            etree.Element("Relationship").set("Target", h5_of(epc).name)
+        except ValueError as e:
+            raise OutputError(f"output {output}: resqpy records the name of the .h5 ({h5_of(epc).name!r}) "
+                              f"in the EPC's XML, which cannot hold it ({e}); choose another name") from None
+
+
+def _check_replaceable(output: Path, what: str, path: Path) -> None:
+    """Absent, or a file this process can replace by renaming over it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise OutputError(f"output {output}: cannot inspect its {what} {path} ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"output {output}: its {what} {path} is a directory; expected a file or nothing there")
+    if stat.S_ISLNK(st.st_mode):
+        return                      # a rename replaces the link itself, never what it points to
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"output {output}: its {what} {path} is not a regular file")
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"output {output}: its {what} {path} is not writable (read-only or immutable); "
+                          f"resqmp would replace it: make it writable or choose another name")
+    folder = os.stat(path.parent)
+    if folder.st_mode & stat.S_ISVTX and os.geteuid() not in (0, st.st_uid, folder.st_uid):
+        raise OutputError(f"output {output}: its {what} {path} belongs to another user in a sticky "
+                          f"folder; resqmp could not replace it")
+
+
+def _h5_files(epc: Path) -> list[Path]:
+    """The .h5 beside an EPC (resqpy's default) and those its external-part references name."""
+    found = [h5_of(epc)]
+    try:
+        with zipfile.ZipFile(epc) as z:
+            for name in z.namelist():
+                if name.startswith("_rels/") and "EpcExternalPartReference" in name:
+                    for rel in ElementTree.fromstring(z.read(name)):
+                        target = rel.get("Target")
+                        if rel.get("Id") == "Hdf5File" and target:
+                            found.append(epc.parent / os.path.basename(target))
+    except (OSError, zipfile.BadZipFile, ElementTree.ParseError):
+        pass                        # an unreadable EPC is the batch check's business
+    return found
+
+
+def _batch_inputs(batch) -> dict[Path, str]:
+    """Every existing file or folder the batch names (the batch file, *_epc with their .h5,
+    other *_file/_path/_dir values), by resolved path, with where it was named."""
+    from resqmp.batch import PATH_SUFFIXES
+    found: dict[Path, str] = {Path(batch.path).resolve(): f"the batch file {batch.path}"}
+    seen: set[str] = set()          # tasks share their inputs: each is looked at once
+    for i, kwargs in enumerate(batch.tasks):
+        for key, value in kwargs.items():
+            if not (key.endswith(PATH_SUFFIXES) and isinstance(value, str)) or value in seen:
+                continue
+            seen.add(value)
+            if not os.path.lexists(value):
+                continue
+            found.setdefault(Path(value).resolve(), f"{key} of tasks[{i}] {value}")
+            if key.endswith("_epc"):
+                for h5 in _h5_files(Path(value)):
+                    if os.path.lexists(h5):
+                        found.setdefault(h5.resolve(), f"the .h5 of {key} of tasks[{i}] {h5}")
+    return found
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_inputs_untouched(output: Path, batch, run_dir: Path) -> None:
+    """No file written for OUT is an input (same path after resolving links, or the same file),
+    and no input lies where resqmp removes things: OUT's task directory, a staging folder."""
+    written = written_files(output)
+    task_dir = run_dir.resolve()
+    for path, label in _batch_inputs(batch).items():
+        for what, target in written.items():
+            if path == target.resolve() or _same(path, target):
+                whose = "it" if what == "OUT" else f"its {what} {target}"
+                raise OutputError(f"output {output}: {whose} would replace an input of the batch, {label}; "
+                                  f"choose another --output")
+        if path.is_relative_to(task_dir):
+            raise OutputError(f"output {output}: its task directory {run_dir} holds an input of the batch, "
+                              f"{label}; resqmp removes that directory: move the input or set "
+                              f"storage.shared_directory elsewhere")
+        for folder in (path, *path.parents):
+            if folder.parent == output.parent and is_staging_of(output, folder.name):
+                raise OutputError(f"output {output}: the input {label} is inside {folder}, a name resqmp "
+                                  f"uses for OUT's staging folders and removes: move it")
+
+
+def previous_report(output: Path) -> dict | None:
+    """The report beside OUT when it is resqmp's report for this very output, else None."""
+    try:
+        data = json.loads(report_path(output).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("output") == str(output) else None
+
+
+def check_ownership(output: Path, overwrite: bool) -> dict | None:
+    """Files at OUT's names that resqmp did not write for this output (no report of ours beside
+    OUT naming them) are replaced only with --overwrite. Returns the previous report, if ours."""
+    report = previous_report(output)
+    if overwrite:
+        return report
+    hint = "move it, or pass --overwrite to replace it"
+    if os.path.lexists(report_path(output)) and report is None:
+        raise OutputError(f"output {output}: {report_path(output)} exists and is not resqmp's report for "
+                          f"this output; resqmp writes its report there: {hint}")
+    for path in (output, h5_of(output)):
+        if os.path.lexists(path) and report is None:
+            raise OutputError(f"output {output}: {path} exists and resqmp did not write it for this output "
+                              f"(no report of ours beside it names it): {hint}")
+    if os.path.lexists(output):
+        partial = partial_path(output)
+        for path in (partial, h5_of(partial)):
+            if os.path.lexists(path) and report.get("partial_output") != str(partial):
+                raise OutputError(f"output {output}: {path} exists and resqmp did not write it; a run that is "
+                                  f"not fully successful writes its model there and keeps OUT: {hint}")
+    return report
 
 
 ROOM_MARGIN = 1 << 20      # bytes kept free beyond what one merge can write

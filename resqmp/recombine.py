@@ -12,13 +12,13 @@ import errno
 import os
 import shutil
 import time
-import uuid as uuid_mod
 from pathlib import Path
 
 import resqpy.model as rq
 
 from resqmp.errors import OutputError
 from resqmp.merge import Merger
+from resqmp.outputs import h5_of, is_staging_of, new_staging
 from resqmp.task_model import load_task_model
 
 
@@ -39,10 +39,12 @@ class Recombiner:
     def __init__(self, out_epc: str | Path, consolidate: bool = True, update_existing: bool = False):
         self.out = Path(out_epc).resolve()
         self.consolidate = consolidate
-        self.staging = self.out.parent / f".{self.out.stem}.staging-{uuid_mod.uuid4().hex[:8]}"
-        self.staging.mkdir(parents=True)
+        self.staging = new_staging(self.out)
         self.stage_epc = self.staging / self.out.name
+        self._staging_made = False
         try:
+            self.staging.mkdir(parents=True)
+            self._staging_made = True
             if update_existing and self.out.is_file():
                 # resqpy's function_multiprocessing adds to an existing recombined EPC
                 shutil.copy2(self.out, self.stage_epc)
@@ -85,26 +87,59 @@ class Recombiner:
             raise
         self.seconds += time.perf_counter() - start
 
-    def publish(self) -> Path:
-        """Write the EPC and move it with its .h5 to OUT. An existing OUT is replaced; at no
-        moment does OUT name a half-written model."""
+    def publish(self, to: str | Path | None = None) -> Path:
+        """Write the EPC and move it with its .h5 to `to` (by default OUT). A model already there is
+        replaced; at no moment does that path name a half-written model, and if the move fails
+        the old model is put back. Published under another name than OUT's (a partial model
+        beside a kept OUT), the EPC names its own .h5."""
+        target = Path(to).resolve() if to is not None else self.out
         start = time.perf_counter()
         try:
             self.merger.close()
-            self.merger.store_epc()
             self.model.h5_release()
-            h5_stage = self.stage_epc.with_suffix(".h5")
-            if h5_stage.exists():
-                if self.out.exists():
-                    os.unlink(self.out)      # never pair an old EPC with a new .h5
-                os.replace(h5_stage, self.out.with_suffix(".h5"))
-            os.replace(self.stage_epc, self.out)
+            stage_epc, h5_stage = self.stage_epc, h5_of(self.stage_epc)
+            if target.name != self.out.name:
+                stage_epc = self.staging / target.name
+                if h5_stage.exists():
+                    os.replace(h5_stage, h5_of(stage_epc))
+                h5_stage = h5_of(stage_epc)
+                # resqpy reads the .h5 beside the EPC; other readers follow this reference
+                self.model.change_filename_in_hdf5_rels(h5_stage.name)
+                self.model.h5_dict.clear()    # its cached .h5 paths (resqpy 5.2's h5_clear_filename_cache fails)
+            self.merger.store_epc(str(stage_epc))
+            self.model.h5_release()
+            self._move_into_place(stage_epc, h5_stage, target)
         except OSError as e:
             self.abort()
             raise _output_error(self.out, e) from None
         self.seconds += time.perf_counter() - start
-        self.abort()   # removes the (now empty) staging folder
-        return self.out
+        self.abort()   # removes the staging folder (and the model replaced)
+        return target
+
+    def _move_into_place(self, stage_epc: Path, h5_stage: Path, target: Path) -> None:
+        """The old model (EPC first: never an old EPC with a new .h5) goes into the staging folder,
+        which abort() removes; the new one comes in, EPC last. On failure the old one comes back."""
+        replaced = self.staging / "replaced"
+        replaced.mkdir()
+        moved = []
+        try:
+            for old in (target, h5_of(target)):
+                if os.path.lexists(old):
+                    os.replace(old, replaced / old.name)
+                    moved.append(old)
+            if h5_stage.exists():
+                os.replace(h5_stage, h5_of(target))
+            os.replace(stage_epc, target)
+        except OSError as e:
+            try:
+                for old in reversed(moved):
+                    os.replace(replaced / old.name, old)
+            except OSError:
+                self._staging_made = False      # abort() must not remove the old model with it
+                raise OutputError(f"output {target}: cannot write the recombined model "
+                                  f"({_OUTPUT_REASONS.get(e.errno, e.strerror)}) nor put the model that was "
+                                  f"there back: it is in {replaced}") from None
+            raise
 
     def abort(self) -> None:
         try:
@@ -117,7 +152,23 @@ class Recombiner:
                 self.model.h5_release()
         except Exception:   # noqa: BLE001 - best effort while unwinding
             pass
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self._staging_made:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Staging folders left by a launcher that was killed: folders named exactly as OUT's
+    (outputs.is_staging_of), never a pattern match that could reach another output's. The caller
+    holds OUT's journal lock, so no other launch is writing them."""
+    try:
+        entries = list(os.scandir(out.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if is_staging_of(out, entry.name) and entry.is_dir(follow_symlinks=False):
+            if os.path.isdir(os.path.join(entry.path, "replaced")):
+                continue     # a model a failed publish could not put back (its error named it)
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 # errno -> what the user reads: the causes that are about OUT's filesystem, not a bug

@@ -5,9 +5,10 @@ import json
 import os
 from pathlib import Path
 
+from resqmp.errors import OutputError
+from resqmp.outputs import report_path, report_temp
 
-def report_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".report.json")
+__all__ = ["report_path", "write_report"]
 
 
 def write_report(output: Path, summary: dict, tasks: list[dict]) -> Path:
@@ -23,7 +24,17 @@ def write_report(output: Path, summary: dict, tasks: list[dict]) -> Path:
         "task_seconds": round(sum(r["seconds"] or 0.0 for r in rows), 3),
     }
     path = report_path(output)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**summary, "totals": totals, "tasks": rows}, indent=2) + "\n")
-    os.replace(tmp, path)
+    # a temporary name of its own, created exclusively (never an existing file), renamed over the report
+    tmp = report_temp(output)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({**summary, "totals": totals, "tasks": rows}, indent=2) + "\n")
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise OutputError(f"output {output}: cannot write its report {path} ({e.strerror})") from None
     return path

@@ -20,8 +20,9 @@ from resqmp.backends import backend_for
 from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, ResqmpError
 from resqmp.execute import run_on_client
 from resqmp.journal import Journal
+from resqmp.outputs import h5_of, partial_path
 from resqmp.progress import ProgressReport
-from resqmp.recombine import Recombiner
+from resqmp.recombine import Recombiner, remove_stale_staging
 from resqmp.report import write_report
 from resqmp.worker_env import logging_plugin, worker_environment
 
@@ -37,6 +38,7 @@ class LaunchResult:
     failed: int
     resumed: int
     tasks: list[dict] = field(default_factory=list)
+    partial: Path | None = None      # where this run's model went when OUT was kept (see _publish)
 
 
 def run_directory(shared: Path, output: Path) -> Path:
@@ -46,7 +48,7 @@ def run_directory(shared: Path, output: Path) -> Path:
 
 def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str, ...] = (),
            workers: int | None = None, fresh: bool = False, keep_task_files: bool | None = None,
-           progress: ProgressReport | None = None) -> LaunchResult:
+           progress: ProgressReport | None = None, overwrite: bool = False) -> LaunchResult:
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     # Everything that can be checked before provisioning is checked first.
@@ -58,21 +60,24 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     preflight.check_output(out)
     batch = batch_mod.load(batch_path)
     shared = preflight.shared_directory(profile, out)
-    preflight.check_shared_directory(shared)
     run_dir = run_directory(shared, out)
-    journal = Journal(out, batch.digest, run_dir, fresh=fresh)   # locks OUT against a second launch
+    # OUT's files never land on an input; files resqmp did not write are replaced only with --overwrite
+    preflight.check_inputs_untouched(out, batch, run_dir)
+    previous = preflight.check_ownership(out, overwrite)
+    preflight.check_shared_directory(shared)
+    journal = Journal(out, batch.digest, run_dir, len(batch.tasks), fresh=fresh)   # locks OUT
     try:
         return _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh,
-                              keep_task_files, progress, started, t0)
+                              keep_task_files, progress, started, t0, overwrite, previous)
     finally:
         journal.close()
 
 
 def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh, keep_task_files,
-                   progress, started, t0) -> LaunchResult:
+                   progress, started, t0, overwrite=False, previous=None) -> LaunchResult:
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
-    _remove_stale_staging(out)
+    remove_stale_staging(out)     # left by a launcher that was killed; ours: we hold OUT's journal lock
     keep = profile.storage.get("keep_task_files", False) if keep_task_files is None else keep_task_files
 
     results: dict[int, dict] = {i: {**record, "resumed": True} for i, record in journal.done.items()}
@@ -106,7 +111,8 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
         if todo:
             run_dir.mkdir(parents=True, exist_ok=True)
             _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary)
-        recombiner.publish()
+        complete = len(results) == len(batch.tasks) and all(r["success"] for r in results.values())
+        partial = _publish(recombiner, out, complete, overwrite)
     except KeyboardInterrupt:
         recombiner and recombiner.abort()
         raise Interrupted("interrupted: cluster torn down, nothing written at OUT; "
@@ -131,8 +137,11 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
     summary.update(finished=dt.datetime.now(dt.timezone.utc).isoformat(),
                    wall_seconds=round(time.monotonic() - t0, 3),
                    recombine_seconds=round(recombiner.seconds, 3), exit_code=exit_code,
-                   task_files_kept=(not ok) or keep)
+                   task_files_kept=(not ok) or keep, partial_output=partial and str(partial))
     report_file = write_report(out, summary, tasks)
+    if ok and previous and previous.get("partial_output") == str(partial_path(out)):
+        for stale in (partial_path(out), h5_of(partial_path(out))):   # an earlier run's, now superseded
+            stale.unlink(missing_ok=True)
     if ok:
         journal.remove()               # nothing left to resume: the output is complete
         if not keep:
@@ -142,7 +151,18 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
     return LaunchResult(output=out, report=report_file, exit_code=exit_code,
                         succeeded=sum(t["success"] for t in tasks),
                         failed=sum(not t["success"] for t in tasks),
-                        resumed=sum(bool(t.get("resumed")) for t in tasks), tasks=tasks)
+                        resumed=sum(bool(t.get("resumed")) for t in tasks), tasks=tasks, partial=partial)
+
+
+def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool) -> Path | None:
+    """A fully successful run replaces OUT. Any other run never replaces an existing OUT (a worse
+    model must not replace a better one): its model goes beside it, at outputs.partial_path.
+    Returns that path, or None when the model went to OUT (no OUT before: resqpy's behaviour)."""
+    preflight.check_ownership(out, overwrite)   # again: a file may have appeared there meanwhile
+    if complete or not os.path.lexists(out):
+        recombiner.publish()
+        return None
+    return recombiner.publish(partial_path(out))
 
 
 def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary) -> None:
@@ -246,13 +266,6 @@ def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) ->
         f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
     teardown = getattr(backend, "TEARDOWN", "")
     raise ClusterError(what + (f"; scheduler says: {view}" if view else "") + (f"; {teardown}" if teardown else ""))
-
-
-def _remove_stale_staging(out: Path) -> None:
-    """Staging folders (see recombine.Recombiner) left by a launcher that was killed. Safe: we
-    hold OUT's journal lock, so no other launch is writing them."""
-    for stale in out.parent.glob(f".{out.stem}.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -1,0 +1,56 @@
+"""The names of every file a launch writes for OUT, in one place.
+
+Preflight checks these before any work (none may be an input, none may be something resqmp did not
+write), the recombiner, journal and report write them, and the stale-staging cleanup removes only
+folders whose name is exactly one of OUT's staging names.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+
+#: hex digits that end a staging folder's name (random per run)
+_STAGING_TOKEN = 8
+
+
+def h5_of(epc: Path) -> Path:
+    """resqpy pairs `a.epc` with `a.h5` in the same folder."""
+    return epc.with_suffix(".h5")
+
+
+def report_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".report.json")
+
+
+def report_temp(out: Path) -> Path:
+    """A name of its own for the report being written, renamed over the report when complete."""
+    report = report_path(out)
+    return report.with_name(f".{report.name}.{secrets.token_hex(4)}.tmp")
+
+
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".journal.jsonl")
+
+
+def partial_path(out: Path) -> Path:
+    """Where a run that is not fully successful writes its model when OUT already exists."""
+    return out.with_name(out.stem + ".partial.epc")
+
+
+def new_staging(out: Path) -> Path:
+    """A staging folder beside OUT, unique to one run: `.STEM.staging-XXXXXXXX`."""
+    return out.with_name(f".{out.stem}.staging-{secrets.token_hex(_STAGING_TOKEN // 2)}")
+
+
+def is_staging_of(out: Path, name: str) -> bool:
+    """Exactly OUT's staging name: OUT's stem taken literally (never as a pattern: an OUT named
+    `a[b].epc` or `*.epc` must not match the staging folder of `ab.epc`)."""
+    return re.fullmatch(re.escape(f".{out.stem}.staging-") + f"[0-9a-f]{{{_STAGING_TOKEN}}}", name) is not None
+
+
+def written_files(out: Path) -> dict[str, Path]:
+    """Every file a launch on OUT may create or replace, by what it is."""
+    partial = partial_path(out)
+    return {"OUT": out, "OUT's .h5": h5_of(out), "report": report_path(out), "journal": journal_path(out),
+            "partial model": partial, "partial model's .h5": h5_of(partial)}
