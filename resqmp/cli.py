@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -69,8 +70,20 @@ def main(ctx, debug):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
-def _raise_interrupt(signum, frame):
+def _interrupt(signum, frame):
+    """The first Ctrl-C or SIGTERM stops the run: teardown starts where the launcher was. Later
+    ones (an impatient user, a scheduler repeating its signal) must not break into that teardown,
+    which would leave workers running and distributed's atexit hooks failing with a traceback."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _already_stopping)
     raise KeyboardInterrupt
+
+
+def _already_stopping(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # said once; the teardown goes on
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # straight to the file descriptor: the handler may run in the middle of a write to sys.stderr
+    os.write(2, b"resqmp: stopping: tearing down the cluster, nothing is written at OUT\n")
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -91,7 +104,8 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
     again after an interruption resumes: completed tasks are not rerun.
     """
     from resqmp.run import launch as do_launch
-    signal.signal(signal.SIGTERM, _raise_interrupt)   # scheduler kills, `kill`: tear down cleanly
+    for sig in (signal.SIGINT, signal.SIGTERM):   # Ctrl-C; scheduler kills, `kill`: tear down cleanly
+        signal.signal(sig, _interrupt)
     result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
                        keep_task_files=keep_task_files, overwrite=overwrite)
     resumed = f", {result.resumed} resumed" if result.resumed else ""
