@@ -59,12 +59,26 @@ def check_output(output: Path) -> None:
     _check_names(output)
     for what, path in written_files(output).items():
         _check_replaceable(output, what, path)
+    _probe_staging(output)
+
+
+def _probe_staging(output: Path) -> None:
+    """Do there what publishing will do: make a staging folder, create an HDF5 file in it (h5py
+    fails on filesystems without file locking unless HDF5_USE_FILE_LOCKING=FALSE) and rename it."""
+    import h5py
     staging = new_staging(output)
     try:
         staging.mkdir()
-        staging.rmdir()
     except OSError as e:
         raise OutputError(f"output {output}: cannot create its staging folder {staging} ({e.strerror})") from None
+    try:
+        with h5py.File(staging / "probe.h5", "w"):
+            pass
+        os.replace(staging / "probe.h5", staging / "renamed.h5")
+    except OSError as e:
+        raise OutputError(f"output {output}: cannot write an HDF5 file in its folder ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_names(output: Path) -> None:
