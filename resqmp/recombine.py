@@ -130,15 +130,15 @@ class Recombiner:
             if h5_stage.exists():
                 os.replace(h5_stage, h5_of(target))
             os.replace(stage_epc, target)
-        except OSError as e:
+        except BaseException as e:             # an OSError, or Ctrl-C between two renames
             try:
                 for old in reversed(moved):
                     os.replace(replaced / old.name, old)
             except OSError:
                 self._staging_made = False      # abort() must not remove the old model with it
-                raise OutputError(f"output {target}: cannot write the recombined model "
-                                  f"({_OUTPUT_REASONS.get(e.errno, e.strerror)}) nor put the model that was "
-                                  f"there back: it is in {replaced}") from None
+                reason = _OUTPUT_REASONS.get(getattr(e, "errno", None)) or getattr(e, "strerror", None) or type(e).__name__
+                raise OutputError(f"output {target}: cannot write the recombined model ({reason}) nor put "
+                                  f"the model that was there back: it is in {replaced}") from None
             raise
 
     def abort(self) -> None:

@@ -82,8 +82,9 @@ def _h5_is_the_grids_h5(work):
 def test_out_that_is_an_input_epc_is_refused(work, setup):
     out, culprit = setup(work)
     before = digest(work / "model.epc", work / "model.h5")
-    proc = launch(work / "batch.yaml", out)
-    refused_before_work(proc, str(culprit))
+    for extra in ((), ("--overwrite",)):             # --overwrite never allows replacing an input
+        proc = launch(work / "batch.yaml", out, *extra)
+        refused_before_work(proc, str(culprit))
     assert digest(work / "model.epc", work / "model.h5") == before
     assert not list(work.glob("*.journal.jsonl")) and not list(work.glob("*.report.json"))
 
