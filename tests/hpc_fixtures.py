@@ -1,5 +1,6 @@
 """Fixtures for the SLURM/SGE tests: real single-node schedulers, started by ci/<scheduler>/start.sh
-when they are not answering (idempotent, ~10 s; installs the packages on a fresh machine).
+when they are not answering (idempotent, ~10 s; installs the packages on a fresh machine), and the
+two-node SLURM of ci/slurm/start-multinode.sh (`slurm_multinode`), which runs beside them.
 
 The fixtures are registered once, as a plugin (conftest.py's pytest_plugins), so each session
 fixture runs once per session; test modules take the helpers with `from hpc_fixtures import *`.
@@ -10,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -27,9 +29,17 @@ LEAKED_BY_NANNIES = {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS
 
 #: the profiles of the CI schedulers that ci/<scheduler>/start.sh starts
 PROFILES = {name: REPO / "ci" / "profiles" / f"{name}-ci.yaml" for name in ("slurm", "sge")}
+PROFILES["slurm-multinode"] = REPO / "ci" / "profiles" / "slurm-multinode.yaml"
+
+# The two-node SLURM (names and addresses as in ci/slurm/multinode.env): its clients find it only
+# through SLURM_CONF, so every command and launch for it gets MN_ENV.
+MN_ENV = {"SLURM_CONF": "/etc/slurm-resqmp-mn/slurm.conf"}
+MN_SHARED = Path(os.environ.get("MN_SHARED_DIR", "/tmp/hpc-ci-mn/shared"))
+MN_NODES = {"rqmn-c1": "10.211.77.11", "rqmn-c2": "10.211.77.12"}   # node name -> its address
+MN_RUN = Path("/run/resqmp-mn")
 
 # helpers only: the fixtures come from the plugin registration, never from a module's namespace
-__all__ = ["REPO", "TESTS", "SHARED", "BIN", "PROFILES", "launch", "wait_until", "scheduler_jobs", "sh",
+__all__ = ["REPO", "TESTS", "SHARED", "BIN", "PROFILES", "MN_ENV", "MN_SHARED", "MN_NODES", "launch", "wait_until", "scheduler_jobs", "sh",
            "report_of", "assert_same_model", "write_batch", "tls_dirs", "registered_worker_jobs",
            "slow_batch", "unique"]
 
@@ -85,14 +95,58 @@ def _sge_ok() -> bool:
     return sum(int(n) for n in slots if n.isdigit()) >= NEEDED_SLOTS
 
 
-def _ensure(name: str, ok) -> None:
+def _node_pid(node: str) -> int | None:
+    """PID of the slurmd of one node of the two-node SLURM (it lives in the node's namespaces)."""
+    try:
+        pid = int((MN_RUN / f"slurmd-{node}.pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _seen_on_node(node: str, path: Path) -> os.stat_result | None:
+    """stat() of path as the node sees it (through /proc/PID/root of its slurmd's mount namespace)."""
+    pid = _node_pid(node)
+    try:
+        return os.stat(f"/proc/{pid}/root{path}") if pid else None
+    except OSError:
+        return None
+
+
+def _multinode_ok() -> bool:
+    if not shutil.which("sinfo") or not Path(MN_ENV["SLURM_CONF"]).is_file():
+        return False
+    try:
+        out = sh("sinfo", "-h", "-N", "-o", "%N %t", timeout=10, env=MN_ENV).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    states = dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+    if set(states) != set(MN_NODES) or not all(s.rstrip("*") in ("idle", "mix", "alloc") for s in states.values()):
+        return False
+    # every node must still see this host's shared directory (the same folder, not a stale mount
+    # of one that was removed and made again) and this interpreter (the workers' python)
+    try:
+        here = os.stat(MN_SHARED)
+    except OSError:
+        return False
+    for node in MN_NODES:
+        there = _seen_on_node(node, MN_SHARED)
+        if there is None or (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino):
+            return False
+        if _seen_on_node(node, Path(sys.executable)) is None:
+            return False
+    return True
+
+
+def _ensure(name: str, ok, script: str = "start.sh", env: dict | None = None) -> None:
     if ok():
         SHARED.mkdir(parents=True, exist_ok=True)
         return
-    script = REPO / "ci" / name / "start.sh"
+    script = REPO / "ci" / name / script
     # The daemons inherit this environment. Keep out what distributed's nanny exported into this
     # process when an earlier test started a LocalCluster (OMP_NUM_THREADS=1 and the like).
-    env = {k: v for k, v in os.environ.items() if k not in LEAKED_BY_NANNIES}
+    env = {**{k: v for k, v in os.environ.items() if k not in LEAKED_BY_NANNIES}, **(env or {})}
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode != 0 or not wait_until(ok, 30):
         pytest.fail(f"{script} could not start {name} (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
@@ -104,6 +158,18 @@ def slurm():
     """A responding single-node SLURM (partition debug)."""
     _ensure("slurm", _slurm_ok)
     return "slurm"
+
+
+@pytest.fixture(scope="session")
+def slurm_multinode():
+    """The two-node SLURM (controller here, compute nodes rqmn-c1 and rqmn-c2 in namespaces of
+    their own), started by ci/slurm/start-multinode.sh when it is not answering; it runs beside the
+    single-node one. Its nodes see MN_SHARED, and this checkout and interpreter even when they are
+    under /tmp (which is node-local there)."""
+    share = ":".join(str(p) for p in (REPO, Path(sys.prefix), Path(sys.executable).resolve().parent))
+    _ensure("slurm", _multinode_ok, script="start-multinode.sh", env={"MN_SHARE_PATHS": share})
+    MN_SHARED.mkdir(parents=True, exist_ok=True)
+    return MN_ENV
 
 
 @pytest.fixture(scope="session")
