@@ -3,6 +3,7 @@ touch, the shared directory, and what workers can see."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -14,6 +15,8 @@ from xml.etree import ElementTree
 from resqmp.errors import ClusterError, OutputError
 from resqmp.outputs import (h5_of, is_staging_of, new_staging, partial_path, report_path, report_temp,
                             written_files)
+
+log = logging.getLogger("resqmp")
 
 
 def shared_directory(profile, output: Path) -> Path:
@@ -249,26 +252,57 @@ def is_disk_full(error: BaseException) -> bool:
     return "errno = 28" in text or "No space left on device" in text
 
 
-def check_workers_see(client, shared_dir: Path, inputs: list[str]) -> dict:
-    """The first worker must read a token the client wrote in the shared directory and see every
-    input file. The classic failure is a task directory on node-local /tmp."""
+def check_workers_see(client, shared_dir: Path, inputs: list[str], planned: int = 1,
+                      timeout: float = 120) -> dict:
+    """Every node that runs a worker must read a token the client wrote in the shared directory,
+    write there, and see every input file, before any task is sent. The classic failure is a task
+    directory on node-local /tmp; on a cluster, one node can also miss a mount the others have.
+
+    Waits up to `timeout` s for the `planned` workers (the cluster's plan; fewer join when their
+    jobs queue longer, and the run goes on with those), then probes one worker per host. Returns
+    the first worker's probe, with "hosts": every host checked."""
+    from distributed import wait
+
     from resqmp.tasks import probe
+    try:
+        client.wait_for_workers(max(1, planned), timeout=timeout)
+    except TimeoutError:
+        log.warning("%d of %d planned workers joined within %.0f s; checked the nodes of those",
+                    len(client.scheduler_info()["workers"]), planned, timeout)
+    one_per_host: dict[str, str] = {}
+    for address, info in client.scheduler_info()["workers"].items():
+        one_per_host.setdefault(info.get("host") or address, address)
     token = secrets.token_hex(16)
     token_file = shared_dir / f".resqmp-probe-{token[:8]}"
     token_file.write_text(token)
     try:
-        worker = next(iter(client.scheduler_info()["workers"]))
-        result = client.submit(probe, str(shared_dir), str(token_file), token, inputs,
-                               workers=[worker], pure=False).result(timeout=120)
+        futures = [client.submit(probe, str(shared_dir), str(token_file), token, inputs, workers=[worker],
+                                 allow_other_workers=False, pure=False) for worker in one_per_host.values()]
+        try:
+            wait(futures, timeout=120)
+        except TimeoutError:
+            raise ClusterError(f"shared directory {shared_dir}: no answer within 120 s to the shared-directory "
+                               f"check from worker(s) {', '.join(one_per_host.values())}") from None
+        results = client.gather(futures)
+        for f in futures:
+            f.release()
     finally:
         token_file.unlink(missing_ok=True)
-    where = f"worker {result['worker']} on host {result['host']}"
-    if not result["token_seen"]:
-        raise ClusterError(f"shared directory {shared_dir}: {where} cannot read a file the launcher wrote there; "
-                           f"storage.shared_directory must be on storage every node shares (not node-local /tmp)")
-    if not result["shared_writable"]:
-        raise ClusterError(f"shared directory {shared_dir}: {where} cannot write there")
-    if result["missing_inputs"]:
-        raise ClusterError(f"input {result['missing_inputs'][0]}: not visible from {where}; "
-                           f"inputs must be on storage the workers share")
-    return result
+
+    def where(r: dict) -> str:
+        return f"{r['host']} (worker {r['worker']})"
+
+    blind = [r for r in results if not r["token_seen"]]
+    if blind:
+        raise ClusterError(f"shared directory {shared_dir}: "
+                           + "; ".join(f"{where(r)}: cannot read a file the launcher wrote there" for r in blind)
+                           + "; storage.shared_directory must be on storage every node shares (not node-local /tmp)")
+    read_only = [r for r in results if not r["shared_writable"]]
+    if read_only:
+        raise ClusterError(f"shared directory {shared_dir}: "
+                           + "; ".join(f"{where(r)} cannot write there" for r in read_only))
+    missing = [r for r in results if r["missing_inputs"]]
+    if missing:
+        raise ClusterError(f"input {missing[0]['missing_inputs'][0]}: not visible from "
+                           + ", ".join(where(r) for r in missing) + "; inputs must be on storage the workers share")
+    return {**results[0], "hosts": sorted(r["host"] for r in results)}

@@ -210,7 +210,8 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
                 cluster.scale(min(int(scaling.get("workers", 1)), len(todo)))
         lap("cluster_start")
         _wait_for_first_worker(client, cluster, backend, float(scaling.get("worker_timeout", 300)), profile)
-        seen = preflight.check_workers_see(client, shared, batch.input_paths())
+        seen = preflight.check_workers_see(client, shared, batch.input_paths(), planned=len(getattr(cluster, "plan", ())),
+                                           timeout=float(scaling.get("worker_timeout", 300)))
         summary["first_worker"] = seen["worker"]
         lap("first_worker")
         summary["numba_warm"] = _warm_first_worker(client, seen["worker"], batch.wrapper)
