@@ -25,6 +25,8 @@ AUTO_TASKS_PER_WORKER = 16
 #: `auto` keeps a group shorter than this: Dask's few ms per task matter next to tasks of tens of
 #: ms, not next to seconds, and a longer group delays results and costs more when its worker dies
 AUTO_GROUP_SECONDS = 1.0
+#: the scheduler's event topic that reports workers leaving, with the tasks they held
+WORKER_EVENTS = "all"
 #: `auto` sends this many tasks alone per worker, timing them, before it sizes the groups of the
 #: rest: a worker's first task runs cold (it loads code and caches) and is not timed, the second
 #: is, and a third keeps the worker busy while the decision is made
@@ -78,8 +80,9 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                   on_result: Callable[[dict], None], retries: int = 0, retry_on_error: bool = False,
                   timeout: float | None = None, key_prefix: str | None = None,
                   group_size: int | str = 1, workers: int | None = None) -> int:
-    """Run every task; call on_result once per task index with its final record (with "attempts")
-    as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
+    """Run every task; call on_result once per task index with its final record (with "attempts":
+    how many times it was sent to a worker, and "lost_workers": the workers that left while holding
+    it) as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
     auto_group_size, with `workers` the number of workers the tasks share, by default the task
     slots connected now, at least 1): then the first
     AUTO_PROBE_PER_WORKER × workers tasks go alone, and the median seconds of those that were not
@@ -118,43 +121,69 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         size = 1
     # Submit in task order: with streaming recombination, early indexes finishing first lets the
     # merge proceed while later tasks still run.
-    pending = as_completed(submit_in_groups(indexes, size), loop=client.loop)
-    for fut in pending:
-        group = fut.resqmp_group
-        try:
-            records = fut.result()
-        except Exception as e:   # noqa: BLE001 - KilledWorker, CancelledError, communication errors
-            records = [_lost(i, e) for i in group]
-        fut.release()
-        if held:
-            for r in records:
-                # a task that failed without timing counts as long: no grouping on a doubtful guess
-                seconds = r["seconds"] if r.get("seconds") is not None else float("inf")
-                if r.get("worker") is not None and r["worker"] not in warm:
-                    warm.add(r["worker"])
-                    cold_seconds.append(seconds)
-                else:
-                    probe_seconds.append(seconds)
-            if len(probe_seconds) >= decide_after or pending.is_empty():
-                # cold times only when nothing else was timed (more workers than planned)
-                measured = probe_seconds or cold_seconds or [float("inf")]
-                size = group_size_for("auto", len(kwargs_by_index), workers, statistics.median(measured))
-                pending.update(submit_in_groups(held, size))
-                held = []
-        stuck = next((r for r in records if r.get("timed_out")), None)
-        if stuck is not None:
-            _restart(client, stuck.get("worker"))
-        not_run = group[len(records):]           # after a timeout: sent again, to a fresh worker
-        if not_run:
-            pending.add(submit(not_run))
-        for result in records:
-            i = result["index"]
-            if result.get("error") and retry_on_error and attempts[i] <= retries:
-                attempts[i] += 1
-                pending.add(submit([i]))         # alone: the rest of its group is done
-                continue
-            result["attempts"] = attempts[i]
-            on_result(result)
+    # The scheduler reports every worker that leaves, with the tasks it held (it sends those again,
+    # up to allowed-failures times); remember which of this run's tasks were among them.
+    lost: dict[str, list[str]] = {}
+    lost_workers: dict[int, list[str]] = {i: [] for i in kwargs_by_index}
+    resent = {i: 0 for i in kwargs_by_index}
+
+    def on_event(event) -> None:
+        msg = event[1]
+        if isinstance(msg, dict) and msg.get("action") == "remove-worker":
+            for key in {*msg.get("processing-tasks", ()), *msg.get("lost-computed-tasks", ())}:
+                if isinstance(key, str) and key.startswith(key_prefix):
+                    lost.setdefault(key, []).append(msg.get("worker"))
+
+    client.subscribe_topic(WORKER_EVENTS, on_event)
+    try:
+        pending = as_completed(submit_in_groups(indexes, size), loop=client.loop)
+        for fut in pending:
+            group = fut.resqmp_group
+            given_up = False           # KilledWorker: the last worker lost was the last attempt
+            try:
+                records = fut.result()
+            except Exception as e:   # noqa: BLE001 - KilledWorker, CancelledError, communication errors
+                records = [_lost(i, e) for i in group]
+                given_up = type(e).__name__ == "KilledWorker"
+            gone = lost.pop(fut.key, [])
+            for i in group:
+                lost_workers[i] += gone
+                resent[i] += max(0, len(gone) - given_up)
+            fut.release()
+            if held:
+                for r in records:
+                    # a task that failed without timing counts as long: no grouping on a doubtful guess
+                    seconds = r["seconds"] if r.get("seconds") is not None else float("inf")
+                    if r.get("worker") is not None and r["worker"] not in warm:
+                        warm.add(r["worker"])
+                        cold_seconds.append(seconds)
+                    else:
+                        probe_seconds.append(seconds)
+                if len(probe_seconds) >= decide_after or pending.is_empty():
+                    # cold times only when nothing else was timed (more workers than planned)
+                    measured = probe_seconds or cold_seconds or [float("inf")]
+                    size = group_size_for("auto", len(kwargs_by_index), workers, statistics.median(measured))
+                    pending.update(submit_in_groups(held, size))
+                    held = []
+            stuck = next((r for r in records if r.get("timed_out")), None)
+            if stuck is not None:
+                _restart(client, stuck.get("worker"))
+            not_run = group[len(records):]           # after a timeout: sent again, to a fresh worker
+            if not_run:
+                pending.add(submit(not_run))
+            for result in records:
+                i = result["index"]
+                if result.get("error") and retry_on_error and attempts[i] <= retries:
+                    attempts[i] += 1
+                    pending.add(submit([i]))         # alone: the rest of its group is done
+                    continue
+                # a worker that left while holding the task (job cancelled, node lost, OOM kill) made
+                # the scheduler send it again: that was an attempt too
+                result["attempts"] = attempts[i] + resent[i]
+                result["lost_workers"] = lost_workers[i]
+                on_result(result)
+    finally:
+        client.unsubscribe_topic(WORKER_EVENTS)
     return size
 
 

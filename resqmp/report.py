@@ -15,7 +15,7 @@ def write_report(output: Path, summary: dict, tasks: list[dict]) -> Path:
     rows = []
     for t in sorted(tasks, key=lambda t: t["index"]):
         rows.append({k: t.get(k) for k in ("index", "name", "success", "seconds", "worker", "error",
-                                           "attempts", "resumed")})
+                                           "attempts", "lost_workers", "resumed")})
     totals = {
         "tasks": len(rows),
         "succeeded": sum(1 for r in rows if r["success"]),
