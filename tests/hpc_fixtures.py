@@ -125,7 +125,8 @@ def _multinode_ok() -> bool:
     if set(states) != set(MN_NODES) or not all(s.rstrip("*") in ("idle", "mix", "alloc") for s in states.values()):
         return False
     # every node must still see this host's shared directory (the same folder, not a stale mount
-    # of one that was removed and made again) and this interpreter (the workers' python)
+    # of one that was removed and made again), this interpreter (the workers' python) and tests/
+    # (the test wrappers)
     try:
         here = os.stat(MN_SHARED)
     except OSError:
@@ -134,7 +135,7 @@ def _multinode_ok() -> bool:
         there = _seen_on_node(node, MN_SHARED)
         if there is None or (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino):
             return False
-        if _seen_on_node(node, Path(sys.executable)) is None:
+        if _seen_on_node(node, Path(sys.executable)) is None or _seen_on_node(node, TESTS) is None:
             return False
     return True
 
