@@ -39,8 +39,8 @@ MN_NODES = {"rqmn-c1": "10.211.77.11", "rqmn-c2": "10.211.77.12"}   # node name 
 MN_RUN = Path("/run/resqmp-mn")
 
 # helpers only: the fixtures come from the plugin registration, never from a module's namespace
-__all__ = ["REPO", "TESTS", "SHARED", "BIN", "PROFILES", "MN_ENV", "MN_SHARED", "MN_NODES", "launch", "wait_until", "scheduler_jobs", "sh",
-           "report_of", "assert_same_model", "write_batch", "tls_dirs", "registered_worker_jobs",
+__all__ = ["REPO", "TESTS", "SHARED", "BIN", "PROFILES", "launch", "wait_until", "scheduler_jobs", "sh",
+           "MN_ENV", "MN_SHARED", "MN_NODES", "mn_node_pid", "report_of", "assert_same_model", "write_batch", "tls_dirs", "registered_worker_jobs",
            "slow_batch", "unique"]
 
 
@@ -95,7 +95,7 @@ def _sge_ok() -> bool:
     return sum(int(n) for n in slots if n.isdigit()) >= NEEDED_SLOTS
 
 
-def _node_pid(node: str) -> int | None:
+def mn_node_pid(node: str) -> int | None:
     """PID of the slurmd of one node of the two-node SLURM (it lives in the node's namespaces)."""
     try:
         pid = int((MN_RUN / f"slurmd-{node}.pid").read_text())
@@ -107,7 +107,7 @@ def _node_pid(node: str) -> int | None:
 
 def _seen_on_node(node: str, path: Path) -> os.stat_result | None:
     """stat() of path as the node sees it (through /proc/PID/root of its slurmd's mount namespace)."""
-    pid = _node_pid(node)
+    pid = mn_node_pid(node)
     try:
         return os.stat(f"/proc/{pid}/root{path}") if pid else None
     except OSError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import textwrap
@@ -29,7 +30,6 @@ def mn_workdir(slurm_multinode):
     path = Path(tempfile.mkdtemp(prefix=f"pytest-{os.getpid()}-", dir=MN_SHARED))
     path.chmod(0o755)
     yield path
-    import shutil
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -192,7 +192,6 @@ def test_a_shared_directory_on_node_local_tmp_is_refused_naming_every_node(slurm
         out = folder / "faults.epc"
         proc = launch(_node_local_profile(folder, storage), batch, out, *run_options(folder, name), env=MN_ENV)
     finally:
-        import shutil
         shutil.rmtree(storage, ignore_errors=True)
     assert proc.returncode == ExitCode.CLUSTER, proc.stdout + proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
@@ -217,7 +216,7 @@ def test_a_node_that_does_not_share_the_directory_is_caught_though_another_does(
     storage = folder / "tasks"
     storage.mkdir()
     name = unique("rqmn-one-")
-    c2_mounts = f"/proc/{_slurmd_pid('rqmn-c2')}/ns/mnt"
+    c2_mounts = f"/proc/{mn_node_pid('rqmn-c2')}/ns/mnt"     # rqmn-c2's mount namespace
     sh("nsenter", f"--mount={c2_mounts}", "mount", "-t", "tmpfs", "tmpfs-not-shared", storage, check=True)
     sh("scontrol", "update", "NodeName=rqmn-c2", "State=DRAIN", "Reason=resqmp-test-held-back", env=MN_ENV, check=True)
     proc = None
@@ -245,7 +244,3 @@ def test_a_node_that_does_not_share_the_directory_is_caught_though_another_does(
     assert not list(calls.iterdir())              # no task ran, not even on the healthy node
     assert not out.exists()
     assert wait_until(lambda: not mn_jobs(name), 30), mn_jobs(name)
-
-
-def _slurmd_pid(node: str) -> int:
-    return int(Path(f"/run/resqmp-mn/slurmd-{node}.pid").read_text())

@@ -17,7 +17,7 @@
 #
 # Idempotent: a re-run stops what a previous run started (stop-multinode.sh: by PID file, never by
 # name) and starts it again with a clean job state. Needs root, slurm-wlm, munge and iproute2
-# (installed from Debian when missing). ~10 s once the packages are there.
+# (installed from Debian when missing). ~15 s once the packages are there.
 #
 #   MN_SHARED_DIR   (default /tmp/hpc-ci-mn/shared) mode 1777; ci/profiles/slurm-multinode.yaml
 #                   puts task files, TLS files and job logs below it
