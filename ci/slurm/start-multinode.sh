@@ -24,6 +24,11 @@
 #   MN_SHARE_PATHS  more host paths (colon-separated) the nodes must see although they are under
 #                   /tmp, e.g. a checkout with its .venv (the workers' python) in /tmp
 set -euo pipefail
+# The daemons started here outlive this script: they must not keep open what the caller had open
+# (under `flock LOCK ci/slurm/start-multinode.sh`, munged would hold LOCK for as long as it runs).
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+done
 export DEBIAN_FRONTEND=noninteractive
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ci/slurm/multinode.env
