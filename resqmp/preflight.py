@@ -252,23 +252,29 @@ def is_disk_full(error: BaseException) -> bool:
     return "errno = 28" in text or "No space left on device" in text
 
 
+#: how long the shared-storage check waits for the rest of the planned workers after the first
+PLANNED_WORKERS_GRACE = 120.0
+
+
 def check_workers_see(client, shared_dir: Path, inputs: list[str], planned: int = 1,
                       timeout: float = 120) -> dict:
     """Every node that runs a worker must read a token the client wrote in the shared directory,
     write there, and see every input file, before any task is sent. The classic failure is a task
     directory on node-local /tmp; on a cluster, one node can also miss a mount the others have.
 
-    Waits up to `timeout` s for the `planned` workers (the cluster's plan; fewer join when their
-    jobs queue longer, and the run goes on with those), then probes one worker per host. Returns
+    Waits for the `planned` workers (the cluster's plan) at most PLANNED_WORKERS_GRACE s (and never
+    longer than `timeout`): on a busy site some jobs queue for hours, and the batch must not wait
+    for them; the run goes on with the workers that came. Then probes one worker per host. Returns
     the first worker's probe, with "hosts": every host checked."""
     from distributed import wait
 
     from resqmp.tasks import probe
+    grace = min(timeout, PLANNED_WORKERS_GRACE)
     try:
-        client.wait_for_workers(max(1, planned), timeout=timeout)
+        client.wait_for_workers(max(1, planned), timeout=grace)
     except TimeoutError:
         log.warning("%d of %d planned workers joined within %.0f s; checked the nodes of those",
-                    len(client.scheduler_info()["workers"]), planned, timeout)
+                    len(client.scheduler_info()["workers"]), planned, grace)
     one_per_host: dict[str, str] = {}
     for address, info in client.scheduler_info()["workers"].items():
         one_per_host.setdefault(info.get("host") or address, address)
