@@ -61,3 +61,13 @@ def flaky_wrapper(index, parent_tmp_dir, marker_file, name=None):
             f.write("failed once")
         raise RuntimeError("transient failure")
     return index, True, None, []
+
+
+def gated_find_faces(index, parent_tmp_dir, gate_file=None, **kwargs):
+    """resqpy's find-faces wrapper, run once gate_file exists (at most 10 min): holds a batch
+    open for as long as a test needs the running cluster (None: no gate)."""
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
+    deadline = time.monotonic() + 600
+    while gate_file and not os.path.exists(gate_file) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
