@@ -96,8 +96,10 @@ def _already_stopping(signum, frame):
 @click.option("--keep-task-files", is_flag=True, default=None, help="Keep each task's EPC in the shared directory.")
 @click.option("--overwrite", is_flag=True, help="Replace files at OUTPUT's names (the EPC, its .h5, its report) "
               "that resqmp did not write for this output.")
+@click.option("--performance-report", "performance_report", type=click.Path(dir_okay=False), metavar="FILE.html",
+              help="Write distributed's performance report of the run (task stream, profiles, bandwidth) to FILE.html.")
 @handle_errors
-def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task_files, overwrite):
+def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task_files, overwrite, performance_report):
     """Provision a cluster from PROFILE, run every task of BATCH, write the recombined EPC at OUTPUT.
 
     A JSON run report is written beside the output (out.report.json). Running the same command
@@ -107,7 +109,8 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
     for sig in (signal.SIGINT, signal.SIGTERM):   # Ctrl-C; scheduler kills, `kill`: tear down cleanly
         signal.signal(sig, _interrupt)
     result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
-                       keep_task_files=keep_task_files, overwrite=overwrite)
+                       keep_task_files=keep_task_files, overwrite=overwrite,
+                       performance_report=performance_report)
     resumed = f", {result.resumed} resumed" if result.resumed else ""
     click.echo(f"resqmp: {result.succeeded} succeeded, {result.failed} failed{resumed}")
     if result.partial:

@@ -15,12 +15,13 @@ from pathlib import Path
 import dask
 
 from resqmp import batch as batch_mod
-from resqmp import preflight, profiles
+from resqmp import dashboard as dashboard_mod
+from resqmp import perf_report, preflight, profiles
 from resqmp.backends import backend_for
 from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, ResqmpError
 from resqmp.execute import run_on_client
 from resqmp.journal import Journal
-from resqmp.outputs import h5_of, partial_path
+from resqmp.outputs import h5_of, partial_path, written_files
 from resqmp.progress import ProgressReport
 from resqmp.recombine import Recombiner, remove_stale_staging
 from resqmp.report import write_report
@@ -48,7 +49,8 @@ def run_directory(shared: Path, output: Path) -> Path:
 
 def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str, ...] = (),
            workers: int | None = None, fresh: bool = False, keep_task_files: bool | None = None,
-           progress: ProgressReport | None = None, overwrite: bool = False) -> LaunchResult:
+           progress: ProgressReport | None = None, overwrite: bool = False,
+           performance_report: str | None = None) -> LaunchResult:
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     # Everything that can be checked before provisioning is checked first.
@@ -58,6 +60,7 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     backend = backend_for(profile.backend)
     out = Path(output).expanduser().resolve()
     preflight.check_output(out)
+    perf = perf_report.target(performance_report, tuple(written_files(out).values()))
     batch = batch_mod.load(batch_path)
     shared = preflight.shared_directory(profile, out)
     run_dir = run_directory(shared, out)
@@ -68,13 +71,13 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     journal = Journal(out, batch.digest, run_dir, len(batch.tasks), fresh=fresh)   # locks OUT
     try:
         return _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh,
-                              keep_task_files, progress, started, t0, overwrite, previous)
+                              keep_task_files, progress, started, t0, overwrite, previous, perf)
     finally:
         journal.close()
 
 
 def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh, keep_task_files,
-                   progress, started, t0, overwrite=False, previous=None) -> LaunchResult:
+                   progress, started, t0, overwrite=False, previous=None, perf=None) -> LaunchResult:
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
     remove_stale_staging(out)     # left by a launcher that was killed; ours: we hold OUT's journal lock
@@ -88,6 +91,8 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
     summary = {"output": str(out), "batch": str(batch.path), "wrapper": batch.wrapper,
                "profile": profile.name, "profile_source": str(profile.source), "backend": profile.backend,
                "started": started.isoformat(), "task_directory": str(run_dir)}
+    if perf:
+        summary["performance_report"] = None       # set once written (nothing to run: none)
     recombiner = None
     try:
         recombiner = Recombiner(out)
@@ -110,7 +115,7 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
 
         if todo:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary)
+            _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary, perf)
         complete = len(results) == len(batch.tasks) and all(r["success"] for r in results.values())
         partial = _publish(recombiner, out, complete, overwrite)
     except KeyboardInterrupt:
@@ -165,7 +170,8 @@ def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool)
     return recombiner.publish(partial_path(out))
 
 
-def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary) -> None:
+def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary,
+                    perf=None) -> None:
     from distributed import Client
     scaling = profile.scaling
     task_cfg = profile.tasks
@@ -197,10 +203,13 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
             stack.callback(_close_quietly, cluster)
         client = Client(cluster)
         stack.callback(_close_quietly, client)
-        dashboard = getattr(client, "dashboard_link", None)
-        summary["dashboard"] = dashboard
-        report.info(f"{profile.backend} cluster up ({profile.name}); dashboard: {dashboard or 'off'}")
+        summary["dashboard"], about = dashboard_mod.describe(client, backend, cluster)
+        report.info(f"{profile.backend} cluster up ({profile.name}); {about[0]}")
+        for line in about[1:]:
+            report.info(line)
         client.register_plugin(logging_plugin(profile), name="resqmp-logging")
+        # everything from here on, warm-up and every task, is in the report (exits before the client)
+        stack.enter_context(perf_report.recorded(perf, summary, report.info))
         if not isinstance(cluster, str):
             if "adaptive" in scaling:
                 adaptive = scaling["adaptive"]

@@ -1,0 +1,52 @@
+"""The run's Dask dashboard: the link `resqmp launch` prints, and how to reach it from elsewhere.
+
+A backend module may offer
+    DASHBOARD_OFF: str                       why its dashboard is off by default, how to turn it on
+    dashboard_access(cluster, link) -> str   how to open a link that only the launcher's host can reach
+"""
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+
+log = logging.getLogger(__name__)
+
+PROBE_SECONDS = 5.0
+
+
+def describe(client, backend, cluster) -> tuple[str | None, list[str]]:
+    """(the dashboard link, or None when there is none; the lines to print about it)."""
+    try:
+        link = client.dashboard_link
+    except Exception:   # noqa: BLE001 - e.g. a scheduler that reports no dashboard service
+        log.debug("no dashboard link", exc_info=True)
+        link = None
+    if not link:
+        off = getattr(backend, "DASHBOARD_OFF", "")
+        return None, [f"dashboard: off{' (' + off + ')' if off else ''}"]
+    missing = _missing(link)
+    if missing:
+        return None, [f"dashboard: none at {link} ({missing})"]
+    lines = [f"dashboard: {link}"]
+    access = getattr(backend, "dashboard_access", None)
+    if access is not None and not isinstance(cluster, str):
+        hint = access(cluster, link)
+        if hint:
+            lines.append(hint)
+    return link, lines
+
+
+def _missing(link: str) -> str:
+    """Why the scheduler serves no dashboard at link ("" when it does, or when this host cannot
+    tell: a link that only works through a tunnel is still printed)."""
+    try:
+        with urllib.request.urlopen(link, timeout=PROBE_SECONDS) as response:
+            page = response.read(4096).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return f"the scheduler answers HTTP {e.code}: started without a dashboard" if e.code == 404 else ""
+    except Exception:   # noqa: BLE001 - unreachable from here (a tunnel, another network)
+        return ""
+    if "Dask needs bokeh" in page:
+        return "the scheduler's Python environment lacks bokeh>=3.1.0"
+    return ""
