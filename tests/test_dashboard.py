@@ -2,14 +2,20 @@
 the batch runs: the status page must render its Bokeh plots, not "Dask needs bokeh"."""
 from __future__ import annotations
 
+import getpass
 import json
 import re
+import socket
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from browser import DASHBOARD_STATE_JS, chromium_page, dashboard_state
+from conftest import BIN, TESTS
 from live_launch import LINK, Launch, gated_batch
+from proc_watch import wait_for
 
 
 def check_status_page(link: str, screenshot: Path) -> dict:
@@ -59,3 +65,114 @@ def test_the_printed_dashboard_link_renders_during_a_local_launch(example, tmp_p
     report = json.loads(out.with_name("out.report.json").read_text())
     assert report["dashboard"] == link and report["totals"]["succeeded"] == tasks
     request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"dashboard screenshot: {screenshot}")
+
+
+# --------------------------------------------------------------------------- what each backend prints
+
+def _describe_jobqueue(tmp_path, *overrides):
+    """resqmp's dashboard lines for a real (SLURM) jobqueue cluster with no worker jobs."""
+    from distributed import Client
+    from resqmp import dashboard, profiles
+    from resqmp.backends import jobqueue
+    from resqmp.worker_env import worker_environment
+    p = profiles.load("slurm", [f"storage.shared_directory={tmp_path}", *overrides])
+    cluster = jobqueue.start(p, worker_environment(p))
+    try:
+        with Client(cluster) as client:
+            return dashboard.describe(client, jobqueue, cluster)
+    finally:
+        cluster.close()
+
+
+def test_jobqueue_dashboard_is_off_and_the_message_names_the_one_setting_that_turns_it_on(tmp_path):
+    link, lines = _describe_jobqueue(tmp_path)
+    assert link is None
+    assert len(lines) == 1 and lines[0].startswith("dashboard: off (every user of this host could open it;")
+    setting = re.search(r"--set (\S+)\)$", lines[0]).group(1)
+    # exactly what the message says, typed as a user would
+    link, lines = _describe_jobqueue(tmp_path, setting)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", link), link
+    port = re.search(r":(\d+)/", link).group(1)
+    assert lines[0] == f"dashboard: {link}"
+    assert lines[1].startswith(f"dashboard from your own machine: ssh -N -L {port}:127.0.0.1:{port} "
+                               f"{getpass.getuser()}@{socket.getfqdn()} ")
+    assert lines[1].endswith(f"then open http://localhost:{port}/status")
+
+
+@pytest.fixture
+def external_scheduler(tmp_path):
+    """Real `dask scheduler` processes started outside resqmp: name -> address."""
+    procs, addresses = [], {}
+
+    def start(name, *args):
+        sched_file = tmp_path / f"{name}.json"
+        procs.append(subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                       "--dashboard-address", "127.0.0.1:0", *args,
+                                       "--scheduler-file", str(sched_file)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0, 120, "the scheduler file")
+        addresses[name] = json.loads(sched_file.read_text())["address"]
+        return addresses[name]
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_external_scheduler_link_is_printed_only_when_it_serves_a_dashboard(external_scheduler):
+    from distributed import Client
+    from resqmp import dashboard
+    from resqmp.backends import external
+    for name, args in (("with", ()), ("without", ("--no-dashboard",))):
+        address = external_scheduler(name, *args)
+        with Client(address) as client:
+            link, lines = dashboard.describe(client, external, address)
+            expected = client.dashboard_link
+        if name == "with":
+            assert link == expected and lines == [f"dashboard: {expected}"]
+        else:      # distributed still names a link (its HTTP server runs for /health): it is dead
+            assert link is None
+            assert lines == [f"dashboard: none at {expected} (the scheduler answers HTTP 404: started without a dashboard)"]
+
+
+def test_kubernetes_in_cluster_link_comes_with_the_port_forward_line():
+    from types import SimpleNamespace
+    from resqmp.backends import kubernetes
+    cluster = SimpleNamespace(namespace="geo", name="resqmp-ab12")   # KubeCluster's two attributes used
+    assert kubernetes.dashboard_access(cluster, "http://resqmp-ab12-scheduler.geo:8787/status") == (
+        "dashboard from your own machine: kubectl -n geo port-forward svc/resqmp-ab12-scheduler 8787:8787, "
+        "then open http://localhost:8787/status")
+    # outside the cluster KubeCluster forwards the port itself: the localhost link works as printed
+    assert kubernetes.dashboard_access(cluster, "http://localhost:40123/status") == ""
+
+
+# --------------------------------------------------------------------------- SLURM, dashboard on
+
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_slurm_dashboard_turned_on_renders_from_the_launcher_host(slurm, hpc_example, hpc_workdir, request):
+    from hpc_fixtures import PROFILES, SGE_ENV
+    folder = hpc_workdir / "dashboard"
+    folder.mkdir()
+    batch, gate = gated_batch(hpc_example, folder)
+    tasks = len(yaml.safe_load(batch.read_text())["tasks"])
+    out, screenshot = folder / "out.epc", folder / "dashboard-slurm.png"
+    run = Launch("--profile", PROFILES["slurm"], "--batch", batch, "--output", out,
+                 "--set", "cluster.scheduler_options.dashboard_address=127.0.0.1:0",
+                 "--set", f"environment.PYTHONPATH={TESTS}", env=SGE_ENV)
+    try:
+        link = run.wait_for_line(LINK).group(1)
+        port = re.search(r":(\d+)/", link).group(1)
+        tunnel = run.wait_for_line(re.compile(r"dashboard from your own machine: (ssh .*)")).group(1)
+        assert tunnel.startswith(f"ssh -N -L {port}:127.0.0.1:{port} ")
+        assert link.startswith("http://127.0.0.1:")
+        state = check_status_page(link, screenshot)
+        gate.touch()
+        assert run.finish() == 0, "\n".join(run.lines)
+    finally:
+        gate.touch()
+        run.stop()
+    assert_plots_rendered(state, tasks)
+    kept = Path(request.config._tmp_path_factory.getbasetemp()) / "dashboard-slurm.png"
+    kept.write_bytes(screenshot.read_bytes())        # hpc_workdir is removed after the session
+    request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"dashboard screenshot: {kept}")

@@ -5,7 +5,8 @@ Every backend module offers the same four functions:
     render(profile, worker_env) -> str      what would be started (kwargs, job script, manifest)
     start(profile, worker_env) -> cluster   a distributed cluster object (close/scale/adapt)
     scheduler_view(cluster) -> str          the resource manager's view of pending workers ("" if none)
-and may set TEARDOWN, what closing the cluster does to what it provisioned (for error messages).
+and may set TEARDOWN, what closing the cluster does to what it provisioned (for error messages),
+and DASHBOARD_OFF / dashboard_access(cluster, link) (see resqmp/dashboard.py).
 """
 from __future__ import annotations
 

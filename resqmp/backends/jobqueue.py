@@ -9,7 +9,8 @@ hpc-templates/); every worker is one batch job whose script dask-jobqueue writes
 * TLS on by default: a temporary certificate and key written to a fresh owner-only folder under
   storage.shared_directory (the workers read them from there), removed when the cluster closes;
 * the dashboard off and the scheduler's HTTP endpoint reduced to /health on loopback, unless the
-  profile asks for a dashboard (cluster.scheduler_options.dashboard_address);
+  profile asks for a dashboard (cluster.scheduler_options.dashboard_address), and then the ssh
+  line that reaches it from the user's own machine (dashboard_access);
 * worker retirement before the job's walltime (--lifetime with --lifetime-stagger, derived from
   walltime unless the profile gives --lifetime itself), and replacement of workers that retired
   while the cluster still wants them, so a batch may outlast one walltime;
@@ -25,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -296,6 +298,24 @@ def _kwargs(profile, worker_env: dict[str, str], tls_dir: str | None) -> dict[st
 
 def _dashboard_requested(kw: dict) -> bool:
     return bool(kw["scheduler_options"].get("dashboard", True))
+
+
+# The one setting that turns the dashboard on (README, "Dashboard"): on the launcher host's
+# loopback, reached from elsewhere through ssh (dashboard_access).
+DASHBOARD_SETTING = "cluster.scheduler_options.dashboard_address=127.0.0.1:8787"
+DASHBOARD_OFF = f"every user of this host could open it; turn it on with --set {DASHBOARD_SETTING}"
+
+
+def dashboard_access(cluster, link: str) -> str:
+    """The ssh tunnel from one's own machine to a dashboard on this host's loopback."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(link)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not parts.port:
+        return ""                       # bound to a reachable address: the link works as it is
+    host = socket.getfqdn()
+    port = parts.port
+    return (f"dashboard from your own machine: ssh -N -L {port}:127.0.0.1:{port} {_whoami()}@{host} "
+            f"(add -J LOGIN-NODE when {host} is a compute node), then open http://localhost:{port}{parts.path}")
 
 
 # --------------------------------------------------------------------------- classes

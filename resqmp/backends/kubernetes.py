@@ -253,6 +253,17 @@ def start(profile, worker_env: dict[str, str]):
     return KubeCluster(**kubecluster_kwargs(profile, worker_env))
 
 
+def dashboard_access(cluster, link: str) -> str:
+    """kubectl's port-forward to the scheduler Service, for a link that only resolves inside the
+    cluster (a launcher in a pod; outside, KubeCluster forwards the port itself: a localhost link)."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(link)
+    if parts.hostname in ("127.0.0.1", "localhost", "::1") or not parts.port:
+        return ""
+    return (f"dashboard from your own machine: kubectl -n {cluster.namespace} port-forward "
+            f"svc/{cluster.name}-scheduler {parts.port}:{parts.port}, then open http://localhost:{parts.port}{parts.path}")
+
+
 def scheduler_view(cluster) -> str:
     """Worker pods of the cluster and their phase (pending pods: no room, image pulls...)."""
     try:
