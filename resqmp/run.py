@@ -116,6 +116,8 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
         if todo:
             run_dir.mkdir(parents=True, exist_ok=True)
             _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary, perf)
+        elif perf:
+            report.info(f"nothing left to run: no performance report written at {perf}")
         complete = len(results) == len(batch.tasks) and all(r["success"] for r in results.values())
         partial = _publish(recombiner, out, complete, overwrite)
     except KeyboardInterrupt:
