@@ -65,3 +65,9 @@ def dashboard_state(page) -> dict:
     state["drawn_canvases"] = sum(1 for box in (c.bounding_box() for c in page.locator("canvas").all())
                                   if box and box["width"] > 0 and box["height"] > 0)
     return state
+
+
+def announce(capsys, what: str, path) -> None:
+    """Name a kept artefact (a screenshot) in pytest's output, past its capture, even with -q."""
+    with capsys.disabled():
+        print(f"\n{what}: {path}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from browser import chromium_page, dashboard_state
+from browser import announce, chromium_page, dashboard_state
 from k8s_fixtures import *  # noqa: F401,F403 - fixtures
 from k8s_fixtures import helm_template, podman
 from test_container import _for_podman, _free_port
@@ -21,7 +21,7 @@ from test_performance_report import assert_complete_report
 pytestmark = pytest.mark.podman
 
 
-def test_chart_dashboard_and_performance_report_in_the_image(resqmp_image, helm, tmp_path, request):
+def test_chart_dashboard_and_performance_report_in_the_image(resqmp_image, helm, tmp_path, capsys):
     suffix = secrets.token_hex(3)
     release, volume = f"kd{suffix}", f"resqmp-test-{suffix}"
     port, dashboard = _free_port(), _free_port()
@@ -69,7 +69,7 @@ def test_chart_dashboard_and_performance_report_in_the_image(resqmp_image, helm,
         assert report["performance_report"] == "/shared/reports/faults.perf.html"
         assert_complete_report(shared / "reports" / "faults.perf.html", report["totals"]["tasks"])
         assert [p.name for p in (shared / "reports").iterdir()] == ["faults.perf.html"]
-        request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"dashboard screenshot: {shot}")
+        announce(capsys, "dashboard screenshot", shot)
     finally:
         podman("kube", "down", str(kube), check=False)
         for name in podman("volume", "ls", "--format", "{{.Name}}", check=False).stdout.split():

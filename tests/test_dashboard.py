@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from browser import DASHBOARD_STATE_JS, chromium_page, dashboard_state
+from browser import DASHBOARD_STATE_JS, announce, chromium_page, dashboard_state
 from conftest import BIN, TESTS
 from live_launch import LINK, Launch, gated_batch
 from proc_watch import wait_for
+from test_performance_report import assert_complete_report
 
 
 def check_status_page(link: str, screenshot: Path) -> dict:
@@ -45,7 +46,7 @@ def assert_plots_rendered(state: dict, tasks: int) -> None:
     assert state["task_stream_rows"] >= 1 and "resqmp" in state["task_stream_names"], state
 
 
-def test_the_printed_dashboard_link_renders_during_a_local_launch(example, tmp_path, request):
+def test_the_printed_dashboard_link_renders_during_a_local_launch(example, tmp_path, capsys):
     batch, gate = gated_batch(example, tmp_path)
     tasks = len(yaml.safe_load(batch.read_text())["tasks"])
     out = tmp_path / "out.epc"
@@ -64,7 +65,7 @@ def test_the_printed_dashboard_link_renders_during_a_local_launch(example, tmp_p
     assert screenshot.stat().st_size > 10_000
     report = json.loads(out.with_name("out.report.json").read_text())
     assert report["dashboard"] == link and report["totals"]["succeeded"] == tasks
-    request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"dashboard screenshot: {screenshot}")
+    announce(capsys, "dashboard screenshot", screenshot)
 
 
 # --------------------------------------------------------------------------- what each backend prints
@@ -150,14 +151,15 @@ def test_kubernetes_in_cluster_link_comes_with_the_port_forward_line():
 
 @pytest.mark.slurm
 @pytest.mark.timeout(600)
-def test_slurm_dashboard_turned_on_renders_from_the_launcher_host(slurm, hpc_example, hpc_workdir, request):
+def test_slurm_dashboard_turned_on_renders_from_the_launcher_host(slurm, hpc_example, hpc_workdir, tmp_path, capsys):
     from hpc_fixtures import PROFILES, SGE_ENV
     folder = hpc_workdir / "dashboard"
     folder.mkdir()
     batch, gate = gated_batch(hpc_example, folder)
     tasks = len(yaml.safe_load(batch.read_text())["tasks"])
-    out, screenshot = folder / "out.epc", folder / "dashboard-slurm.png"
-    run = Launch("--profile", PROFILES["slurm"], "--batch", batch, "--output", out,
+    out, screenshot = folder / "out.epc", tmp_path / "dashboard-slurm.png"   # hpc_workdir goes with the session
+    perf = tmp_path / "slurm.perf.html"           # and the performance report of a TLS jobqueue run
+    run = Launch("--profile", PROFILES["slurm"], "--batch", batch, "--output", out, "--performance-report", perf,
                  "--set", "cluster.scheduler_options.dashboard_address=127.0.0.1:0",
                  "--set", f"environment.PYTHONPATH={TESTS}", env=SGE_ENV)
     try:
@@ -173,6 +175,7 @@ def test_slurm_dashboard_turned_on_renders_from_the_launcher_host(slurm, hpc_exa
         gate.touch()
         run.stop()
     assert_plots_rendered(state, tasks)
-    kept = Path(request.config._tmp_path_factory.getbasetemp()) / "dashboard-slurm.png"
-    kept.write_bytes(screenshot.read_bytes())        # hpc_workdir is removed after the session
-    request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"dashboard screenshot: {kept}")
+    announce(capsys, "dashboard screenshot", screenshot)
+    report = json.loads(out.with_name("out.report.json").read_text())
+    assert report["dashboard"] == link and report["performance_report"] == str(perf)
+    assert_complete_report(perf, tasks)

@@ -8,7 +8,7 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-from browser import chromium_page
+from browser import announce, chromium_page
 from conftest import run_resqmp
 from live_launch import Launch, gated_batch
 from resqmp.errors import ExitCode
@@ -33,7 +33,7 @@ def leftovers(folder: Path, name: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name != name and name in p.name)
 
 
-def test_a_run_writes_its_performance_report(example, tmp_path):
+def test_a_run_writes_its_performance_report(example, tmp_path, capsys):
     out, perf = tmp_path / "out.epc", tmp_path / "perf.html"
     proc = run_resqmp("launch", "--profile", "local", "--workers", "2", "--batch", example["batch"],
                       "--output", out, "--performance-report", perf, check=0)
@@ -50,6 +50,7 @@ def test_a_run_writes_its_performance_report(example, tmp_path):
                                timeout=120_000)
         assert page.locator("canvas").count() >= 1
         page.screenshot(path=str(tmp_path / "performance-report.png"))
+    announce(capsys, "performance report", perf)
 
 
 def test_a_run_with_failed_tasks_still_writes_a_complete_report(example_with_outside, tmp_path):
