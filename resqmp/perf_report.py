@@ -8,9 +8,12 @@ A FILE that exists and is not a performance report is never replaced.
 """
 from __future__ import annotations
 
+import html
 import logging
 import os
 import secrets
+import shlex
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,7 +63,7 @@ def recorded(file: Path | None, summary: dict, say):
     if file is None:
         yield
         return
-    from distributed import performance_report
+    from distributed import get_client, performance_report
 
     # BokehJS inline (~2 MB): the report opens without network access, as on most HPC clusters
     recorder = performance_report(filename=os.devnull, mode="inline")
@@ -76,7 +79,8 @@ def recorded(file: Path | None, summary: dict, say):
         # created here, exclusively, with the user's umask; distributed then writes into it
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         recorder.filename = partial
-        recorder.__exit__(None, None, None)
+        # the Summary's "Calling Code": what was run, not resqmp's own frame
+        get_client().sync(recorder.__aexit__, None, None, None, code=html.escape(_what_ran(summary)))
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(partial, file)
@@ -88,6 +92,14 @@ def recorded(file: Path | None, summary: dict, say):
         return
     summary["performance_report"] = str(file)
     say(f"performance report {file}")
+
+
+def _what_ran(summary: dict) -> str:
+    command = shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
+    lines = [f"$ {command}", ""] if command else []
+    return "\n".join(lines + [f"batch:   {summary.get('batch')} (wrapper {summary.get('wrapper')})",
+                               f"profile: {summary.get('profile')} ({summary.get('backend')}, {summary.get('profile_source')})",
+                               f"output:  {summary.get('output')}"])
 
 
 def _not_written(file: Path, error: BaseException, summary: dict, say) -> None:

@@ -43,6 +43,10 @@ def test_a_run_writes_its_performance_report(example, tmp_path, capsys):
     assert f"performance report {perf}" in proc.stderr
     assert_complete_report(perf, tasks)
     assert leftovers(tmp_path, "perf.html") == []
+    # its Summary says what ran (the command, batch, profile), not resqmp's own code
+    calling = perf.read_text().split("Calling Code", 1)[1][:3000]
+    assert "launch --profile local --workers 2 --batch" in calling and "def recorded" not in calling
+    assert str(example["batch"]) in calling and str(out) in calling
     # BokehJS is inside the file: it renders with no network, as on an offline cluster
     with chromium_page() as page:
         page.goto(perf.as_uri(), wait_until="load", timeout=120_000)
