@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -124,10 +123,10 @@ def test_timeout_fails_the_task_restarts_its_worker_and_the_batch_goes_on(tmp_pa
                                      "tasks": [{"seconds": 600, "name": "stuck"}] +
                                               [{"seconds": 0.1, "name": f"quick {i}"} for i in range(4)]}))
     out = tmp_path / "o.epc"
-    started = time.monotonic()
+    # Proven by the path, not a stopwatch: only the timeout gives the stuck task this error (had
+    # it run to its end, 600 s later, it would have succeeded, after run_resqmp's own timeout).
     proc = run_resqmp("launch", "--profile", "local", "--set", "tasks.timeout=3", "--batch", batch,
                       "--output", out)
-    assert time.monotonic() - started < 120
     assert proc.returncode == ExitCode.TASKS_FAILED, proc.stderr
     report = json.loads(out.with_name("o.report.json").read_text())
     by_name = {t["name"]: t for t in report["tasks"]}

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import threading
-import time
 from pathlib import Path
 
 import dask
@@ -165,9 +164,9 @@ def test_without_retry_on_error_a_failed_task_stays_failed(client, tmp_path):
 
 def test_a_timeout_inside_a_group_restarts_its_worker_and_the_rest_of_the_group_succeeds(client, tmp_path):
     tasks = [{"seconds": 600 if i == 1 else 0.05} for i in range(6)]
-    started = time.monotonic()
+    # Proven by the records, not a stopwatch: task 1 would have succeeded after its 600 s; only
+    # the timeout marks it timed_out with this error.
     _, records, keys, ran = run_batch(client, tmp_path, tasks, group_size=3, timeout=2)
-    assert time.monotonic() - started < 90
     assert sorted(r["index"] for r in records) == list(range(6))
     by_index = {r["index"]: r for r in records}
     assert by_index[1]["timed_out"] and not by_index[1]["success"]
@@ -278,7 +277,9 @@ def test_when_dask_gives_up_on_a_group_each_of_its_tasks_is_reported_failed(tmp_
             killer = threading.Thread(target=kill_the_worker_running_task_1)
             killer.start()
             records: list[dict] = []
-            by_index = {i: {"log_dir": str(log_dir), "seconds": 0.5} for i in range(8)}
+            # task 1 outlasts any delay of the killer (the kill ends it), so the kill always lands
+            # while the group runs, on a machine of any speed
+            by_index = {i: {"log_dir": str(log_dir), "seconds": 120 if i == 1 else 0.5} for i in range(8)}
             run_on_client(client, LOGGED, by_index, str(tmp_path), records.append, group_size=4)
             killer.join()
     assert sorted(r["index"] for r in records) == list(range(8))
