@@ -7,11 +7,15 @@ properties, blocked wells) once on the synthetic example model, in this process,
 NUMBA_CACHE_DIR holds every specialisation those paths need. It refuses to run without the cache
 settings, so a build cannot silently bake an empty cache.
 
-    python warm_numba.py [--check]     # --check: run one find-faces task and print its time
+    python warm_numba.py [--check]
+
+--check runs one find-faces task and prints one JSON line: its seconds and what numba did
+(resqmp.numba_stats: cache hits and misses of resqpy's functions; a miss is a compile).
 """
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import tempfile
@@ -57,8 +61,9 @@ def main(argv: list[str]) -> int:
         ex = write_example(tmp / "model", surfaces=2, wells=1, mesh_properties=1)
         wrapper, tasks = _tasks(Path(ex["batch"]))
         if check:
+            from resqmp.numba_stats import resqpy_numba_stats
             seconds = _run(wrapper, tasks[0], 0, tmp / "tasks")
-            print(f"first find-faces task: {seconds:.3f} s")
+            print(json.dumps({"first find-faces task (s)": round(seconds, 3), **resqpy_numba_stats()}))
             return 0
         index = 0
         for variant in (None, FIND_FACES_PROPERTIES):
