@@ -67,8 +67,11 @@ def test_launch_with_two_worker_jobs_matches_a_local_run(scheduler, hpc_example,
     out.parent.mkdir()
     name = unique()
     before = tls_dirs()
-    # 2 s per task: long enough that both worker jobs join and take tasks
-    batch = slow_batch(hpc_example, f"slow-{scheduler.name}", delay=2.0)
+    # Each task waits until both worker jobs have taken one, however far apart they start (the
+    # scheduler hands the second worker a queued task, or it steals one from the first).
+    calls = out.parent / "calls"
+    calls.mkdir()
+    batch = slow_batch(hpc_example, f"slow-{scheduler.name}", log_dir=str(calls), workers=2)
     launch(scheduler.profile, batch, out, "--set", f"cluster.job_name={name}",
            "--set", f"environment.PYTHONPATH={TESTS}", check=0)
     report = report_of(out)

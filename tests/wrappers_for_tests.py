@@ -33,22 +33,40 @@ def log_call(log_dir, index) -> bool:
     return first
 
 
+def wait_for_workers(log_dir, workers: int, timeout: float = 120.0) -> None:
+    """Wait until calls from `workers` distinct worker processes are in log_dir (log_call's PIDs):
+    a test that needs that many workers to take tasks then does not depend on how soon each one
+    starts. Every call gives up `timeout` after the batch's first call (log_call's monotonic
+    clock, one machine), and the test then fails on what it asserts instead of hanging."""
+    while True:
+        calls = [n.split(".") for n in os.listdir(log_dir)]
+        if len({pid for _, pid, _ in calls}) >= workers:
+            return
+        if time.monotonic_ns() > min(int(ns) for _, _, ns in calls) + timeout * 1e9:
+            return
+        time.sleep(0.2)
+
+
 def logged_wrapper(index, parent_tmp_dir, log_dir, seconds: float = 0.05, fail: bool = False,
-                   fail_once: bool = False, name=None):
-    """sleepy_wrapper that logs each call (log_call); fail_once raises on the task's first call only."""
+                   fail_once: bool = False, workers: int = 0, name=None):
+    """sleepy_wrapper that logs each call (log_call); fail_once raises on the task's first call only;
+    `workers`: first wait until that many workers have taken a task (wait_for_workers)."""
     first = log_call(log_dir, index)
+    wait_for_workers(log_dir, workers)
     time.sleep(seconds)
     if fail or (fail_once and first):
         raise RuntimeError(f"task {index} asked to fail")
     return index, True, None, []
 
 
-def slow_find_faces(index, parent_tmp_dir, delay: float = 0.5, log_dir=None, **kwargs):
+def slow_find_faces(index, parent_tmp_dir, delay: float = 0.5, log_dir=None, workers: int = 0, **kwargs):
     """resqpy's find-faces wrapper, then a pause: keeps a batch running long enough to kill things.
-    With log_dir, each call is logged first (log_call)."""
+    With log_dir, each call is logged first (log_call), then waits for `workers` workers
+    (wait_for_workers)."""
     from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
     if log_dir:
         log_call(log_dir, index)
+        wait_for_workers(log_dir, workers)
     result = find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
     time.sleep(delay)
     return result
