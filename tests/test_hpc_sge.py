@@ -22,7 +22,7 @@ def test_held_jobs_report_qstat_and_are_deleted(sge, hpc_example, hpc_workdir):
     assert "no worker arrived within 8 s" in proc.stderr
     assert "hqw" in proc.stderr and "hold" in proc.stderr           # qstat state and scheduling info
     assert "jobs cancelled" in proc.stderr
-    assert wait_until(lambda: not scheduler_jobs("sge", name), 30), sh("qstat", "-u", "*").stdout
+    assert wait_until(lambda: not scheduler_jobs("sge", name), 120), sh("qstat", "-u", "*").stdout
 
 
 def test_rejected_submission_is_reported(sge, hpc_example, hpc_workdir):

@@ -51,7 +51,7 @@ def test_no_worker_arriving_reports_squeue_and_cancels_the_jobs(slurm, hpc_examp
     assert "no worker arrived within 8 s" in message
     assert "PENDING" in message and "BeginTime" in message      # squeue's state and reason
     assert "jobs cancelled" in message
-    assert wait_until(lambda: not scheduler_jobs("slurm", name), 20), sh("squeue").stdout
+    assert wait_until(lambda: not scheduler_jobs("slurm", name), 120), sh("squeue").stdout
 
 
 def test_rejected_submission_is_reported(slurm, hpc_example, hpc_workdir):

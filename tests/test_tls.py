@@ -124,4 +124,4 @@ def test_closing_removes_the_certificates_and_the_jobs(slurm):
     client.close()
     cluster.close()
     assert not folder.exists()
-    assert wait_until(lambda: not scheduler_jobs("slurm", name), 30)
+    assert wait_until(lambda: not scheduler_jobs("slurm", name), 120)
