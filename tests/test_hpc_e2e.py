@@ -113,7 +113,7 @@ def test_launcher_job_runs_resqmp_launch_as_a_batch_job(scheduler, hpc_example, 
     out.parent.mkdir()
     job, log = scheduler.submit(scheduler.launcher_script, out.parent,
                                 [hpc_example["batch"], out, "--workers", "1"])
-    # a deadline for a machine of any speed (inside the test's 300 s); the log says how it went
+    # a generous deadline (inside the test's 300 s timeout); the log then says how it went
     assert wait_until(lambda: scheduler.job_gone(job), 270, interval=1), sh(*scheduler.listing).stdout
     text = log.read_text()
     assert "4 succeeded, 0 failed" in text, text
