@@ -49,7 +49,7 @@ def marked_processes(marker: dict) -> list[psutil.Process]:
     return found
 
 
-def wait_until_gone(marker: dict, timeout: float = 60.0) -> list[psutil.Process]:
+def wait_until_gone(marker: dict, timeout: float = 120.0) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         left = [p for p in marked_processes(marker) if p.status() != psutil.STATUS_ZOMBIE]
