@@ -53,39 +53,109 @@ class Batch:
         return list(seen)
 
 
-def resolve_wrapper(ref: str) -> tuple[str, Callable]:
-    """'find_faces_to_represent_surface_regular' / '..._wrapper' / 'pkg.mod:func' -> (ref, function)."""
-    if not isinstance(ref, str) or not ref.strip():
-        raise BatchError("wrapper: expected a resqpy wrapper name or 'package.module:function'")
-    if ":" in ref:
-        module_name, _, attr = ref.partition(":")
-    else:
-        module_name, attr = "resqpy.multi_processing", ref if ref.endswith("_wrapper") else f"{ref}_wrapper"
+#: `module:function` (one function name, no attribute path) or `module:*` in an allow-list
+_REFERENCE = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)$")
+_ALLOW_ENTRY = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:(?:[A-Za-z_]\w*|\*)$")
+_BARE_NAME = re.compile(r"^[A-Za-z_]\w*$")
+RESQPY_WRAPPERS = "resqpy.multi_processing"
+#: run without being allowed: resqmp's own wrappers (besides resqpy's, see _is_resqpy_wrapper)
+ALLOWED_BY_DEFAULT = ("resqmp.wrappers:*",)
+
+
+def check_allow_entry(entry: str) -> str:
+    """An allow-list entry ('module:function' or 'module:*'); ValueError when malformed."""
+    if not isinstance(entry, str) or not _ALLOW_ENTRY.match(entry):
+        raise ValueError(f"{entry!r}: expected 'package.module:function' or 'package.module:*'")
+    return entry
+
+
+def _parse(ref) -> tuple[str, str]:
+    """A batch's `wrapper:` as (module, function), from its text alone: nothing is imported here."""
+    if isinstance(ref, str) and _BARE_NAME.match(ref):
+        return RESQPY_WRAPPERS, ref if ref.endswith("_wrapper") else f"{ref}_wrapper"
+    m = _REFERENCE.match(ref) if isinstance(ref, str) else None
+    if not m:
+        raise BatchError(f"wrapper {ref!r}: expected a resqpy wrapper name (e.g. "
+                         f"find_faces_to_represent_surface_regular) or 'package.module:function'")
+    return m.group(1), m.group(2)
+
+
+def _resqpy_wrapper_homes() -> dict[str, str]:
+    """'module:function' -> 'resqpy.multi_processing:function' for every `*_wrapper` function that
+    resqpy.multi_processing exports, under each resqpy module that holds it (resqpy re-exports
+    them from submodules). Imports resqpy.multi_processing only, the code resqmp deploys."""
+    import sys
+    module = importlib.import_module(RESQPY_WRAPPERS)
+    exported = {n: getattr(module, n) for n in dir(module) if n.endswith("_wrapper")}
+    homes = {f"{RESQPY_WRAPPERS}:{n}": f"{RESQPY_WRAPPERS}:{n}" for n, f in exported.items() if callable(f)}
+    for name, mod in list(sys.modules.items()):
+        if name == RESQPY_WRAPPERS or not name.startswith(RESQPY_WRAPPERS + "."):
+            continue
+        for n, f in exported.items():
+            if callable(f) and getattr(mod, n, None) is f:
+                homes[f"{name}:{n}"] = f"{RESQPY_WRAPPERS}:{n}"
+    return homes
+
+
+def _allowed_by(module: str, attr: str, allowed: tuple[str, ...]) -> str | None:
+    """The allow-list entry that lets module:attr run, if any."""
+    for entry in allowed:
+        if entry in (f"{module}:{attr}", f"{module}:*"):
+            return entry
+    return None
+
+
+def resolve_wrapper(ref: str, allowed: tuple[str, ...] | list[str] = ()) -> tuple[str, Callable]:
+    """A batch's `wrapper:` -> ('module:function' as workers import it, the function).
+
+    Data is not code: by default only resqpy's multiprocessing wrappers (a name with or without
+    `_wrapper`, or 'resqpy.multi_processing[.submodule]:..._wrapper') and resqmp's own
+    (`resqmp.wrappers:*`) run. Any other 'module:function' must be in `allowed` (the profile's
+    tasks.allowed_wrappers and --allow-wrapper): 'module:function', or 'module:*' for the functions
+    defined in that module. The reference is checked before anything is imported, and the
+    reference returned (the one workers import) is the one that was checked."""
+    module_name, attr = _parse(ref)
+    if module_name == RESQPY_WRAPPERS and ":" not in ref:
+        homes = _resqpy_wrapper_homes()
+        if f"{module_name}:{attr}" not in homes:
+            known = sorted(h.split(":")[1][:-len("_wrapper")] for h in set(homes.values()))
+            raise BatchError(f"wrapper {ref!r}: not a resqpy wrapper (expected one of: {', '.join(known)})")
+    allowed = tuple(ALLOWED_BY_DEFAULT) + tuple(allowed)
+    entry = _allowed_by(module_name, attr, allowed)
+    checked = f"{module_name}:{attr}"
+    if entry is None:
+        resqpy = module_name == "resqpy" or module_name.startswith("resqpy.")
+        checked = _resqpy_wrapper_homes().get(checked) if resqpy else None
+        if checked is None:
+            raise BatchError(f"wrapper {ref!r} is not allowed: only resqpy's multiprocessing wrappers and "
+                             f"resqmp.wrappers run unless allowed; to run it, pass --allow-wrapper "
+                             f"{module_name}:{attr} or add it to the profile's tasks.allowed_wrappers")
+        module_name, attr = checked.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise BatchError(f"wrapper {ref!r}: cannot import module {module_name!r} ({e})") from None
     function = getattr(module, attr, None)
-    if not callable(function):
-        if module_name == "resqpy.multi_processing":
-            known = sorted(n[:-len("_wrapper")] for n in dir(module) if n.endswith("_wrapper"))
-            raise BatchError(f"wrapper {ref!r}: not a resqpy wrapper (expected one of: {', '.join(known)})")
+    if function is None:
         raise BatchError(f"wrapper {ref!r}: module {module_name!r} has no function {attr!r}")
-    # Workers import by the function's real home (resqpy re-exports from submodules).
-    home = f"{function.__module__}:{function.__qualname__}"
-    try:
-        importlib.import_module(function.__module__)
-    except ImportError:
-        home = f"{module_name}:{attr}"
-    return home, function
+    if not inspect.isfunction(function):
+        raise BatchError(f"wrapper {ref!r}: not a Python function ({type(function).__name__}); "
+                         f"a wrapper is a function with resqpy's return contract")
+    if entry is not None and entry.endswith(":*") and function.__module__ != module_name:
+        # `module:*` allows what the module defines, not what it imports from elsewhere
+        raise BatchError(f"wrapper {ref!r} is not allowed: {attr} is imported into {module_name}, not "
+                         f"defined there ({entry} allows only the latter); to run it, pass "
+                         f"--allow-wrapper {module_name}:{attr} or add it to the profile's tasks.allowed_wrappers")
+    return checked, function
 
 
 def import_reference(ref: str) -> Callable:
-    module_name, _, attr = ref.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+    """Run on a worker: the function behind a reference the launcher checked ('module:function').
+    Never walks attribute paths: only a module's own top-level name."""
+    m = _REFERENCE.match(ref) if isinstance(ref, str) else None
+    if not m:
+        raise ValueError(f"wrapper reference {ref!r}: expected 'package.module:function'")
+    return getattr(importlib.import_module(m.group(1)), m.group(2))
 
 
 def _read(path: Path) -> dict:
@@ -112,19 +182,27 @@ def _resolve_paths(kwargs: dict, base: Path) -> dict:
     return out
 
 
-def load(path: str | Path, check_inputs: bool = True) -> Batch:
+def load(path: str | Path, check_inputs: bool = True, allowed_wrappers: tuple[str, ...] | list[str] = ()) -> Batch:
+    """Read and check a batch file. allowed_wrappers: 'module:function' / 'module:*' that may run
+    besides resqpy's wrappers (see resolve_wrapper)."""
     path = Path(path).expanduser().resolve()
     data = _read(path)
     if "wrapper" not in data:
         raise BatchError(f"batch file {path}: missing key 'wrapper'")
-    ref, function = resolve_wrapper(data["wrapper"])
+    try:
+        ref, function = resolve_wrapper(data["wrapper"], allowed_wrappers)
+    except BatchError as e:
+        raise BatchError(f"batch file {path}: {e}") from None
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise BatchError(f"batch file {path}: defaults: expected a mapping of keyword arguments")
     tasks_in = data.get("tasks")
     if not isinstance(tasks_in, list) or not tasks_in:
         raise BatchError(f"batch file {path}: tasks: expected a non-empty list of keyword-argument mappings")
-    signature = inspect.signature(function)
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError) as e:
+        raise BatchError(f"batch file {path}: wrapper {data['wrapper']!r}: no usable signature ({e})") from None
     takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
     tasks, names = [], []
     for i, task in enumerate(tasks_in):

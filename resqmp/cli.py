@@ -70,6 +70,14 @@ def main(ctx, debug):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def _allow_entries(values) -> tuple[str, ...]:
+    from resqmp.batch import check_allow_entry
+    try:
+        return tuple(check_allow_entry(v) for v in values)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--allow-wrapper") from None
+
+
 def _interrupt(signum, frame):
     """The first Ctrl-C or SIGTERM stops the run: teardown starts where the launcher was. Later
     ones (an impatient user, a scheduler repeating its signal) must not break into that teardown,
@@ -98,8 +106,13 @@ def _already_stopping(signum, frame):
               "that resqmp did not write for this output.")
 @click.option("--performance-report", "performance_report", type=click.Path(dir_okay=False), metavar="FILE.html",
               help="Write distributed's performance report of the run (task stream, profiles, bandwidth) to FILE.html.")
+@click.option("--allow-wrapper", "allowed_wrappers", multiple=True, metavar="MODULE:FUNCTION",
+              callback=lambda ctx, param, values: _allow_entries(values),
+              help="Let the batch run this function besides resqpy's wrappers (MODULE:* for every "
+                   "function defined in MODULE); repeatable. Adds to the profile's tasks.allowed_wrappers.")
 @handle_errors
-def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task_files, overwrite, performance_report):
+def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task_files, overwrite, performance_report,
+           allowed_wrappers):
     """Provision a cluster from PROFILE, run every task of BATCH, write the recombined EPC at OUTPUT.
 
     A JSON run report is written beside the output (out.report.json). Running the same command
@@ -110,7 +123,7 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
         signal.signal(sig, _interrupt)
     result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
                        keep_task_files=keep_task_files, overwrite=overwrite,
-                       performance_report=performance_report)
+                       performance_report=performance_report, allowed_wrappers=allowed_wrappers)
     resumed = f", {result.resumed} resumed" if result.resumed else ""
     click.echo(f"resqmp: {result.succeeded} succeeded, {result.failed} failed{resumed}")
     if result.partial:

@@ -50,7 +50,9 @@ def run_directory(shared: Path, output: Path) -> Path:
 def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str, ...] = (),
            workers: int | None = None, fresh: bool = False, keep_task_files: bool | None = None,
            progress: ProgressReport | None = None, overwrite: bool = False,
-           performance_report: str | None = None) -> LaunchResult:
+           performance_report: str | None = None, allowed_wrappers: tuple[str, ...] = ()) -> LaunchResult:
+    """allowed_wrappers: what the batch may run besides resqpy's wrappers, added to the profile's
+    tasks.allowed_wrappers (see batch.resolve_wrapper)."""
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     # Everything that can be checked before provisioning is checked first.
@@ -61,7 +63,7 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     out = Path(output).expanduser().resolve()
     preflight.check_output(out)
     perf = perf_report.target(performance_report, tuple(written_files(out).values()))
-    batch = batch_mod.load(batch_path)
+    batch = batch_mod.load(batch_path, allowed_wrappers=(*profile.tasks.get("allowed_wrappers", ()), *allowed_wrappers))
     shared = preflight.shared_directory(profile, out)
     run_dir = run_directory(shared, out)
     # OUT's files never land on an input; files resqmp did not write are replaced only with --overwrite

@@ -16,10 +16,18 @@ BIN = Path(sys.executable).parent
 TESTS = Path(__file__).resolve().parent
 
 
-def run_resqmp(*args, env=None, timeout=600, cwd=None, check=None) -> subprocess.CompletedProcess:
-    """Run the installed `resqmp` command; tests/ is on workers' PYTHONPATH for test wrappers."""
+#: what `resqmp launch` in the tests may run besides resqpy's wrappers (tests/wrappers_for_tests.py)
+ALLOW_TEST_WRAPPERS = ("--allow-wrapper", "wrappers_for_tests:*")
+
+
+def run_resqmp(*args, env=None, timeout=600, cwd=None, check=None,
+               allow_test_wrappers=True) -> subprocess.CompletedProcess:
+    """Run the installed `resqmp` command; tests/ is on workers' PYTHONPATH for test wrappers, and
+    `launch` may run them (allow_test_wrappers: --allow-wrapper wrappers_for_tests:*)."""
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), full_env.get("PYTHONPATH")]))
+    if allow_test_wrappers and "launch" in map(str, args[:2]):
+        args = (*args, *ALLOW_TEST_WRAPPERS)
     proc = subprocess.run([str(BIN / "resqmp"), *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd)
     if check is not None and proc.returncode != check:

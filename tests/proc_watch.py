@@ -11,14 +11,14 @@ import zipfile
 
 import psutil
 
-from conftest import BIN, TESTS
+from conftest import ALLOW_TEST_WRAPPERS, BIN, TESTS
 
 
 def start_launch(batch, out, *extra, marker=None) -> subprocess.Popen:
     """`resqmp launch --profile local` in its own session (so a test can signal its group)."""
     env = {**os.environ, **(marker or {}), "PYTHONPATH": str(TESTS)}
     return subprocess.Popen([str(BIN / "resqmp"), "launch", "--profile", "local", "--batch", str(batch),
-                             "--output", str(out), *map(str, extra)],
+                             "--output", str(out), *map(str, extra), *ALLOW_TEST_WRAPPERS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
 

@@ -67,7 +67,7 @@ def _cases():
         ("wrapper name not found", lambda w, t: ["--profile", "local", "--batch",
                                                  edit_batch(w, lambda d: d.update(wrapper="find_fault_faces"))],
          ExitCode.BATCH, ["wrapper 'find_fault_faces': not a resqpy wrapper"]),
-        ("wrapper module not found", lambda w, t: ["--profile", "local", "--batch",
+        ("wrapper module not found", lambda w, t: ["--profile", "local", "--allow-wrapper", "mysite.faults:run", "--batch",
                                                    edit_batch(w, lambda d: d.update(wrapper="mysite.faults:run"))],
          ExitCode.BATCH, ["cannot import module 'mysite.faults'"]),
         ("input EPC missing", lambda w, t: ["--profile", "local", "--batch",

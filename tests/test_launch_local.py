@@ -100,7 +100,7 @@ def test_launch_in_process_leaves_the_environment_and_dask_config_as_found(tmp_p
     config = {key: dask.config.get(key, None) for key in watched}
     batch = tmp_path / "batch.yaml"
     batch.write_text("wrapper: wrappers_for_tests:numba_threads_wrapper\ntasks:\n  - {record_file: rec.json}\n")
-    result = launch("local", str(batch), str(tmp_path / "o.epc"))
+    result = launch("local", str(batch), str(tmp_path / "o.epc"), allowed_wrappers=("wrappers_for_tests:*",))
     assert result.exit_code == 0
     rec = json.loads((tmp_path / "rec.json").read_text())
     assert rec["config"] == 1 and rec["env"] == "1"             # the profile won inside the worker
