@@ -256,6 +256,8 @@ BAD_VALUES = [
     "workerEnv.BAD-NAME=1",
     "example.surfaces=0",
     "nameOverride=Not_A_DNS_Name",
+    "batch.allowedWrappers[0]=os.system",
+    "batch.allowedWrappers[0]=site:os.system",
     "notAValue=1",
 ]
 
@@ -285,3 +287,16 @@ def test_chart_metadata_and_notes(helm, tmp_path):
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "kubectl -n batch logs -f job/t-resqmp-launch" in notes and "dask-kubernetes-operator" in notes
     assert (CHART / "README.md").is_file()
+
+
+def test_allowed_wrappers_reach_the_profile_and_default_to_none(helm, tmp_path):
+    """The chart's allow-list is the profile's tasks.allowed_wrappers, checked by resqmp's schema;
+    empty by default: only resqpy's wrappers run (issue 9)."""
+    for mode in ("standalone", "operator"):
+        profile, _ = _job_profile(helm_template(helm, f"cluster.mode={mode}", tmp_dir=tmp_path), tmp_path)
+        assert not profile.tasks.get("allowed_wrappers")
+        objects = helm_template(helm, f"cluster.mode={mode}", "batch.allowedWrappers[0]=sitewrappers:*",
+                                "batch.allowedWrappers[1]=geo.faults:run", tmp_dir=tmp_path)
+        profile, _ = _job_profile(objects, tmp_path)
+        assert profile.tasks["allowed_wrappers"] == ["sitewrappers:*", "geo.faults:run"]
+        assert profile.tasks.get("retries") == 2          # the base profile's other task settings stay
