@@ -7,16 +7,25 @@ Each task still gets its own result record.
 A task that raises comes back as a failed record (see tasks.run_task). A group whose worker died
 is re-run by the scheduler up to `distributed.scheduler.allowed-failures` times, then each of its
 tasks is reported failed; a task that raised is re-run, alone, only when retry_on_error is set.
+
+A task past tasks.timeout comes back as a timed-out record from a worker that has stopped taking
+tasks; that worker is then killed (its nanny starts a fresh one) without waiting. Records are
+fetched as each Dask task finishes, so a killed worker never holds one the client still needs; a
+group that was only queued on it is sent again without counting as a death.
 """
 from __future__ import annotations
 
+import logging
+import queue
 import statistics
+import threading
+import time
 import uuid
 from typing import Callable
 
-from distributed import as_completed
+from resqmp.tasks import pickled, run_task
 
-from resqmp.tasks import run_task
+log = logging.getLogger(__name__)
 
 #: the most tasks `auto` puts in one Dask task
 AUTO_MAX_GROUP = 4
@@ -25,8 +34,6 @@ AUTO_TASKS_PER_WORKER = 16
 #: `auto` keeps a group shorter than this: Dask's few ms per task matter next to tasks of tens of
 #: ms, not next to seconds, and a longer group delays results and costs more when its worker dies
 AUTO_GROUP_SECONDS = 1.0
-#: the scheduler's event topic that reports workers leaving, with the tasks they held
-WORKER_EVENTS = "all"
 #: `auto` sends this many tasks alone per worker, timing them, before it sizes the groups of the
 #: rest: a worker's first task runs cold (it loads code and caches) and is not timed, the second
 #: is, and a third keeps the worker busy while the decision is made
@@ -54,14 +61,27 @@ def group_size_for(setting: int | str | None, n_tasks: int, workers: int,
     return setting
 
 
+#: the scheduler's event topic that reports workers leaving, with the tasks they held
+WORKER_EVENTS = "all"
+#: workers announce each task they start under this event topic (one for every run, so a
+#: long-lived scheduler keeps one bounded event log; messages carry the run's key prefix)
+STARTED_TOPIC = "resqmp-task-started"
+#: seconds the scheduler gives a nanny to kill a worker whose task timed out
+KILL_TIMEOUT = 30
+
+
 def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
-              timeout: float | None = None) -> list[dict]:
+              timeout: float | None = None, announce: str | None = None) -> list[dict]:
     """Run on a worker: the tasks of one group in a row; their records, in order (never raises).
 
     Stops after a task that timed out: its thread is still running and the client restarts this
-    worker, so the tasks not yet run are left for the client to send again."""
+    worker, so the tasks not yet run are left for the client to send again. With `announce` (the
+    run's key prefix), each task's start is logged as a Dask event (STARTED_TOPIC), so the client
+    can say which task runs where when a run stalls."""
     records = []
     for index, kwargs in items:
+        if announce:
+            _announce(announce, index, records[-1]["index"] if records else None)
         record = run_task(function, kwargs, index, parent_tmp_dir, timeout)
         records.append(record)
         if record.get("timed_out"):
@@ -69,17 +89,99 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
     return records
 
 
+def _announce(run: str, index: int, done: int | None) -> None:
+    """Task `index` starts here; `done`, the task before it in this group, has finished."""
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+        worker.log_event(STARTED_TOPIC, {"run": run, "index": index, "done": done, "worker": worker.address})
+    except Exception:   # noqa: BLE001 - progress news only: never fail a task for it
+        pass
+
+
 def _lost(index: int, error: BaseException) -> dict:
     name = type(error).__name__
     text = "worker died while running it" if name == "KilledWorker" else str(error)
     return {"index": index, "success": False, "epc_file": None, "uuid_list": [], "worker": None,
-            "seconds": None, "error": f"{name}: {text}"}
+            "seconds": None, "error": f"{name}: {text}", "exception": pickled(error)}
+
+
+class _Finished:
+    """Each Dask task's records, fetched as soon as it finishes (in distributed's callback thread)
+    and its future released at once. A worker restarted after a timeout then holds no result the
+    client still wants, so Dask never recomputes a finished task because of a restart."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self.outstanding = 0
+
+    def watch(self, fut, group: list[int], again: int) -> None:
+        self.outstanding += 1
+
+        def done(f) -> None:
+            try:
+                item = (f.key, group, again, f.result(), None)
+            except BaseException as e:   # noqa: BLE001 - KilledWorker, CancelledError, lost comms
+                item = (f.key, group, again, None, e)
+            f.release()
+            self._queue.put(item)
+
+        fut.add_done_callback(done)
+
+    def next(self, wait: float):
+        """(key, group, times sent again uncounted, records or None, error or None); None when
+        nothing finished in `wait` s."""
+        try:
+            item = self._queue.get(timeout=wait)
+        except queue.Empty:
+            return None
+        self.outstanding -= 1
+        return item
+
+
+class _Running:
+    """Which task runs on which worker since when (from the workers' STARTED_TOPIC events)."""
+
+    def __init__(self, run: str):
+        self.run = run
+        self._lock = threading.Lock()
+        self._since: dict[int, tuple[str, float]] = {}
+        self._done: set[int] = set()        # finished, their group's records not back yet
+
+    def started(self, event) -> None:      # distributed's event handler: (timestamp, msg)
+        msg = event[1]
+        if isinstance(msg, dict) and msg.get("run") == self.run:
+            with self._lock:
+                self._since[int(msg["index"])] = (str(msg.get("worker")), time.monotonic())
+                self._done.discard(int(msg["index"]))      # run again (its worker died)
+                if msg.get("done") is not None:      # its record comes back with the group's
+                    self._since.pop(int(msg["done"]), None)
+                    self._done.add(int(msg["done"]))
+
+    def ended(self, index: int) -> None:
+        with self._lock:
+            self._since.pop(index, None)
+            self._done.discard(index)
+
+    def left(self, worker: str) -> None:
+        with self._lock:
+            for i in [i for i, (w, _) in self._since.items() if w == worker]:
+                del self._since[i]
+
+    def snapshot(self) -> tuple[list[dict], int]:
+        """([{index, worker, seconds}] of the tasks running now, how many others have finished)."""
+        now = time.monotonic()
+        with self._lock:
+            running = [{"index": i, "worker": w, "seconds": now - t} for i, (w, t) in sorted(self._since.items())]
+            return running, len(self._done)
 
 
 def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: str,
                   on_result: Callable[[dict], None], retries: int = 0, retry_on_error: bool = False,
                   timeout: float | None = None, key_prefix: str | None = None,
-                  group_size: int | str = 1, workers: int | None = None) -> int:
+                  group_size: int | str = 1, workers: int | None = None, keep_exceptions: bool = False,
+                  stall_after: float | None = None,
+                  on_stall: Callable[[float, list[dict], int, float], None] | None = None) -> int:
     """Run every task; call on_result once per task index with its final record (with "attempts":
     how many times it was sent to a worker, and "lost_workers": the workers that left while holding
     it) as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
@@ -87,7 +189,13 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     slots connected now, at least 1): then the first
     AUTO_PROBE_PER_WORKER × workers tasks go alone, and the median seconds of those that were not
     their worker's first task size the groups of the rest. Returns the group size used for the
-    bulk of the batch."""
+    bulk of the batch.
+
+    keep_exceptions: records keep "exception" (the pickled exception of a task that raised, for
+    the Python API); otherwise it is dropped (records stay JSON data). stall_after: when no task
+    has finished for that many seconds, on_stall(idle seconds, running tasks [{index, worker,
+    seconds}], tasks not started, seconds of silence before the next call) is called; then again
+    each time the silence doubles."""
     # Unique per run: two launches on one scheduler (the external backend) must never share a key.
     key_prefix = key_prefix or f"resqmp-{uuid.uuid4().hex[:8]}"
     indexes = sorted(kwargs_by_index)
@@ -96,16 +204,23 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         workers = max(1, sum(client.nthreads().values())) if auto else 1
     size = group_size_for(group_size, len(indexes), workers)
     attempts = {i: 1 for i in indexes}
+    finished = _Finished()
+    watching = bool(stall_after and on_stall)
+    running = _Running(key_prefix)
+    if watching:
+        client.subscribe_topic(STARTED_TOPIC, running.started)
+    restarted: set[str] = set()          # workers resqmp restarted after a timeout
 
-    def submit(group: list[int]):
+    def submit(group: list[int], again: int = 0) -> None:
         attempt = max(attempts[i] for i in group)
+        key = f"{key_prefix}-{group[0]}-{group[-1]}-a{attempt}" + (f"-r{again}" if again else "")
         fut = client.submit(run_group, function, [(i, kwargs_by_index[i]) for i in group], run_dir, timeout,
-                            key=f"{key_prefix}-{group[0]}-{group[-1]}-a{attempt}", pure=False)
-        fut.resqmp_group = group
-        return fut
+                            key_prefix if watching else None, key=key, pure=False)
+        finished.watch(fut, group, again)
 
-    def submit_in_groups(part: list[int], n: int) -> list:
-        return [submit(part[k:k + n]) for k in range(0, len(part), n)]
+    def submit_in_groups(part: list[int], n: int) -> None:
+        for k in range(0, len(part), n):
+            submit(part[k:k + n])
 
     # auto with room to group: time a few tasks first (see AUTO_PROBE_PER_WORKER)
     probe_seconds: list[float] = []
@@ -122,7 +237,8 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     # Submit in task order: with streaming recombination, early indexes finishing first lets the
     # merge proceed while later tasks still run.
     # The scheduler reports every worker that leaves, with the tasks it held (it sends those again,
-    # up to allowed-failures times); remember which of this run's tasks were among them.
+    # up to allowed-failures times); remember which of this run's tasks were among them. A worker
+    # resqmp restarted after a timeout does not count: the tasks queued there had not run.
     lost: dict[str, list[str]] = {}
     lost_workers: dict[int, list[str]] = {i: [] for i in kwargs_by_index}
     resent = {i: 0 for i in kwargs_by_index}
@@ -130,26 +246,41 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     def on_event(event) -> None:
         msg = event[1]
         if isinstance(msg, dict) and msg.get("action") == "remove-worker":
+            running.left(str(msg.get("worker")))
+            if msg.get("worker") in restarted:
+                return
             for key in {*msg.get("processing-tasks", ()), *msg.get("lost-computed-tasks", ())}:
                 if isinstance(key, str) and key.startswith(key_prefix):
                     lost.setdefault(key, []).append(msg.get("worker"))
 
     client.subscribe_topic(WORKER_EVENTS, on_event)
+    submit_in_groups(indexes, size)
+    remaining = len(kwargs_by_index)
+    quiet_since, next_report = time.monotonic(), stall_after
     try:
-        pending = as_completed(submit_in_groups(indexes, size), loop=client.loop)
-        for fut in pending:
-            group = fut.resqmp_group
+        while finished.outstanding:
+            item = finished.next(wait=1.0)
+            if item is None:
+                idle = time.monotonic() - quiet_since
+                if watching and idle >= next_report:
+                    now_running, finished_early = running.snapshot()
+                    on_stall(idle, now_running, remaining - len(now_running) - finished_early, next_report * 2)
+                    next_report *= 2
+                continue
+            key, group, again, records, error = item
             given_up = False           # KilledWorker: the last worker lost was the last attempt
-            try:
-                records = fut.result()
-            except Exception as e:   # noqa: BLE001 - KilledWorker, CancelledError, communication errors
-                records = [_lost(i, e) for i in group]
-                given_up = type(e).__name__ == "KilledWorker"
-            gone = lost.pop(fut.key, [])
+            if records is None:
+                if _killed_by_our_restart(error, restarted):
+                    # an innocent bystander: queued on a worker resqmp restarted for another
+                    # task's timeout; not a death of its own, so it is sent again uncounted
+                    submit(group, again + 1)
+                    continue
+                records = [_lost(i, error) for i in group]
+                given_up = type(error).__name__ == "KilledWorker"
+            gone = lost.pop(key, [])
             for i in group:
                 lost_workers[i] += gone
                 resent[i] += max(0, len(gone) - given_up)
-            fut.release()
             if held:
                 for r in records:
                     # a task that failed without timing counts as long: no grouping on a doubtful guess
@@ -159,47 +290,69 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                         cold_seconds.append(seconds)
                     else:
                         probe_seconds.append(seconds)
-                if len(probe_seconds) >= decide_after or pending.is_empty():
+                if len(probe_seconds) >= decide_after or not finished.outstanding:
                     # cold times only when nothing else was timed (more workers than planned)
                     measured = probe_seconds or cold_seconds or [float("inf")]
                     size = group_size_for("auto", len(kwargs_by_index), workers, statistics.median(measured))
-                    pending.update(submit_in_groups(held, size))
+                    submit_in_groups(held, size)
                     held = []
             stuck = next((r for r in records if r.get("timed_out")), None)
-            if stuck is not None:
-                _restart(client, stuck.get("worker"))
+            if stuck is not None and stuck.get("worker"):
+                restarted.add(stuck["worker"])
+                running.left(stuck["worker"])
+                _restart(client, stuck["worker"])
             not_run = group[len(records):]           # after a timeout: sent again, to a fresh worker
             if not_run:
-                pending.add(submit(not_run))
+                submit(not_run)
             for result in records:
                 i = result["index"]
+                running.ended(i)
                 if result.get("error") and retry_on_error and attempts[i] <= retries:
                     attempts[i] += 1
-                    pending.add(submit([i]))         # alone: the rest of its group is done
+                    submit([i])                      # alone: the rest of its group is done
                     continue
                 # a worker that left while holding the task (job cancelled, node lost, OOM kill) made
                 # the scheduler send it again: that was an attempt too
                 result["attempts"] = attempts[i] + resent[i]
                 result["lost_workers"] = lost_workers[i]
+                if not keep_exceptions:
+                    result.pop("exception", None)
+                remaining -= 1
+                quiet_since, next_report = time.monotonic(), stall_after
                 on_result(result)
     finally:
-        client.unsubscribe_topic(WORKER_EVENTS)
+        for topic in (WORKER_EVENTS, STARTED_TOPIC) if watching else (WORKER_EVENTS,):
+            try:
+                client.unsubscribe_topic(topic)
+            except Exception:   # noqa: BLE001 - a closing client; never hide why the loop ended
+                log.debug("could not unsubscribe from %s", topic, exc_info=True)
     return size
 
 
-def _restart(client, worker: str | None) -> None:
-    """Kill the worker still running a timed-out task (its nanny starts a fresh one)."""
-    if not worker:
-        return
-    try:
-        client.restart_workers([worker], timeout=120, raise_for_error=False)
-    except Exception:   # noqa: BLE001 - the worker may already be gone
-        pass
+def _killed_by_our_restart(error: BaseException | None, restarted: set[str]) -> bool:
+    last = getattr(error, "last_worker", None) if type(error).__name__ == "KilledWorker" else None
+    return getattr(last, "address", None) in restarted
+
+
+def _restart(client, worker: str) -> None:
+    """Have the worker still running a timed-out task killed; its nanny starts a fresh one. Waits
+    for nothing: the worker already stopped taking tasks (tasks._stop_taking_tasks), so the batch
+    goes on with the other workers while it is killed and replaced."""
+    async def kill() -> None:
+        try:
+            await client.scheduler.restart_workers(workers=[worker], timeout=KILL_TIMEOUT, wait_for_workers=False,
+                                                   on_error="return", stimulus_id=f"resqmp-timeout-{time.time()}")
+        except Exception:   # noqa: BLE001 - the worker may already be gone
+            log.debug("restarting %s failed", worker, exc_info=True)
+
+    client.loop.add_callback(kill)
 
 
 def run_in_process(function, kwargs_by_index: dict[int, dict], run_dir: str,
-                   on_result: Callable[[dict], None]) -> None:
+                   on_result: Callable[[dict], None], keep_exceptions: bool = False) -> None:
     for i in sorted(kwargs_by_index):
         result = run_task(function, kwargs_by_index[i], i, run_dir)
         result["attempts"] = 1
+        if not keep_exceptions:
+            result.pop("exception", None)
         on_result(result)

@@ -53,6 +53,18 @@ class ProgressReport:
                   f"[{self.done}/{self.total} done, {self.failed} failed, {rate:.1f}/s]",
                   file=self.stream, flush=True)
 
+    def stalled(self, idle: float, running: list[dict], waiting: int, next_after: float,
+                names: list[str | None]) -> None:
+        """No task has finished for `idle` seconds: which tasks run on which worker, for how long."""
+        lines = [f"no task has finished for {idle:.0f} s (tasks.stall_after); next report after "
+                 f"{next_after:.0f} s" + ("; still running:" if running else "; none is running")]
+        for r in running:
+            lines.append(f"  task {r['index']} ({names[r['index']] or ''}) on {r['worker']} for {r['seconds']:.0f} s")
+        if waiting:
+            lines.append(f"  {waiting} task{'s' if waiting != 1 else ''} not started (waiting for a free worker)")
+        for line in lines:
+            self.info(line)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()

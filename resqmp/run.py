@@ -29,6 +29,10 @@ from resqmp.worker_env import logging_plugin, worker_environment
 
 log = logging.getLogger("resqmp")
 
+#: tasks.stall_after by default: seconds without a finished task before the launcher says which
+#: tasks run where (then again each time the silence doubles)
+STALL_AFTER = 300
+
 
 @dataclass
 class LaunchResult:
@@ -234,7 +238,9 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         summary["group_size"] = run_on_client(
             client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
             retry_on_error=bool(task_cfg.get("retry_on_error", False)), timeout=task_cfg.get("timeout"),
-            group_size=task_cfg.get("group_size", "auto"), workers=_planned_workers(scaling, cluster))
+            group_size=task_cfg.get("group_size", "auto"), workers=_planned_workers(scaling, cluster),
+            stall_after=task_cfg.get("stall_after", STALL_AFTER),
+            on_stall=lambda idle, running, waiting, nxt: report.stalled(idle, running, waiting, nxt, batch.names))
         lap("tasks")
     lap("teardown")
 

@@ -6,6 +6,7 @@ becomes a failed result with its error text, and the batch goes on.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 import time
@@ -19,6 +20,29 @@ def _where() -> str:
         return get_worker().address
     except (ImportError, ValueError):
         return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _stop_taking_tasks() -> None:
+    """This worker is about to be restarted (the only way to stop a stuck task thread): it stops
+    starting tasks now, before the timed-out record goes back, so that no other task starts here
+    only to be killed with it. (A task queued here is sent elsewhere when the worker goes.)"""
+    try:
+        from distributed import get_worker
+        from distributed.core import Status
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    applied = threading.Event()
+
+    def close_gracefully() -> None:
+        try:
+            # not `paused`: the memory monitor would resume a paused worker
+            worker.status = Status.closing_gracefully
+        finally:
+            applied.set()
+
+    worker.loop.add_callback(close_gracefully)
+    applied.wait(10)
 
 
 def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, parent_tmp_dir: str,
@@ -36,6 +60,7 @@ def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, paren
         thread.join(timeout)
         if "r" in box:
             return box["r"]
+        _stop_taking_tasks()
         return {"index": index, "success": False, "epc_file": None, "uuid_list": [], "timed_out": True,
                 "error": f"TimeoutError: still running after {timeout:g} s (tasks.timeout)",
                 "worker": _where(), "pid": os.getpid(), "seconds": round(time.perf_counter() - start, 4)}
@@ -54,8 +79,24 @@ def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, paren
         at = f" at {os.path.basename(last.filename)}:{last.lineno}" if last else ""
         record["error"] = f"{type(e).__name__}: {e}{at}"
         record["traceback"] = traceback.format_exc(limit=8)
+        record["exception"] = pickled(e)
     record["seconds"] = round(time.perf_counter() - start, 4)
     return record
+
+
+#: a task's exception larger than this when pickled travels as its text only
+MAX_PICKLED_EXCEPTION = 1 << 20
+
+
+def pickled(error: BaseException) -> bytes | None:
+    """The exception as bytes for the caller of the Python API, so that it can see its original
+    type; None when it cannot be pickled (or is huge). The record stays plain data either way: the
+    client unpickles it only if it can (a class only the workers can import is no failure)."""
+    try:
+        blob = pickle.dumps(error)
+    except Exception:   # noqa: BLE001 - unpicklable attributes, recursion...
+        return None
+    return blob if len(blob) <= MAX_PICKLED_EXCEPTION else None
 
 
 def probe(shared_dir: str, token_file: str, token: str, inputs: list[str]) -> dict:

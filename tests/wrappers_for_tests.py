@@ -89,3 +89,27 @@ def gated_find_faces(index, parent_tmp_dir, gate_file=None, **kwargs):
     while gate_file and not os.path.exists(gate_file) and time.monotonic() < deadline:
         time.sleep(0.1)
     return find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+
+
+class StubbornError(Exception):
+    """Pickles on the worker but cannot be rebuilt from its pickle (two required arguments)."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"{code}: {detail}")
+
+
+def raising_wrapper(index, parent_tmp_dir, kind="value", name=None):
+    """Raises by kind: value (ValueError), stubborn (StubbornError), unpicklable (an error holding
+    a lock); 'none' returns success False without raising."""
+    import threading
+    if kind == "value":
+        raise ValueError(f"task {index} has a bad value")
+    if kind == "stubborn":
+        raise StubbornError(7, "cannot be unpickled")
+    if kind == "unpicklable":
+        error = RuntimeError("holds a lock")
+        error.lock = threading.Lock()
+        raise error
+    if kind == "none":
+        return index, False, None, []
+    return index, True, None, []

@@ -47,6 +47,10 @@ def render(profile, worker_env: dict[str, str]) -> str:
 
 def start(profile, worker_env: dict[str, str]):
     use_worker_environment(expanded_here(worker_env))   # no shell between this process and its workers
+    # A local worker that leaves the scheduler is one its nanny restarts (after a task's timeout,
+    # a crash); LocalCluster closes it for good if it is not back within lost-worker-timeout
+    # (15 s), which a loaded machine exceeds. It gets as long as a first worker has to arrive.
+    dask.config.set({"distributed.deploy.lost-worker-timeout": f"{float(profile.scaling.get('worker_timeout', 120))}s"})
     return LocalCluster(**_cluster_kwargs(profile))
 
 
