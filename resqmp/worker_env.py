@@ -1,10 +1,22 @@
-"""The environment and logging every worker gets, set before its interpreter starts."""
+"""The environment and logging every worker gets, set before its interpreter starts.
+
+One rule on every backend for the values: `$NAME` and `${NAME}` are replaced by NAME's value in
+the environment the worker starts with (its job's, its container's; the launcher's for local
+workers), the empty string when NAME is not set there; nothing else is interpreted. Local workers
+get the values expanded by the launcher (expanded_here); job scripts export them as shell words
+that expand exactly so (shell_exports); Kubernetes pods carry the other values escaped from
+Kubernetes' own `$(VAR)` syntax and get these from a shell prefix (backends/kubernetes.py).
+"""
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from resqmp.errors import ProfileError
 
 # numba reads NUMBA_NUM_THREADS once, at import: it must be in the environment before the worker
 # interpreter starts (client.run afterwards has no effect). resqpy reads RESQPY_NUMBA_CACHE to
@@ -20,17 +32,71 @@ DEFAULTS = {
 }
 
 
+#: The one thing a worker environment value may refer to: `$NAME` or `${NAME}`.
+_REFERENCE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def references(value: str) -> list[str]:
+    """Names a value refers to with `$NAME` / `${NAME}`."""
+    return [m.group(1) or m.group(2) for m in _REFERENCE.finditer(value)]
+
+
+def expand(value: str, environ) -> str:
+    """The rule, applied here: each `$NAME` / `${NAME}` becomes NAME's value in `environ` (the empty
+    string when NAME is not set); everything else stays as written. No `$(...)`, backticks,
+    `${NAME:-default}`, `~`, globbing, quoting or escapes: those are plain text."""
+    return _REFERENCE.sub(lambda m: environ.get(m.group(1) or m.group(2), ""), value)
+
+
+def shell_word(value: str) -> str:
+    """`value` as one POSIX sh word that the shell turns into expand(value, its environment): each
+    reference double-quoted ("${NAME}": no word splitting or globbing), all other text
+    single-quoted (nothing in it interpreted)."""
+    parts, pos = [], 0
+    for m in _REFERENCE.finditer(value):
+        if m.start() > pos:
+            parts.append(shlex.quote(value[pos:m.start()]))
+        parts.append('"${%s}"' % (m.group(1) or m.group(2)))
+        pos = m.end()
+    if pos < len(value) or not parts:
+        parts.append(shlex.quote(value[pos:]))
+    return "".join(parts)
+
+
+def shell_exports(env: dict[str, str]) -> list[str]:
+    """`export NAME=word` lines that set env in a POSIX shell under the rule (see shell_word)."""
+    for name in env:
+        if not _NAME.match(name):
+            raise ValueError(f"environment variable name {name!r}: expected letters, digits and _, "
+                             f"not starting with a digit")
+    return [f"export {name}={shell_word(str(value))}" for name, value in env.items()]
+
+
+def check_references(env: dict[str, str], where: str) -> None:
+    """A value may refer to the environment the worker starts with (HOME, TMPDIR, the job's or
+    the container's variables) and to its own variable's earlier value (PATH=/opt/bin:$PATH), not
+    to another variable of this environment: whether it would see that one's new value or its old
+    one would depend on the order each backend sets them in."""
+    for name, value in env.items():
+        for ref in references(str(value)):
+            if ref != name and ref in env:
+                raise ProfileError(f"{where}: environment {name}={value!r} refers to {ref}, which the "
+                                   f"worker environment also sets; write {name}'s value out in full")
+
+
 def worker_environment(profile, expand: bool = False) -> dict[str, str]:
-    """Defaults overridden by the profile's `environment:`. With expand, $VARS are expanded here
-    (see expanded_here); otherwise they are left for the worker's shell (job scripts, pods)."""
+    """Defaults overridden by the profile's `environment:`, values unexpanded (see expand); with
+    expand=True, expanded here (see expanded_here)."""
     env = {**DEFAULTS, **profile.environment}
+    check_references(env, f"profile {profile.source}")
     return expanded_here(env) if expand else env
 
 
 def expanded_here(env: dict[str, str]) -> dict[str, str]:
-    """$VARS and ~ expanded in this process: for workers started with no shell in between (local
-    workers, a warm-up run here)."""
-    return {k: os.path.expanduser(os.path.expandvars(v)) for k, v in env.items()}
+    """The rule applied in this process (see expand), for workers started with no shell in between
+    (local workers, a warm-up run here): this process's environment is theirs."""
+    return {k: expand(v, os.environ) for k, v in env.items()}
 
 
 class LoggingPlugin(WorkerPlugin):

@@ -54,9 +54,9 @@ def test_packaged_profile_renders_directives_env_prologue_and_tls_worker(backend
     exports = [i for i, ln in enumerate(lines) if ln.startswith("export ")]
     worker = next(i for i, ln in enumerate(lines) if "distributed.cli.dask_worker" in ln)
     assert exports and max(exports) < worker
-    assert 'export NUMBA_NUM_THREADS="1"' in lines
-    assert 'export HDF5_USE_FILE_LOCKING="FALSE"' in lines
-    assert 'export NUMBA_CACHE_DIR="${HOME}/.cache/resqmp/numba"' in lines   # expanded by the worker's shell
+    assert 'export NUMBA_NUM_THREADS=1' in lines
+    assert 'export HDF5_USE_FILE_LOCKING=FALSE' in lines
+    assert 'export NUMBA_CACHE_DIR="${HOME}"/.cache/resqmp/numba' in lines   # expanded by the worker's shell
     # every directive comes before the first command (schedulers stop reading at the first command)
     assert max(i for i, ln in enumerate(lines) if ln.startswith(DIRECTIVE[backend] + " ")) < min(exports)
     cmd = worker_line(script)
@@ -100,11 +100,11 @@ def test_profile_prologue_follows_the_worker_environment_and_may_override_it(bac
         """))
     script = render(prof)
     lines = script.splitlines()
-    numba = lines.index('export NUMBA_NUM_THREADS="1"')
+    numba = lines.index('export NUMBA_NUM_THREADS=1')
     module = lines.index("module load python/3.11")
     assert numba < module < lines.index("source /apps/venv/bin/activate")
-    assert 'export NUMBA_CACHE_DIR="/shared/$USER/numba"' in lines          # not expanded on the client
-    assert 'export ODD="a \\"quoted\\" \\`tick\\` \\\\ value"' in lines
+    assert 'export NUMBA_CACHE_DIR=/shared/"${USER}"/numba' in lines          # not expanded on the client
+    assert "export ODD='a \"quoted\" `tick` \\ value'" in lines               # single-quoted: nothing interpreted
     assert f"{DIRECTIVE[backend]} --extra-site-directive" in lines
     assert worker_line(script).startswith(
         "apptainer exec --bind /shared /shared/resqmp.sif python -m distributed.cli.dask_worker tls://")
@@ -266,7 +266,7 @@ def test_every_shipped_profile_and_template_renders(path):
     script = backend_for(p.backend).render(p, worker_environment(p, expand=p.backend == "local"))
     assert script.strip()
     if p.backend in SCHEDULERS:
-        assert 'export NUMBA_NUM_THREADS="1"' in script.splitlines()
+        assert 'export NUMBA_NUM_THREADS=1' in script.splitlines()
         assert "--tls-cert " in script and " tls://" in script
 
 

@@ -113,3 +113,11 @@ def raising_wrapper(index, parent_tmp_dir, kind="value", name=None):
     if kind == "none":
         return index, False, None, []
     return index, True, None, []
+
+
+def env_wrapper(index, parent_tmp_dir, record_file, names, name=None):
+    """Records the worker's values of `names` (null when unset) and its HOME."""
+    with open(record_file, "w") as f:
+        json.dump({"env": {n: os.environ.get(n) for n in names}, "HOME": os.path.expanduser("~"),
+                   "pid": os.getpid()}, f)
+    return index, True, None, []

@@ -16,6 +16,8 @@ import re
 
 import yaml
 
+from resqmp.worker_env import shell_exports
+
 _OPTIONS = {
     "address",         # tcp://host:8786 (tls:// with `security`); $VARS are expanded
     "security",        # {tls_ca_file, tls_client_cert, tls_client_key, require_encryption}
@@ -63,6 +65,8 @@ def render(profile, worker_env: dict[str, str]) -> str:
         "scheduler address": addr,
         "security": profile.cluster.get("security") or None,
         "worker environment (must be set where the workers are started; resqmp does not start them)": worker_env,
+        # the same, ready for the shell that starts them: $NAME / ${NAME} expand, nothing else
+        "as sh exports": shell_exports(worker_env),
     }
     return yaml.safe_dump(doc, sort_keys=False)
 

@@ -4,8 +4,9 @@ The scheduler runs in the launching process (a login node, or a batch job of its
 hpc-templates/); every worker is one batch job whose script dask-jobqueue writes. resqmp adds:
 
 * the worker environment (NUMBA_NUM_THREADS=1, ...) as `export` lines at the top of the job script
-  prologue, so it is set before the worker interpreter starts and numba is imported; the profile's
-  own prologue lines (module load, venv activation) follow and may override it;
+  prologue, so it is set before the worker interpreter starts and numba is imported; only $NAME /
+  ${NAME} expand there (worker_env.shell_word); the profile's own prologue lines (module load,
+  venv activation) follow and may override it;
 * TLS on by default: a temporary certificate and key written to a fresh owner-only folder under
   storage.shared_directory (the workers read them from there), removed when the cluster closes;
 * the dashboard off and the scheduler's HTTP endpoint reduced to /health on loopback, unless the
@@ -40,6 +41,7 @@ from distributed.deploy.spec import ProcessInterface
 from distributed.security import Security
 
 from resqmp.errors import ClusterError, ProfileError
+from resqmp.worker_env import shell_exports
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +207,6 @@ def _tls_base(profile) -> str:
     return _expand(str(configured)) if configured else _shared_dir(profile)
 
 
-def _dq(value: str) -> str:
-    """Double-quoted for the worker's shell: $VARS are expanded there, not on the client."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`") + '"'
-
-
 def _as_list(value: Any, key: str) -> list:
     if value is None:
         return []
@@ -260,7 +257,8 @@ def _kwargs(profile, worker_env: dict[str, str], tls_dir: str | None) -> dict[st
     shared = _shared_dir(profile)
     kw["shared_temp_directory"] = _tls_base(profile)
 
-    exports = [f"export {name}={_dq(str(value))}" for name, value in worker_env.items()]
+    # $NAME / ${NAME} expand in the job's shell, nothing else does (worker_env.shell_exports)
+    exports = shell_exports(worker_env)
     kw["job_script_prologue"] = exports + _as_list(kw.get("job_script_prologue"), "job_script_prologue")
 
     extra = [str(a) for a in _as_list(kw.get("worker_extra_args"), "worker_extra_args")]

@@ -2,7 +2,8 @@
 
 The cluster spec starts from dask_kubernetes' `make_cluster_spec` and is then adapted for resqpy
 work: the worker environment as pod env (set before the worker interpreter starts, so numba
-sees NUMBA_NUM_THREADS; `client.run` afterwards has no effect), the shared volume (PVC) mounted on
+sees NUMBA_NUM_THREADS; `client.run` afterwards has no effect; values with $NAME references
+through a shell prefix, see container_environment), the shared volume (PVC) mounted on
 scheduler and workers, an emptyDir at /tmp (the root filesystem is read-only), a restricted
 security context, and `dask scheduler` / `dask worker` commands (distributed no longer ships
 the `dask-scheduler` / `dask-worker` scripts that make_cluster_spec names).
@@ -20,6 +21,9 @@ import uuid as _uuid
 from typing import Any
 
 import yaml
+
+from resqmp.errors import ProfileError
+from resqmp.worker_env import check_references, references, shell_exports
 
 # Options of dask_kubernetes.operator.KubeCluster / make_cluster_spec that resqmp passes on.
 KUBECLUSTER_OPTIONS = {
@@ -87,24 +91,36 @@ def cluster_name(template: str | None, uid: str | None = None) -> str:
     return name
 
 
-def _env_list(env: dict[str, str]) -> list[dict[str, str]]:
-    return [{"name": k, "value": str(v)} for k, v in env.items()]
-
-
-def _k8s_env_value(value: str) -> str:
-    """`${VAR}` / `$VAR` (shell syntax used in profiles) -> `$(VAR)` (Kubernetes env syntax)."""
-    value = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", r"$(\1)", value)
-    return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", r"$(\1)", value)
-
-
 def pod_environment(profile, worker_env: dict[str, str]) -> dict[str, str]:
-    """Worker environment + `cluster.env`, in Kubernetes syntax."""
+    """Worker environment + `cluster.env`: what the pods' processes must see, unexpanded (the
+    rule of worker_env: only $NAME / ${NAME} expand, in the container)."""
     env = dict(worker_env)
     extra = profile.cluster.get("env") or {}
     if isinstance(extra, list):
         extra = {item["name"]: item.get("value", "") for item in extra}
     env.update({k: str(v) for k, v in extra.items()})
-    return {k: _k8s_env_value(v) for k, v in env.items()}
+    check_references(env, f"profile {profile.source}")
+    return env
+
+
+def container_environment(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(pod env, args prefix) that give a container `env` under worker_env's rule.
+
+    Kubernetes has its own syntax in env values: `$(VAR)` expands to a variable defined earlier
+    in the pod spec (others stay as written) and `$$` is a `$`. So every value without a
+    reference goes into the pod env with each `$` doubled: Kubernetes interprets nothing in it.
+    The values with references are exported by a `sh -c` prefix of the container's args (after the
+    image entrypoint, before the Dask process), where they expand as in a job script: to the
+    container's own variables (HOME, the image's), the empty string when unset."""
+    literal = {k: v.replace("$", "$$") for k, v in env.items() if not references(v)}
+    referring = {k: v for k, v in env.items() if references(v)}
+    if not referring:
+        return literal, []
+    try:
+        exports = shell_exports(referring)
+    except ValueError as e:
+        raise ProfileError(f"cluster.env: {e}") from None
+    return literal, ["sh", "-c", "; ".join(exports) + '; exec "$@"', "resqmp-env"]
 
 
 def _volumes(cfg: dict) -> tuple[list[dict], list[dict]]:
@@ -178,7 +194,7 @@ def cluster_spec(profile, worker_env: dict[str, str], name: str | None = None) -
     cfg = profile.cluster
     name = name or cluster_name(cfg.get("name"))
     image = cfg.get("image") or DEFAULT_IMAGE
-    env = pod_environment(profile, worker_env)
+    env, args_prefix = container_environment(pod_environment(profile, worker_env))
     worker_command = cfg.get("worker_command") or "dask worker --nthreads 1"
     if isinstance(worker_command, str):
         worker_command = worker_command.split()
@@ -213,6 +229,9 @@ def cluster_spec(profile, worker_env: dict[str, str], name: str | None = None) -
     # extra args last, so they may also override make_worker_spec's (e.g. --dashboard-address)
     worker["spec"]["containers"][0]["args"] += [str(a) for a in cfg.get("worker_extra_args") or []]
     _adapt_pod(worker["spec"], cfg, volumes, mounts, cfg.get("resources"))
+    for part in (scheduler, worker):
+        for c in part["spec"]["containers"]:
+            c["args"] = args_prefix + c["args"]
     return spec
 
 

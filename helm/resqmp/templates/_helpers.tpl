@@ -94,11 +94,50 @@ capabilities:
   drop: ["ALL"]
 {{- end }}
 
-{{/* The worker environment (resqmp.worker_env defaults + image numba cache) and extra env. */}}
+{{/*
+The worker environment (resqmp.worker_env defaults + image numba cache) and extra env, under
+resqmp's rule: $NAME / ${NAME} expand to the container's own variable (empty when unset), nothing
+else is interpreted. Pod env holds the values without references, each $ doubled so that
+Kubernetes' own $(VAR) syntax interprets nothing; resqmp.envArgs exports the others.
+*/}}
 {{- define "resqmp.env" -}}
 {{- range $k, $v := merge (deepCopy .Values.env) .Values.workerEnv }}
+{{- if not (regexMatch "\\$(\\{[A-Za-z_][A-Za-z0-9_]*\\}|[A-Za-z_])" (toString $v)) }}
 - name: {{ $k }}
-  value: {{ $v | toString | quote }}
+  value: {{ toString $v | replace "$" "$$" | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Args prefix of a container with resqmp.env: `sh -c 'export NAME=WORD...; exec "$@"'` for the
+values with $NAME / ${NAME} references, each WORD single-quoted but for "${NAME}" (no splitting,
+globbing, $(...) or backticks). Runs after the image entrypoint, before the container's process.
+A value referring to another variable of this environment is refused, as resqmp does.
+*/}}
+{{- define "resqmp.envArgs" -}}
+{{- $env := merge (deepCopy .Values.env) .Values.workerEnv }}
+{{- $exports := list }}
+{{- range $k, $v := $env }}
+{{- $s := toString $v }}
+{{- $refs := regexFindAll "\\$(\\{[A-Za-z_][A-Za-z0-9_]*\\}|[A-Za-z_][A-Za-z0-9_]*)" $s -1 }}
+{{- range $refs }}
+{{- $ref := trimPrefix "$" . | trimPrefix "{" | trimSuffix "}" }}
+{{- if and (ne $ref $k) (hasKey $env $ref) }}
+{{- fail (printf "env %s=%q refers to %s, which workerEnv/env also sets: write %s's value out in full" $k $s $ref $k) }}
+{{- end }}
+{{- end }}
+{{- if $refs }}
+{{- $quoted := printf "'%s'" (replace "'" "'\"'\"'" $s) }}
+{{- $word := regexReplaceAll "\\$\\{([A-Za-z_][A-Za-z0-9_]*)\\}|\\$([A-Za-z_][A-Za-z0-9_]*)" $quoted "'\"$${${1}${2}}\"'" }}
+{{- $exports = append $exports (printf "export %s=%s" $k $word) }}
+{{- end }}
+{{- end }}
+{{- if $exports }}
+- sh
+- -c
+- {{ printf "%s; exec \"$@\"" (join "; " $exports) | toJson }}
+- resqmp-env
 {{- end }}
 {{- end }}
 
