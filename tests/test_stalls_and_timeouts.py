@@ -108,3 +108,26 @@ def test_a_stopped_worker_is_reported_with_its_tasks(tmp_path):
     nexts = [r["next"] for r in reports]
     assert nexts[0] == 4 and all(b == 2 * a for a, b in zip(nexts, nexts[1:])), nexts   # 2 s, then 4, 8...
     assert wait_until_gone(marker) == []
+
+
+def test_a_stall_report_lists_the_task_running_now_within_its_group(tmp_path):
+    """Three tasks in one Dask task: while the second runs, the first is done though its record
+    comes back only with the group's; the report lists the second alone, on the group's worker."""
+    from distributed import Client, LocalCluster
+
+    from resqmp.execute import run_on_client
+    log_dir = tmp_path / "calls"
+    log_dir.mkdir()
+    by_index = {i: {"log_dir": str(log_dir), "seconds": s} for i, s in enumerate([0.05, 4, 0.05])}
+    stalls, records = [], []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as c, \
+            Client(c, set_as_default=False) as client:
+        run_on_client(client, "wrappers_for_tests:logged_wrapper", by_index, str(tmp_path), records.append,
+                      group_size=3, stall_after=1,
+                      on_stall=lambda idle, running, waiting, nxt: stalls.append((running, waiting, nxt)))
+    assert [r["index"] for r in records] == [0, 1, 2] and all(r["success"] for r in records)
+    assert stalls, "no stall report while task 1 ran for 4 s"
+    running, waiting, nxt = stalls[0]
+    assert [r["index"] for r in running] == [1] and waiting == 1 and nxt == 2
+    assert running[0]["worker"] == records[1]["worker"]
+    assert [s[2] for s in stalls] == [2 ** k for k in range(1, len(stalls) + 1)]
