@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import BIN, TESTS
+from conftest import ALLOW_TEST_WRAPPERS, BIN, TESTS
 from proc_watch import wait_for
 
 LINK = re.compile(r"dashboard: (https?://\S+/status)")
@@ -40,7 +40,7 @@ class Launch:
 
     def __init__(self, *args: str, env: dict | None = None):
         full_env = {**os.environ, **(env or {}), "PYTHONPATH": str(TESTS)}
-        self.proc = subprocess.Popen([str(BIN / "resqmp"), "launch", *map(str, args)], text=True,
+        self.proc = subprocess.Popen([str(BIN / "resqmp"), "launch", *map(str, args), *ALLOW_TEST_WRAPPERS], text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
                                      start_new_session=True)
         self.lines: list[str] = []

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ALLOW_TEST_WRAPPERS
 from hpc_fixtures import *  # noqa: F403 - fixtures and helpers
 from resqmp.errors import ExitCode
 
@@ -80,7 +81,7 @@ def start_launch(profile, batch, output, *extra) -> subprocess.Popen:
     """`resqmp launch` in the background, as launch() runs it, with this cluster's SLURM_CONF."""
     env = {**os.environ, **MN_ENV, "PYTHONPATH": str(TESTS)}
     return subprocess.Popen([str(BIN / "resqmp"), "launch", "--profile", str(profile), "--batch", str(batch),
-                             "--output", str(output), *map(str, extra)],
+                             "--output", str(output), *map(str, extra), *ALLOW_TEST_WRAPPERS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
