@@ -134,7 +134,9 @@ def resolve_wrapper(ref: str, allowed: tuple[str, ...] | list[str] = ()) -> tupl
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise BatchError(f"wrapper {ref!r}: cannot import module {module_name!r} ({e})") from None
+        missing = isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]
+        hint = "; if it is your own code, ship it with --upload PATH (its .py file or package folder)" if missing else ""
+        raise BatchError(f"wrapper {ref!r}: cannot import module {module_name!r} ({e}){hint}") from None
     function = getattr(module, attr, None)
     if function is None:
         raise BatchError(f"wrapper {ref!r}: module {module_name!r} has no function {attr!r}")

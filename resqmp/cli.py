@@ -110,9 +110,13 @@ def _already_stopping(signum, frame):
               callback=lambda ctx, param, values: _allow_entries(values),
               help="Let the batch run this function besides resqpy's wrappers (MODULE:* for every "
                    "function defined in MODULE); repeatable. Adds to the profile's tasks.allowed_wrappers.")
+@click.option("--upload", "uploads", multiple=True, metavar="PATH",
+              help="Your own code for the workers: a .py file or a package folder, shipped to every worker "
+                   "(also those joining later) before any task; repeatable. Adds to the profile's tasks.upload. "
+                   "The wrapper must still be allowed to run.")
 @handle_errors
 def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task_files, overwrite, performance_report,
-           allowed_wrappers):
+           allowed_wrappers, uploads):
     """Provision a cluster from PROFILE, run every task of BATCH, write the recombined EPC at OUTPUT.
 
     A JSON run report is written beside the output (out.report.json). Running the same command
@@ -123,7 +127,7 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
         signal.signal(sig, _interrupt)
     result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
                        keep_task_files=keep_task_files, overwrite=overwrite,
-                       performance_report=performance_report, allowed_wrappers=allowed_wrappers)
+                       performance_report=performance_report, allowed_wrappers=allowed_wrappers, uploads=uploads)
     resumed = f", {result.resumed} resumed" if result.resumed else ""
     click.echo(f"resqmp: {result.succeeded} succeeded, {result.failed} failed{resumed}")
     if result.partial:

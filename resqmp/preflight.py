@@ -312,3 +312,33 @@ def check_workers_see(client, shared_dir: Path, inputs: list[str], planned: int 
         raise ClusterError(f"input {missing[0]['missing_inputs'][0]}: not visible from "
                            + ", ".join(where(r) for r in missing) + "; inputs must be on storage the workers share")
     return {**results[0], "hosts": sorted(r["host"] for r in results)}
+
+
+def check_wrapper_on_workers(client, wrapper: str, plugin: str | None = None,
+                             uploaded: dict[str, str] | None = None, timeout: float = 300) -> list[dict]:
+    """Every worker connected now imports the batch's wrapper, from this run's upload where its
+    module was uploaded (tasks.upload / --upload). Fails naming the worker and the import error:
+    the classic failure is a module beside the batch that a worker started elsewhere cannot see."""
+    from distributed import wait
+    from resqmp.upload import wrapper_imports_here
+    workers = list(client.scheduler_info()["workers"])
+    futures = [client.submit(wrapper_imports_here, wrapper, plugin, uploaded or {}, workers=[w],
+                             allow_other_workers=False, pure=False) for w in workers]
+    try:
+        wait(futures, timeout=timeout)
+    except TimeoutError:
+        still = set(client.scheduler_info()["workers"])
+        silent = [w for w, f in zip(workers, futures) if not f.done() and w in still]
+        if silent:
+            raise ClusterError(f"wrapper {wrapper}: worker {silent[0]} did not answer the import check "
+                               f"within {timeout:.0f} s") from None
+    results = [f.result() for f in futures if f.done()]      # a worker that left meanwhile is skipped
+    for f in futures:
+        f.release()
+    for result in results:
+        if result["error"]:
+            where = f"worker {result['worker']} on host {result['host']}"
+            hint = "" if (uploaded and wrapper.partition(":")[0].split(".")[0] in uploaded) else \
+                "; if it is your own code, ship it to the workers with --upload PATH or the profile's tasks.upload"
+            raise ClusterError(f"wrapper {wrapper}: does not import on {where}: {result['error']}{hint}")
+    return results

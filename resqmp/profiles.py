@@ -200,6 +200,15 @@ def _validate(data: dict, where: str, require_backend: bool) -> None:
         raise ProfileError(f"profile {where}: {describe_schema_error(errors[0])}")
 
 
+def _anchor_uploads(data: dict, folder: Path) -> None:
+    """tasks.upload paths ($VARS and ~ expanded) that are relative are relative to the folder of
+    the profile file that names them, wherever resqmp is run from (merging forgets the file)."""
+    entries = (data.get("tasks") or {}).get("upload")
+    if entries:
+        data["tasks"]["upload"] = [os.path.normpath(folder / os.path.expanduser(os.path.expandvars(e)))
+                                  for e in entries]
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     """Mappings merge key by key; everything else (lists, scalars) is replaced."""
     out = copy.deepcopy(base)
@@ -252,6 +261,7 @@ def load(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
             raise ProfileError(f"profile {top}: extends cycle: {cycle}")
         data = _read(path)
         _validate(data, str(path), require_backend=False)
+        _anchor_uploads(data, path.parent)
         chain.append(path)
         layers.append(data)
         parent = data.get("extends")

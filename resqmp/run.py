@@ -16,7 +16,7 @@ import dask
 
 from resqmp import batch as batch_mod
 from resqmp import dashboard as dashboard_mod
-from resqmp import perf_report, preflight, profiles
+from resqmp import perf_report, preflight, profiles, upload
 from resqmp.backends import backend_for
 from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, ResqmpError
 from resqmp.execute import run_on_client
@@ -54,9 +54,11 @@ def run_directory(shared: Path, output: Path) -> Path:
 def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str, ...] = (),
            workers: int | None = None, fresh: bool = False, keep_task_files: bool | None = None,
            progress: ProgressReport | None = None, overwrite: bool = False,
-           performance_report: str | None = None, allowed_wrappers: tuple[str, ...] = ()) -> LaunchResult:
+           performance_report: str | None = None, allowed_wrappers: tuple[str, ...] = (),
+           uploads: tuple[str, ...] = ()) -> LaunchResult:
     """allowed_wrappers: what the batch may run besides resqpy's wrappers, added to the profile's
-    tasks.allowed_wrappers (see batch.resolve_wrapper)."""
+    tasks.allowed_wrappers (see batch.resolve_wrapper). uploads: --upload paths, shipped to every
+    worker with the profile's tasks.upload."""
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     # Everything that can be checked before provisioning is checked first.
@@ -67,7 +69,10 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     out = Path(output).expanduser().resolve()
     preflight.check_output(out)
     perf = perf_report.target(performance_report, tuple(written_files(out).values()))
-    batch = batch_mod.load(batch_path, allowed_wrappers=(*profile.tasks.get("allowed_wrappers", ()), *allowed_wrappers))
+    code = upload.collect(profile, uploads)         # read and checked before any cluster starts
+    with upload.importable_here(code):               # the launcher checks the wrapper's signature
+        batch = batch_mod.load(batch_path, allowed_wrappers=(*profile.tasks.get("allowed_wrappers", ()),
+                                                             *allowed_wrappers))
     shared = preflight.shared_directory(profile, out)
     run_dir = run_directory(shared, out)
     # OUT's files never land on an input; files resqmp did not write are replaced only with --overwrite
@@ -77,13 +82,13 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     journal = Journal(out, batch.digest, run_dir, len(batch.tasks), fresh=fresh)   # locks OUT
     try:
         return _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh,
-                              keep_task_files, progress, started, t0, overwrite, previous, perf)
+                              keep_task_files, progress, started, t0, overwrite, previous, perf, code=code)
     finally:
         journal.close()
 
 
 def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh, keep_task_files,
-                   progress, started, t0, overwrite=False, previous=None, perf=None) -> LaunchResult:
+                   progress, started, t0, overwrite=False, previous=None, perf=None, code=()) -> LaunchResult:
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
     remove_stale_staging(out)     # left by a launcher that was killed; ours: we hold OUT's journal lock
@@ -96,7 +101,8 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
         report.info(f"resuming: {len(results)} of {len(batch.tasks)} tasks already done ({journal.path})")
     summary = {"output": str(out), "batch": str(batch.path), "wrapper": batch.wrapper,
                "profile": profile.name, "profile_source": str(profile.source), "backend": profile.backend,
-               "started": started.isoformat(), "task_directory": str(run_dir)}
+               "started": started.isoformat(), "task_directory": str(run_dir),
+               "uploads": [u.summary() for u in code]}
     if perf:
         summary["performance_report"] = None       # set once written (nothing to run: none)
     recombiner = None
@@ -121,7 +127,8 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
 
         if todo:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary, perf)
+            _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary, perf,
+                            code)
         elif perf:
             report.info(f"nothing left to run: no performance report written at {perf}")
         complete = len(results) == len(batch.tasks) and all(r["success"] for r in results.values())
@@ -179,7 +186,7 @@ def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool)
 
 
 def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary,
-                    perf=None) -> None:
+                    perf=None, code=()) -> None:
     from distributed import Client
     scaling = profile.scaling
     task_cfg = profile.tasks
@@ -216,6 +223,9 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         for line in about[1:]:
             report.info(line)
         client.register_plugin(logging_plugin(profile), name="resqmp-logging")
+        # tasks.upload / --upload: on every worker, also those joining later, before any task
+        shipment = upload.ship(client, list(code), workers_outlive_run=isinstance(cluster, str))
+        stack.callback(shipment.withdraw)
         # everything from here on, warm-up and every task, is in the report (exits before the client)
         stack.enter_context(perf_report.recorded(perf, summary, report.info))
         if not isinstance(cluster, str):
@@ -229,6 +239,7 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         _wait_for_first_worker(client, cluster, backend, float(scaling.get("worker_timeout", 300)), profile)
         seen = preflight.check_workers_see(client, shared, batch.input_paths(), planned=len(getattr(cluster, "plan", ())),
                                            timeout=float(scaling.get("worker_timeout", 300)))
+        preflight.check_wrapper_on_workers(client, batch.wrapper, shipment.plugin, shipment.digests)
         summary["first_worker"] = seen["worker"]
         lap("first_worker")
         summary["numba_warm"] = _warm_first_worker(client, seen["worker"], batch.wrapper)
