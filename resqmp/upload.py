@@ -320,12 +320,41 @@ class CodeUpload(WorkerPlugin):
                 _release(name, holder)
             message = f"worker {worker.address} (host {socket.gethostname()}): {e}"
             _FAILED[self.name] = message
+            # A worker joining later fails here after preflight: its tasks must fail too, never
+            # import another module of that name (one this upload would have shadowed).
+            _block([n for n, _, _ in self.uploads if n not in _ACTIVE], self.name, message)
             raise UploadRefused(message) from None
 
     def teardown(self, worker):
         _FAILED.pop(self.name, None)
+        _unblock(self.name)
         for name, _, _ in self.uploads:
             _release(name, (self.name, worker.address))
+
+
+class _Blocked(importlib.abc.MetaPathFinder):
+    """First on sys.meta_path of a worker that refused an upload: importing those names fails
+    with the reason instead of finding something else."""
+
+    def __init__(self, names: list[str], plugin: str, reason: str):
+        self.names, self.plugin, self.reason = set(names), plugin, reason
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"the upload of {fullname.split('.')[0]} was refused on this worker: "
+                                      f"{self.reason}", name=fullname)
+        return None
+
+
+def _block(names: list[str], plugin: str, reason: str) -> None:
+    if names:
+        for name in names:
+            _forget(name)
+        sys.meta_path.insert(0, _Blocked(names, plugin, reason))
+
+
+def _unblock(plugin: str) -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not (isinstance(f, _Blocked) and f.plugin == plugin)]
 
 
 def _install(local_directory: str, name: str, digest: str, files, holder) -> None:

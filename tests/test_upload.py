@@ -208,7 +208,7 @@ def external(tmp_path):
     from distributed import Client, LocalCluster
     shared = tmp_path / "shared"
     shared.mkdir()
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         profile = tmp_path / "external.yaml"
         profile.write_text(yaml.safe_dump({
@@ -225,6 +225,14 @@ def _worker_state(dask_worker=None):
             "path": [p for p in sys.path if upload.WORKER_FOLDER in p],
             "files": sorted(os.listdir(folder)) if os.path.isdir(folder) else [],
             "active": sorted(upload._ACTIVE)}
+
+
+def _executed_here(dask_worker=None) -> int:
+    return dask_worker.state.executed_count
+
+
+def _executed(client, workers) -> int:
+    return sum(client.run(_executed_here, workers=list(workers)).values())
 
 
 def _clients(dask_scheduler=None) -> list[str]:
@@ -322,7 +330,7 @@ def test_an_upload_that_would_shadow_a_module_on_the_workers_is_refused_there(ex
     batch = write_project(project, example)
     sys.path.insert(0, str(theirs))          # worker processes start with the parent's sys.path
     try:
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster:
             profile = tmp_path / "external.yaml"
             profile.write_text(yaml.safe_dump({
                 "extends": "external", "cluster": {"address": cluster.scheduler_address},
@@ -358,3 +366,50 @@ def test_a_wrapper_that_does_not_import_on_the_workers_fails_preflight_naming_th
     assert "No module named 'launcher_only_helper'" in line, line
     assert not (project / "marks").exists()       # no task ran
     assert not out.exists()
+
+
+def test_a_late_worker_that_refuses_the_upload_fails_its_tasks_instead_of_running_another_module(
+        example, tmp_path, elsewhere, external):
+    """A worker joins after preflight, and on it the upload would shadow another my_wrappers (one
+    whose find_faces_ijk would "succeed"): its tasks fail, naming the refusal; none runs the
+    other module."""
+    profile, client = external
+    theirs = tmp_path / "worker-site"
+    theirs.mkdir()
+    (theirs / "my_wrappers.py").write_text(
+        "def find_faces_ijk(index, parent_tmp_dir, **kwargs):\n"
+        "    open(kwargs['log_dir'] + '/IMPOSTOR-' + str(index), 'w').close()\n"
+        "    return index, True, None, []\n")
+    project = tmp_path / "project"
+    hold = tmp_path / "release"
+    batch = write_project(project, example, hold_file=str(hold))
+    run = _start(["--profile", profile, "--batch", batch, "--output", tmp_path / "out.epc",
+                  "--upload", project / "my_wrappers.py", "--set", "tasks.group_size=1"], elsewhere)
+    cluster = client.cluster
+    try:
+        # the first task runs (held) on the first worker: preflight is over
+        assert wait_until(lambda: markers(project) or run.poll() is not None, 240) and run.poll() is None
+        sys.path.insert(0, str(theirs))      # the next worker process starts with this sys.path
+        try:
+            cluster.scale(2)
+            client.wait_for_workers(2, timeout=120)
+        finally:
+            sys.path.remove(str(theirs))
+        late = set(client.scheduler_info()["workers"]) - {markers(project)[0]["worker"]}
+        # the late worker takes queued tasks while the first is held; then release the first
+        assert wait_until(lambda: _executed(client, late) >= 1, 120), client.run(_executed_here)
+        hold.touch()
+        stdout, stderr = run.communicate(timeout=300)
+    finally:
+        hold.touch()
+        if run.poll() is None:
+            run.kill()
+    report = _report(tmp_path / "out.epc")
+    on_late = [t for t in report["tasks"] if t["worker"] in late]
+    assert on_late, report["tasks"]                           # the late worker did take tasks
+    for task in on_late:
+        assert not task["success"], task
+        assert "the upload of my_wrappers was refused on this worker" in task["error"], task
+        assert "would shadow the module at" in task["error"], task
+    assert not list((project / "marks").glob("IMPOSTOR-*"))
+    assert run.returncode == ExitCode.TASKS_FAILED, stderr
