@@ -18,15 +18,17 @@ import yaml
 from conftest import BIN, TESTS, run_resqmp
 from hpc_fixtures import wait_until
 from resqmp.errors import ExitCode
-from user_project import markers, module_source, write_project
+from user_project import ALLOW_USER_WRAPPERS, markers, module_source, write_project
 
 pytestmark = pytest.mark.timeout(600)
 
 UPLOAD_FOLDER = f"{os.sep}resqmp-upload{os.sep}"
 
 
-def launch(*args, cwd, check=None, env=None):
-    return run_resqmp("launch", *map(str, args), cwd=cwd, check=check, env=env)
+def launch(*args, cwd, check=None, env=None, allow=True):
+    """`resqmp launch ARGS`, the user's wrappers allowed unless allow=False."""
+    return run_resqmp("launch", *map(str, args), *(ALLOW_USER_WRAPPERS if allow else ()), cwd=cwd, check=check,
+                      env=env)
 
 
 def _report(output: Path) -> dict:
@@ -73,6 +75,23 @@ def test_a_module_beside_the_batch_runs_on_the_workers_when_uploaded(example, tm
         assert UPLOAD_FOLDER in record["file"] and record["file"].endswith("/my_wrappers.py"), record
         assert not record["file"].startswith(str(project))
     assert {r["worker"] for r in ran} == {t["worker"] for t in report["tasks"]}
+
+
+def test_an_uploaded_wrapper_must_still_be_allowed(example, tmp_path, elsewhere):
+    """Uploading code ships it; it does not let a batch run it: exit 5 saying how to allow it,
+    before any cluster starts and before the module is imported (it would leave a marker)."""
+    project = tmp_path / "project"
+    batch = write_project(project, example, module=module_source(
+        extra="EXTRA = open(os.path.join(os.path.dirname(__file__), 'imported'), 'w').close()", imports="import os"))
+    out = tmp_path / "out" / "faults.epc"
+    out.parent.mkdir()
+    proc = launch("--profile", "local", "--batch", batch, "--output", out, "--upload", project / "my_wrappers.py",
+                  cwd=elsewhere, allow=False)
+    assert proc.returncode == ExitCode.BATCH, proc.stderr
+    line = _error_line(proc)
+    assert "my_wrappers:find_faces_ijk" in line and "--allow-wrapper" in line, line
+    assert not (project / "imported").exists()
+    _assert_nothing_started(proc, out.parent)
 
 
 def _write_package(folder: Path) -> Path:
@@ -263,7 +282,7 @@ def test_a_module_changed_between_runs_on_the_same_workers_runs_its_new_version(
 
 def _start(args, cwd) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    return subprocess.Popen([str(BIN / "resqmp"), "launch", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.Popen([str(BIN / "resqmp"), "launch", *map(str, args), *ALLOW_USER_WRAPPERS], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -104,7 +104,7 @@ def test_standalone_chart_workers_run_a_module_from_a_configmap(resqmp_image, he
         "cluster": {"mode": "standalone", "address": f"tcp://127.0.0.1:{port}", "schedulerPort": port,
                     "schedulerDashboardPort": _free_port(), "workers": 1, "workerProcesses": 2,
                     "workerDashboard": False, "workerTimeout": 300},
-        "batch": {"file": "/shared/input/batch.yaml"},
+        "batch": {"file": "/shared/input/batch.yaml", "allowedWrappers": ["my_wrappers:find_faces_ijk"]},
         "output": {"path": "/shared/output/faults.epc"},
         "upload": {"files": {"my_wrappers.py": module_source("from-configmap")}},
     })

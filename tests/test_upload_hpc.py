@@ -11,7 +11,7 @@ import yaml
 from conftest import TESTS, run_resqmp
 from hpc_fixtures import PROFILES, SGE_ENV, report_of, scheduler_jobs, sh, unique, wait_until
 from resqmp.errors import ExitCode
-from user_project import markers, module_source, write_project
+from user_project import ALLOW_USER_WRAPPERS, markers, module_source, write_project
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -39,7 +39,7 @@ def _profile(folder, scheduler: str, job_name: str, jobs_cwd, **scaling):
 
 
 def _launch(*args, cwd, env=None):
-    return run_resqmp("launch", *args, cwd=cwd, env={**SGE_ENV, **(env or {})}, timeout=500)
+    return run_resqmp("launch", *args, *ALLOW_USER_WRAPPERS, cwd=cwd, env={**SGE_ENV, **(env or {})}, timeout=500)
 
 
 def test_an_uploaded_module_reaches_worker_jobs_started_elsewhere_and_a_late_joiner(scheduler, hpc_example,
