@@ -186,7 +186,7 @@ def profiles_validate(refs):
     """Validate the named profiles, files or folders of .yaml files (all profiles found when none
     are given). A profile is valid when it loads and its backend can render what it would start."""
     from resqmp import profiles as prof
-    from resqmp.backends import backend_for
+    from resqmp.backends import for_profile
     from resqmp.worker_env import worker_environment
     targets: list[str] = []
     for ref in refs:
@@ -198,7 +198,7 @@ def profiles_validate(refs):
     for ref in targets:
         try:
             p = prof.load(ref)
-            backend_for(p.backend).render(p, worker_environment(p))
+            for_profile(p, worker_environment(p)).render()
             click.echo(f"ok       {p.name} ({p.backend}) {p.source}")
         except ResqmpError as e:
             bad += 1
@@ -219,10 +219,10 @@ def profiles_validate(refs):
 def profiles_render(name, overrides):
     """What would be started: cluster kwargs (local), the job script (jobqueue), the manifest (kubernetes)."""
     from resqmp import profiles as prof
-    from resqmp.backends import backend_for
+    from resqmp.backends import for_profile
     from resqmp.worker_env import worker_environment
     p = prof.load(name, overrides)
-    click.echo(backend_for(p.backend).render(p, worker_environment(p)), nl=False)
+    click.echo(for_profile(p, worker_environment(p)).render(), nl=False)
 
 
 @main.command()

@@ -1,8 +1,8 @@
 """The run's Dask dashboard: the link `resqmp launch` prints, and how to reach it from elsewhere.
 
-A backend module may offer
-    DASHBOARD_OFF: str                       why its dashboard is off by default, how to turn it on
-    dashboard_access(cluster, link) -> str   how to open a link that only the launcher's host can reach
+Every started cluster (backends.Cluster) says
+    dashboard_off: str                  why its dashboard is off by default, how to turn it on
+    dashboard_access(link) -> str       how to open a link that only the launcher's host can reach
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 5.0
 
 
-def describe(client, backend, cluster) -> tuple[str | None, list[str]]:
+def describe(client, cluster) -> tuple[str | None, list[str]]:
     """(the dashboard link, or None when there is none; the lines to print about it)."""
     try:
         link = client.dashboard_link
@@ -23,17 +23,15 @@ def describe(client, backend, cluster) -> tuple[str | None, list[str]]:
         log.debug("no dashboard link", exc_info=True)
         link = None
     if not link:
-        off = getattr(backend, "DASHBOARD_OFF", "")
+        off = cluster.dashboard_off
         return None, [f"dashboard: off{' (' + off + ')' if off else ''}"]
     missing = _missing(link)
     if missing:
         return None, [f"dashboard: none at {link} ({missing})"]
     lines = [f"dashboard: {link}"]
-    access = getattr(backend, "dashboard_access", None)
-    if access is not None and not isinstance(cluster, str):
-        hint = access(cluster, link)
-        if hint:
-            lines.append(hint)
+    hint = cluster.dashboard_access(link)
+    if hint:
+        lines.append(hint)
     return link, lines
 
 

@@ -51,6 +51,14 @@ class Profile:
     data: dict[str, Any]
     source: Path                       # the file named on the command line / found by name
     chain: list[Path] = field(default_factory=list)   # files merged, base first
+    origins: dict[tuple[str, ...], str] = field(default_factory=dict)   # key path -> where its value came from
+
+    def origin(self, path: tuple[str, ...]) -> str:
+        """Where the value at a key path came from: `--set 'a.b=v'`, `profile FILE`, ..."""
+        for length in range(len(path), 0, -1):
+            if path[:length] in self.origins:
+                return self.origins[path[:length]]
+        return f"profile {self.source}"
 
     @property
     def cluster(self) -> dict[str, Any]:
@@ -249,6 +257,23 @@ def _apply_set(data: dict, parts: list[str], value: Any, item: str) -> None:
     node[parts[-1]] = value
 
 
+def _leaves(data: dict, prefix: tuple[str, ...] = ()):
+    """(key path, value) of every value that is not a non-empty mapping."""
+    for key, value in data.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path)
+        else:
+            yield path, value
+
+
+def _record(origins: dict, path: tuple[str, ...], label: str) -> None:
+    """`path` now comes from `label`, and so does everything below it."""
+    for known in [p for p in origins if p[:len(path)] == path]:
+        del origins[known]
+    origins[path] = label
+
+
 def load(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
     """Find, merge (extends chain, then --set overrides) and validate a profile."""
     top = _find(ref)
@@ -274,12 +299,16 @@ def load(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
             except ProfileError as e:
                 raise ProfileError(f"profile {chain[-1]}: extends: {e}") from None
     merged: dict[str, Any] = {}
-    for data in reversed(layers):
+    origins: dict[tuple[str, ...], str] = {}
+    for data, path in zip(reversed(layers), reversed(chain)):
         merged = deep_merge(merged, data)
+        for leaf, _ in _leaves(data):
+            _record(origins, leaf, f"profile {path}")
     merged.pop("extends", None)
     for item in overrides:
         parts, value = parse_set(item)
         _apply_set(merged, parts, value, item)
+        _record(origins, tuple(parts), f"--set {_shown(item)}")
         try:
             _validate(merged, str(top), require_backend=False)
         except ProfileError as e:
@@ -287,15 +316,15 @@ def load(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
     _validate(merged, str(top), require_backend=True)
     merged.setdefault("name", top.stem)
     profile = Profile(name=merged["name"], backend=merged["backend"], data=merged, source=top,
-                      chain=list(reversed(chain)))
+                      chain=list(reversed(chain)), origins=origins)
     _check_cluster_keys(profile, layers, chain, overrides)
     return profile
 
 
 def _check_cluster_keys(profile: Profile, layers: list[dict], chain: list[Path], overrides) -> None:
     """Keys under `cluster:` must be options of the backend's cluster class."""
-    from resqmp.backends import backend_for
-    allowed = backend_for(profile.backend).cluster_options()
+    from resqmp.backends import cluster_options
+    allowed = cluster_options(profile.backend)
     if allowed is None:
         return
     for key in profile.cluster:

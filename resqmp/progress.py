@@ -35,6 +35,12 @@ class ProgressReport:
         else:
             print(f"resqmp: {message}", file=self.stream, flush=True)
 
+    def warn(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(f"[yellow]warning: {message}")
+        else:
+            print(f"resqmp: warning: {message}", file=self.stream, flush=True)
+
     def advance(self, result: dict, name: str | None) -> None:
         self.done += 1
         if not result.get("success"):

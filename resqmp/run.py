@@ -17,7 +17,7 @@ import dask
 from resqmp import batch as batch_mod
 from resqmp import dashboard as dashboard_mod
 from resqmp import perf_report, preflight, profiles, upload
-from resqmp.backends import backend_for
+from resqmp.backends import for_profile
 from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, ResqmpError
 from resqmp.execute import run_on_client
 from resqmp.journal import Journal
@@ -65,7 +65,7 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     if workers is not None:
         overrides = (*overrides, f"scaling.workers={workers}")
     profile = profiles.load(profile_ref, overrides)
-    backend = backend_for(profile.backend)
+    backend = for_profile(profile, worker_environment(profile))     # option values checked here
     out = Path(output).expanduser().resolve()
     preflight.check_output(out)
     perf = perf_report.target(performance_report, tuple(written_files(out).values()))
@@ -187,11 +187,8 @@ def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool)
 
 def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary,
                     perf=None, code=()) -> None:
-    from distributed import Client
     scaling = profile.scaling
     task_cfg = profile.tasks
-    retries = int(task_cfg.get("retries", 2))
-    env = worker_environment(profile)
     phases = summary.setdefault("phase_seconds", {})
     mark = time.monotonic()
 
@@ -205,39 +202,36 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         # Backends and distributed's nannies change this process's environment and dask config
         # (OMP_NUM_THREADS=1 among them); a caller of launch() gets its process back as it was.
         stack.enter_context(_process_state_restored())
-        # In-process schedulers (local, jobqueue) re-run a task whose worker died this many times.
-        dask.config.set({"distributed.scheduler.allowed-failures": retries})
         try:
-            cluster = backend.start(profile, env)
+            cluster = backend.start()
+            stack.callback(_close_quietly, cluster)
+            client = cluster.connect()
+            stack.callback(_close_quietly, client)
         except ResqmpError:
             raise                # already one line with its own exit code (e.g. a profile error)
         except Exception as e:   # noqa: BLE001 - one line, not a traceback
             raise ClusterError(f"profile {profile.source}: the {profile.backend} cluster did not start: "
                                f"{type(e).__name__}: {e}") from e
-        if not isinstance(cluster, str):
-            stack.callback(_close_quietly, cluster)
-        client = Client(cluster)
-        stack.callback(_close_quietly, client)
-        summary["dashboard"], about = dashboard_mod.describe(client, backend, cluster)
+        for warning in cluster.warnings:
+            report.warn(warning)
+        summary["dashboard"], about = dashboard_mod.describe(client, cluster)
         report.info(f"{profile.backend} cluster up ({profile.name}); {about[0]}")
         for line in about[1:]:
             report.info(line)
         client.register_plugin(logging_plugin(profile), name="resqmp-logging")
         # tasks.upload / --upload: on every worker, also those joining later, before any task
-        shipment = upload.ship(client, list(code), workers_outlive_run=isinstance(cluster, str))
+        shipment = upload.ship(client, list(code), workers_outlive_run=not cluster.manages_workers)
         stack.callback(shipment.withdraw)
         # everything from here on, warm-up and every task, is in the report (exits before the client)
         stack.enter_context(perf_report.recorded(perf, summary, report.info))
-        if not isinstance(cluster, str):
-            if "adaptive" in scaling:
-                adaptive = scaling["adaptive"]
-                cluster.adapt(minimum=max(1, adaptive.get("minimum", 0)),
-                              maximum=min(adaptive["maximum"], len(todo)))
-            else:
-                cluster.scale(min(int(scaling.get("workers", 1)), len(todo)))
+        if "adaptive" in scaling:
+            adaptive = scaling["adaptive"]
+            cluster.adapt(minimum=max(1, adaptive.get("minimum", 0)), maximum=min(adaptive["maximum"], len(todo)))
+        else:
+            cluster.scale(min(int(scaling.get("workers", 1)), len(todo)))
         lap("cluster_start")
-        _wait_for_first_worker(client, cluster, backend, float(scaling.get("worker_timeout", 300)), profile)
-        seen = preflight.check_workers_see(client, shared, batch.input_paths(), planned=len(getattr(cluster, "plan", ())),
+        _wait_for_first_worker(client, cluster, float(scaling.get("worker_timeout", 300)), profile)
+        seen = preflight.check_workers_see(client, shared, batch.input_paths(), planned=len(cluster.plan),
                                            timeout=float(scaling.get("worker_timeout", 300)))
         preflight.check_wrapper_on_workers(client, batch.wrapper, shipment.plugin, shipment.digests)
         summary["first_worker"] = seen["worker"]
@@ -247,20 +241,19 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         report.begin()
         # tasks per Dask task (tasks.group_size); auto decides after timing the first tasks
         summary["group_size"] = run_on_client(
-            client, batch.wrapper, todo, str(run_dir), on_result, retries=retries,
+            client, batch.wrapper, todo, str(run_dir), on_result, retries=int(task_cfg.get("retries", 2)),
             retry_on_error=bool(task_cfg.get("retry_on_error", False)), timeout=task_cfg.get("timeout"),
-            group_size=task_cfg.get("group_size", "auto"), workers=_planned_workers(scaling, cluster),
+            group_size=task_cfg.get("group_size", "auto"),
+            workers=_planned_workers(scaling) if cluster.manages_workers else None,
             stall_after=task_cfg.get("stall_after", STALL_AFTER),
             on_stall=lambda idle, running, waiting, nxt: report.stalled(idle, running, waiting, nxt, batch.names))
         lap("tasks")
     lap("teardown")
 
 
-def _planned_workers(scaling: dict, cluster) -> int | None:
+def _planned_workers(scaling: dict) -> int:
     """How many workers share the batch, for tasks.group_size auto: the profile's count (adaptive:
-    its maximum); None for an external scheduler (run_on_client counts its task slots)."""
-    if isinstance(cluster, str):
-        return None
+    its maximum). An external scheduler's are not planned here: run_on_client counts its task slots."""
     if "adaptive" in scaling:
         return int(scaling["adaptive"]["maximum"])
     return int(scaling.get("workers", 1))
@@ -278,24 +271,23 @@ def _warm_first_worker(client, worker: str, wrapper: str) -> dict | None:
     return {k: result.get(k) for k in ("cache_enabled", "cache_dir", "seconds", "errors", "total_seconds")}
 
 
-def _wait_for_first_worker(client, cluster, backend, timeout: float, profile) -> None:
-    """Wait for one worker; give up at once when the resource manager refused the jobs."""
+def _wait_for_first_worker(client, cluster, timeout: float, profile) -> None:
+    """Wait for one worker; give up at once when the cluster knows none will come (jobs refused,
+    workers that died at start-up)."""
     deadline = time.monotonic() + timeout
-    failed_submissions = getattr(backend, "submission_errors", None)
+    failure = None
     while True:
         try:
             client.wait_for_workers(1, timeout=min(2.0, max(0.1, deadline - time.monotonic())))
             return
         except TimeoutError:
             pass
-        refused = failed_submissions(cluster) if failed_submissions and not isinstance(cluster, str) else []
-        if refused or time.monotonic() >= deadline:
+        failure = cluster.startup_failure()
+        if failure or time.monotonic() >= deadline:
             break
-    view = backend.scheduler_view(cluster) if not isinstance(cluster, str) else ""
-    view = " | ".join(line.strip() for line in view.strip().splitlines() if line.strip())
-    what = "the worker jobs could not be submitted" if refused else \
-        f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
-    teardown = getattr(backend, "TEARDOWN", "")
+    view = " | ".join(line.strip() for line in cluster.scheduler_view().strip().splitlines() if line.strip())
+    what = failure or f"no worker arrived within {timeout:.0f} s (profile {profile.name}, scaling.worker_timeout)"
+    teardown = cluster.teardown
     raise ClusterError(what + (f"; scheduler says: {view}" if view else "") + (f"; {teardown}" if teardown else ""))
 
 

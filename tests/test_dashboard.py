@@ -74,13 +74,13 @@ def _describe_jobqueue(tmp_path, *overrides):
     """resqmp's dashboard lines for a real (SLURM) jobqueue cluster with no worker jobs."""
     from distributed import Client
     from resqmp import dashboard, profiles
-    from resqmp.backends import jobqueue
+    from resqmp.backends import for_profile
     from resqmp.worker_env import worker_environment
     p = profiles.load("slurm", [f"storage.shared_directory={tmp_path}", *overrides])
-    cluster = jobqueue.start(p, worker_environment(p))
+    cluster = for_profile(p, worker_environment(p)).start()
     try:
         with Client(cluster) as client:
-            return dashboard.describe(client, jobqueue, cluster)
+            return dashboard.describe(client, cluster)
     finally:
         cluster.close()
 
@@ -123,11 +123,11 @@ def external_scheduler(tmp_path):
 def test_external_scheduler_link_is_printed_only_when_it_serves_a_dashboard(external_scheduler):
     from distributed import Client
     from resqmp import dashboard
-    from resqmp.backends import external
+    from resqmp.backends.external import ExternalCluster
     for name, args in (("with", ()), ("without", ("--no-dashboard",))):
         address = external_scheduler(name, *args)
         with Client(address) as client:
-            link, lines = dashboard.describe(client, external, address)
+            link, lines = dashboard.describe(client, ExternalCluster(address, None, 2))
             expected = client.dashboard_link
         if name == "with":
             assert link == expected and lines == [f"dashboard: {expected}"]

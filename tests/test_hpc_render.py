@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, run_resqmp
 from resqmp import profiles
+from resqmp.backends import for_profile
 from resqmp.backends import jobqueue as jq
 from resqmp.errors import ExitCode, ProfileError
 from resqmp.worker_env import worker_environment
@@ -31,7 +32,7 @@ SHIPPED = sorted((REPO / "resqmp" / "profiles").glob("*.yaml")) + sorted((REPO /
 
 def render(ref, *overrides):
     p = profiles.load(str(ref), overrides)
-    return jq.render(p, worker_environment(p))
+    return for_profile(p, worker_environment(p)).render()
 
 
 def worker_line(script: str) -> str:
@@ -199,10 +200,10 @@ def test_rendered_script_is_the_script_start_submits(backend, tmp_path):
     overrides = [f"storage.shared_directory={tmp_path}"]
     p = profiles.load(backend, overrides)
     env = worker_environment(p)
-    rendered = jq.render(p, env)
-    cluster = jq.start(p, env)
+    rendered = for_profile(p, env).render()
+    cluster = for_profile(p, env).start()
     try:
-        tls_dir = Path(cluster._resqmp_tls_dir)
+        tls_dir = Path(cluster.tls_dir)
         actual = cluster.job_script()
         expected = (rendered.replace("tls://" + jq.RENDER_SCHEDULER, cluster.scheduler_address)
                     .replace(jq.RENDER_WORKER_NAME, "dummy-name")
@@ -215,7 +216,7 @@ def test_rendered_script_is_the_script_start_submits(backend, tmp_path):
         for f in tls_dir.iterdir():
             assert (f.stat().st_mode & 0o777) == 0o600 and f.stat().st_uid == os.getuid()
         assert cluster.scheduler_address.startswith("tls://")
-        assert jq.scheduler_view(cluster) == "no job was submitted"
+        assert cluster.scheduler_view() == "no job was submitted"
     finally:
         cluster.close()
     assert not tls_dir.exists()                       # removed with the cluster
@@ -223,7 +224,7 @@ def test_rendered_script_is_the_script_start_submits(backend, tmp_path):
 
 def test_dashboard_off_by_default_and_http_on_loopback_only(tmp_path):
     p = profiles.load("slurm", [f"storage.shared_directory={tmp_path}"])
-    cluster = jq.start(p, worker_environment(p))
+    cluster = for_profile(p, worker_environment(p)).start()
     try:
         assert cluster.dashboard_link == ""
         server = cluster.scheduler.http_server
@@ -242,7 +243,7 @@ def test_dashboard_off_by_default_and_http_on_loopback_only(tmp_path):
 def test_dashboard_when_the_profile_asks_for_it(tmp_path):
     p = profiles.load("slurm", [f"storage.shared_directory={tmp_path}",
                                 'cluster.scheduler_options={dashboard_address: "127.0.0.1:0"}'])
-    cluster = jq.start(p, worker_environment(p))
+    cluster = for_profile(p, worker_environment(p)).start()
     try:
         link = cluster.dashboard_link
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", link), link
@@ -261,9 +262,8 @@ def test_every_shipped_profile_and_template_validates():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_profile_and_template_renders(path):
     """What `resqmp profiles render PATH` runs (the CLI itself: test_cli_render_prints_the_job_script)."""
-    from resqmp.backends import backend_for
     p = profiles.load(str(path))
-    script = backend_for(p.backend).render(p, worker_environment(p, expand=p.backend == "local"))
+    script = for_profile(p, worker_environment(p, expand=p.backend == "local")).render()
     assert script.strip()
     if p.backend in SCHEDULERS:
         assert 'export NUMBA_NUM_THREADS=1' in script.splitlines()

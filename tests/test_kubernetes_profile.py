@@ -13,7 +13,7 @@ import yaml
 from conftest import run_resqmp
 from k8s_fixtures import validate_dask_resource, validate_k8s
 from resqmp import profiles
-from resqmp.backends import backend_for, external, kubernetes
+from resqmp.backends import external, for_profile, kubernetes
 from resqmp.errors import ProfileError
 from resqmp.worker_env import worker_environment
 
@@ -136,7 +136,7 @@ def test_start_without_an_api_server_fails_fast(tmp_path):
     code = ("import sys; from resqmp import profiles; from resqmp.backends import kubernetes;"
             "from resqmp.worker_env import worker_environment;"
             "p = profiles.load('kubernetes', ['cluster.resource_timeout=5']);"
-            "\ntry:\n kubernetes.start(p, worker_environment(p))\nexcept Exception as e:\n print('FAILED', type(e).__name__); sys.exit(0)\n"
+            "\ntry:\n kubernetes.KubernetesBackend(p, worker_environment(p)).start()\nexcept Exception as e:\n print('FAILED', type(e).__name__); sys.exit(0)\n"
             "sys.exit('started without an API server?')")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     env["KUBECONFIG"] = str(tmp_path / "missing")
@@ -148,31 +148,25 @@ def test_start_without_an_api_server_fails_fast(tmp_path):
 
 def test_external_profile_start_returns_the_address():
     p = profiles.load("external", ["cluster.address=tcp://t-resqmp-scheduler:8786"])
-    assert backend_for("external").start(p, worker_environment(p)) == "tcp://t-resqmp-scheduler:8786"
+    cluster = for_profile(p, worker_environment(p)).start()
+    assert cluster.scheduler_address == "tcp://t-resqmp-scheduler:8786" and not cluster.manages_workers
     p = profiles.load("external", ["cluster.address=sched.example:8786"])
-    assert external.start(p, {}) == "tcp://sched.example:8786"
-    out = yaml.safe_load(external.render(p, worker_environment(p)))
+    assert external.ExternalBackend(p, {}).start().scheduler_address == "tcp://sched.example:8786"
+    out = yaml.safe_load(external.ExternalBackend(p, worker_environment(p)).render())
     assert out["scheduler address"] == "tcp://sched.example:8786"
 
 
 def test_external_profile_rejects_bad_addresses_and_keys():
-    with pytest.raises(ValueError, match="expected PROTOCOL://HOST:PORT"):
-        external.start(profiles.load("external", ["cluster.address=tcp://a b:1"]), {})
+    with pytest.raises(ProfileError, match="expected PROTOCOL://HOST:PORT"):
+        external.ExternalBackend(profiles.load("external", ["cluster.address=tcp://a b:1"]), {})
     with pytest.raises(ProfileError, match="cluster.n_workers"):
         profiles.load("external", ["cluster.n_workers=3"])
 
 
-def test_external_tls_settings_become_dask_config():
-    import copy
-
-    import dask
+def test_external_tls_settings_become_the_clients_security():
     p = profiles.load("external", ["cluster.address=tls://s:8786",
                                    "cluster.security={tls_ca_file: /c/ca.pem, tls_client_cert: /c/c.pem, tls_client_key: /c/k.pem}"])
-    saved = copy.deepcopy(dask.config.config)
-    try:
-        assert external.start(p, {}) == "tls://s:8786"
-        assert dask.config.get("distributed.comm.tls.ca-file") == "/c/ca.pem"
-        assert dask.config.get("distributed.comm.require-encryption") is True
-    finally:       # never leak TLS settings into other tests' clients
-        dask.config.config.clear()
-        dask.config.config.update(saved)
+    cluster = external.ExternalBackend(p, {}).start()
+    assert cluster.scheduler_address == "tls://s:8786"
+    assert cluster.security.tls_ca_file == "/c/ca.pem" and cluster.security.tls_client_key == "/c/k.pem"
+    assert cluster.security.require_encryption is True

@@ -114,5 +114,5 @@ def test_a_profile_preload_keeps_resqmps_worker_preload():
     from resqmp import profiles
     from resqmp.backends import local
     p = profiles.load("local", ["cluster.preload=[resqpy.multi_processing]"])
-    assert local._cluster_kwargs(p)["preload"] == ["resqpy.multi_processing", "resqmp.worker_preload"]
-    assert local._cluster_kwargs(profiles.load("local"))["preload"] == ["resqmp.worker_preload"]
+    assert local.LocalBackend(p, {}).cluster_kwargs()["preload"] == ["resqpy.multi_processing", "resqmp.worker_preload"]
+    assert local.LocalBackend(profiles.load("local"), {}).cluster_kwargs()["preload"] == ["resqmp.worker_preload"]

@@ -14,7 +14,7 @@ import pytest
 
 from hpc_fixtures import *  # noqa: F403 - fixtures and helpers
 from resqmp import profiles
-from resqmp.backends import jobqueue as jq
+from resqmp.backends import for_profile
 from resqmp.worker_env import worker_environment
 
 PROFILE = PROFILES["slurm"]
@@ -44,7 +44,7 @@ def tls_cluster(slurm):
     from distributed import Client
     name = unique("resqmp-tls-")
     p = profiles.load(str(PROFILE), [f"cluster.job_name={name}"])
-    cluster = jq.start(p, worker_environment(p))
+    cluster = for_profile(p, worker_environment(p)).start()
     client = Client(cluster)
     cluster.scale(1)
     client.wait_for_workers(1, timeout=120)
@@ -97,7 +97,7 @@ def test_worker_without_the_cluster_certificate_cannot_join(tls_cluster, tmp_pat
 
 def test_certificate_files_are_readable_by_the_owner_only(tls_cluster):
     cluster, _, _ = tls_cluster
-    folder = Path(cluster._resqmp_tls_dir)
+    folder = Path(cluster.tls_dir)
     assert folder.parent == SHARED                                # where workers can read them
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     for f in folder.iterdir():
@@ -115,8 +115,8 @@ def test_closing_removes_the_certificates_and_the_jobs(slurm):
     from distributed import Client
     name = unique("resqmp-tlsc-")
     p = profiles.load(str(PROFILE), [f"cluster.job_name={name}"])
-    cluster = jq.start(p, worker_environment(p))
-    folder = Path(cluster._resqmp_tls_dir)
+    cluster = for_profile(p, worker_environment(p)).start()
+    folder = Path(cluster.tls_dir)
     client = Client(cluster)
     cluster.scale(1)
     client.wait_for_workers(1, timeout=120)

@@ -13,7 +13,7 @@ from conftest import run_resqmp
 from hpc_fixtures import *  # noqa: F403 - fixtures and helpers
 from hpc_fixtures import SGE_ENV
 from resqmp import profiles
-from resqmp.backends import jobqueue as jq
+from resqmp.backends import for_profile
 from resqmp.errors import ExitCode, ProfileError
 from resqmp.worker_env import worker_environment
 
@@ -74,7 +74,7 @@ def assert_retires_in_time(script: str, seconds: int) -> None:
                          ids=[f"{b}-{w}-{src}" for b, w, _, src in CASES])
 def test_every_walltime_form_reaches_the_job_script_as_written(backend, walltime, seconds, source, tmp_path):
     p, _ = load(backend, walltime, source, tmp_path)
-    script = jq.render(p, worker_environment(p))
+    script = for_profile(p, worker_environment(p)).render()
     assert DIRECTIVE[backend].format(walltime) in script.splitlines(), script
     assert_retires_in_time(script, seconds)
 
@@ -88,7 +88,7 @@ def test_render_on_the_command_line_and_the_script_start_submits(backend, tmp_pa
     out = run_resqmp("profiles", "render", *args, check=0).stdout
     assert DIRECTIVE[backend].format(walltime) in out.splitlines(), out
     assert_retires_in_time(out, seconds)
-    cluster = jq.start(p, worker_environment(p))
+    cluster = for_profile(p, worker_environment(p)).start()
     try:
         script = cluster.job_script()
     finally:
@@ -105,7 +105,7 @@ REFUSED_CASES = [(b, w, src) for b, forms in REFUSED.items() for w in forms for 
 def test_a_form_the_scheduler_does_not_take_is_refused(backend, walltime, source, tmp_path):
     p, args = load(backend, walltime, source, tmp_path)
     with pytest.raises(ProfileError, match=f"cluster.walltime '?{re.escape(walltime)}'?: not a {backend} walltime"):
-        jq.render(p, worker_environment(p))
+        for_profile(p, worker_environment(p)).render()
     if source == "profile":
         proc = run_resqmp("profiles", "render", *args)
         assert proc.returncode == ExitCode.PROFILE, proc.stderr
@@ -134,7 +134,7 @@ def _slurm_jobs(job_name: str) -> dict[str, dict[str, str]]:
 
 def _submitted_job(cluster) -> str:
     cluster.scale(1)
-    ids = wait_until(lambda: jq._job_ids(cluster), 60)
+    ids = wait_until(lambda: cluster.job_ids(), 60)
     assert ids, "no job submitted"
     return ids[0]
 
@@ -148,7 +148,7 @@ def test_slurm_reads_each_form_as_resqmp_does(slurm, hpc_workdir, tmp_path):
     for walltime, seconds in FORMS["slurm"].items():
         p, _ = load(PROFILES["slurm"], walltime, "profile", tmp_path, 'cluster.job_extra_directives=["--hold"]',
                     f"cluster.job_name={name}", f"cluster.log_directory={hpc_workdir}/logs")
-        cluster = jq.start(p, worker_environment(p))
+        cluster = for_profile(p, worker_environment(p)).start()
         try:
             job = _submitted_job(cluster)
             limit = wait_until(lambda: _slurm_jobs(name).get(job, {}).get("TimeLimit"), 30)
@@ -169,7 +169,7 @@ def test_sge_reads_each_form_as_resqmp_does(sge, hpc_workdir, tmp_path):
     for walltime, seconds in FORMS["sge"].items():
         p, _ = load(PROFILES["sge"], walltime, "profile", tmp_path, 'cluster.job_extra_directives=["-h"]',
                     f"cluster.job_name={name}", f"cluster.log_directory={hpc_workdir}/logs")
-        cluster = jq.start(p, worker_environment(p))
+        cluster = for_profile(p, worker_environment(p)).start()
         try:
             job = _submitted_job(cluster)
             info = sh("qstat", "-j", job, env=SGE_ENV).stdout

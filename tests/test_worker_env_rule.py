@@ -19,7 +19,7 @@ from conftest import TESTS, run_resqmp
 from hpc_fixtures import PROFILES, launch, write_batch
 from k8s_fixtures import helm, helm_template, validate_dask_resource, validate_k8s  # noqa: F401 - fixture
 from resqmp import profiles
-from resqmp.backends import external, jobqueue, kubernetes
+from resqmp.backends import for_profile, kubernetes
 from resqmp.errors import ExitCode
 from resqmp.worker_env import expand, shell_exports, worker_environment
 from test_bad_inputs import assert_one_line_error
@@ -130,7 +130,7 @@ def test_pbs_and_lsf_job_scripts_export_the_rule(backend, tmp_path, marker):
     """No PBS or LSF server here: the rendered job script's exports, run by a real shell."""
     table = cases(marker)
     p = profiles.load(str(env_profile(tmp_path, backend, {n: v for n, (v, _) in table.items()})))
-    script = jobqueue.render(p, worker_environment(p))
+    script = for_profile(p, worker_environment(p)).render()
     lines = script.splitlines()
     before_worker = lines[:next(i for i, ln in enumerate(lines) if "distributed.cli.dask_worker" in ln)]
     got = run_in_sh("bash", "\n".join(before_worker), list(table))       # directives are comments
@@ -199,7 +199,7 @@ def test_the_chart_follows_the_rule(helm, tmp_path, marker):
 def test_external_render_gives_the_exports_for_whoever_starts_the_workers(tmp_path, marker):
     table = cases(marker)
     p = profiles.load(str(env_profile(tmp_path, "external", {n: v for n, (v, _) in table.items()})))
-    rendered = yaml.safe_load(external.render(p, worker_environment(p)))
+    rendered = yaml.safe_load(for_profile(p, worker_environment(p)).render())
     got = run_in_sh("sh", "\n".join(rendered["as sh exports"]), list(table))
     assert got == expected(table)
     assert_nothing_ran(marker)

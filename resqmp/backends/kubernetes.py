@@ -48,7 +48,6 @@ RESQMP_OPTIONS = {
     "tmp_size_limit",         # sizeLimit of the /tmp emptyDir
 }
 
-TEARDOWN = "cluster deleted"
 DEFAULT_NAME = "resqmp-{user}-{uuid}"
 DEFAULT_IMAGE = "localhost/resqmp:latest"
 
@@ -66,7 +65,7 @@ CONTAINER_SECURITY_CONTEXT = {
 }
 
 
-def cluster_options() -> set[str]:
+def cluster_options(backend: str = "kubernetes") -> set[str]:
     return KUBECLUSTER_OPTIONS | RESQMP_OPTIONS
 
 
@@ -235,24 +234,6 @@ def cluster_spec(profile, worker_env: dict[str, str], name: str | None = None) -
     return spec
 
 
-def render(profile, worker_env: dict[str, str]) -> str:
-    spec = cluster_spec(profile, worker_env)
-    scaling = profile.scaling
-    if scaling.get("adaptive"):
-        how = f"adaptive {scaling['adaptive'].get('minimum', 0)}..{scaling['adaptive']['maximum']} workers"
-    else:
-        how = f"{scaling.get('workers', 1)} workers"
-    cfg = profile.cluster
-    head = [
-        "# DaskCluster for the dask-kubernetes operator, created by resqmp launch through",
-        "# dask_kubernetes.operator.KubeCluster(custom_cluster_spec=..., shutdown_on_close="
-        f"{cfg.get('shutdown_on_close', True)}).",
-        f"# Workers start at 0 replicas; resqmp scales the default worker group to {how}",
-        "# once its client is connected. {uuid} in the name is new for each launch.",
-    ]
-    return "\n".join(head) + "\n---\n" + yaml.safe_dump(spec, sort_keys=False)
-
-
 def kubecluster_kwargs(profile, worker_env: dict[str, str]) -> dict:
     cfg = profile.cluster
     kwargs: dict[str, Any] = {
@@ -266,10 +247,40 @@ def kubecluster_kwargs(profile, worker_env: dict[str, str]) -> dict:
     return kwargs
 
 
-def start(profile, worker_env: dict[str, str]):
-    from dask_kubernetes.operator import KubeCluster
+class KubernetesBackend:
+    """A profile for the dask-kubernetes operator; building it checks the options (ProfileError)."""
 
-    return KubeCluster(**kubecluster_kwargs(profile, worker_env))
+    def __init__(self, profile, worker_env: dict[str, str]):
+        self.profile = profile
+        self.worker_env = worker_env
+        from dask_kubernetes.exceptions import ValidationError
+        try:
+            cluster_spec(profile, worker_env)
+        except (ValueError, KeyError, ValidationError) as e:   # the name rule, a volume without a claim
+            text = f"cluster.name: unknown placeholder {e} (expected {{user}}, {{uuid}})" \
+                if isinstance(e, KeyError) else str(e)
+            raise ProfileError(f"{profile.origin(('cluster',))}: {text}") from None
+
+    def render(self) -> str:
+        spec = cluster_spec(self.profile, self.worker_env)
+        scaling = self.profile.scaling
+        if scaling.get("adaptive"):
+            how = f"adaptive {scaling['adaptive'].get('minimum', 0)}..{scaling['adaptive']['maximum']} workers"
+        else:
+            how = f"{scaling.get('workers', 1)} workers"
+        cfg = self.profile.cluster
+        head = [
+            "# DaskCluster for the dask-kubernetes operator, created by resqmp launch through",
+            "# dask_kubernetes.operator.KubeCluster(custom_cluster_spec=..., shutdown_on_close="
+            f"{cfg.get('shutdown_on_close', True)}).",
+            f"# Workers start at 0 replicas; resqmp scales the default worker group to {how}",
+            "# once its client is connected. {uuid} in the name is new for each launch.",
+        ]
+        return "\n".join(head) + "\n---\n" + yaml.safe_dump(spec, sort_keys=False)
+
+    def start(self):
+        from resqmp.backends.kubecluster import ResqmpKubeCluster   # dask_kubernetes: only when used
+        return ResqmpKubeCluster(**kubecluster_kwargs(self.profile, self.worker_env))
 
 
 def dashboard_access(cluster, link: str) -> str:
@@ -283,13 +294,13 @@ def dashboard_access(cluster, link: str) -> str:
             f"svc/{cluster.name}-scheduler {parts.port}:{parts.port}, then open http://localhost:{parts.port}{parts.path}")
 
 
-def scheduler_view(cluster) -> str:
+def worker_pods_view(namespace: str, name: str) -> str:
     """Worker pods of the cluster and their phase (pending pods: no room, image pulls...)."""
     try:
         import kr8s
 
-        pods = kr8s.get("pods", namespace=cluster.namespace,
-                        label_selector={"dask.org/cluster-name": cluster.name, "dask.org/component": "worker"})
+        pods = kr8s.get("pods", namespace=namespace,
+                        label_selector={"dask.org/cluster-name": name, "dask.org/component": "worker"})
         lines = []
         for pod in pods:
             phase = pod.status.get("phase", "?")

@@ -1,0 +1,121 @@
+"""Option values checked before anything is provisioned.
+
+A value the cluster would only refuse later, in a worker that then dies with a traceback (a
+memory limit of `banana`, a port of 99999, an interface this host does not have), is refused here
+with one line naming the key, where its value came from, and what was expected (exit 4). The
+checks use distributed's and dask's own parsers, so they accept exactly what the cluster would.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dask.utils import parse_bytes, parse_timedelta
+
+from resqmp.errors import ProfileError
+
+_quiet = logging.getLogger("resqmp.checks")
+
+
+class Checker:
+    """Checks the options of one profile section; `origin(key)` names where a value came from."""
+
+    def __init__(self, options: dict[str, Any], origin, section: str = "cluster"):
+        self.options, self.origin, self.section = options, origin, section
+
+    def fail(self, key: str, value: Any, expected: str) -> None:
+        where = self.origin((self.section, *key.split(".")))
+        raise ProfileError(f"{where}: {self.section}.{key} {value!r}: expected {expected}")
+
+    def _value(self, key: str) -> Any:
+        node: Any = self.options
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def bytes(self, key: str) -> None:
+        """A size dask reads: 4GiB, 4 GB, 4000000000."""
+        value = self._value(key)
+        if value is None:
+            return
+        try:
+            if isinstance(value, bool) or parse_bytes(value) <= 0:
+                raise ValueError
+        except (ValueError, TypeError):
+            self.fail(key, value, "a size such as 4GiB, 500MB or a number of bytes")
+
+    def memory_limit(self, key: str) -> None:
+        """A worker's memory limit as distributed reads it: a size, a fraction of the machine,
+        "auto", or 0 / null for none."""
+        value = self._value(key)
+        if value is None:
+            return
+        from distributed.worker_memory import parse_memory_limit
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            parse_memory_limit(value, 1, logger=_quiet)
+        except (ValueError, TypeError, AssertionError):
+            self.fail(key, value, 'a size such as 4GiB, a fraction of memory such as 0.5, "auto", or 0 for no limit')
+
+    def count(self, key: str, minimum: int = 1) -> int | None:
+        value = self._value(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(key, value, f"an integer >= {minimum}")
+        return value
+
+    def boolean(self, key: str) -> None:
+        value = self._value(key)
+        if value is not None and not isinstance(value, bool):
+            self.fail(key, value, "true or false")
+
+    def seconds(self, key: str) -> None:
+        """A duration dask reads: 120, "120s", "2 minutes"."""
+        value = self._value(key)
+        if value is None:
+            return
+        try:
+            if isinstance(value, bool) or parse_timedelta(value) < 0:
+                raise ValueError
+        except (ValueError, TypeError, KeyError):
+            self.fail(key, value, 'seconds, or a duration such as "2 minutes"')
+
+    def port(self, key: str) -> None:
+        """A port (0: any free one) or a range "8000:8010", as distributed takes them."""
+        value = self._value(key)
+        if value is None:
+            return
+        from distributed.utils import parse_ports
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            ports = parse_ports(value)
+            if any(p is not None and not 0 <= int(p) <= 65535 for p in ports):
+                raise ValueError
+        except (ValueError, TypeError):
+            self.fail(key, value, 'a port from 0 to 65535 (0: any free port) or a range such as "8000:8010"')
+
+    def address(self, key: str) -> None:
+        """HOST:PORT, :PORT or PORT (a dashboard address)."""
+        value = self._value(key)
+        if value is None or value is False:
+            return
+        text = str(value)
+        port = text.rpartition(":")[2] if ":" in text else text
+        if isinstance(value, bool) or not port.isdigit() or not 0 <= int(port) <= 65535:
+            self.fail(key, value, 'HOST:PORT, :PORT or PORT with a port from 0 to 65535, e.g. "127.0.0.1:8787"')
+
+    def interface_here(self, key: str) -> None:
+        """A network interface of this host (the scheduler, or local workers, bind to it here)."""
+        value = self._value(key)
+        if value is None:
+            return
+        from distributed.utils import get_ip_interface
+        try:
+            get_ip_interface(str(value))
+        except ValueError as e:
+            self.fail(key, value, f"a network interface of this host ({str(e).split('. ', 1)[-1]})")

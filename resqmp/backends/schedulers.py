@@ -1,0 +1,255 @@
+"""One description per batch scheduler: what resqmp knows about SLURM, Grid Engine, PBS and LSF
+beyond dask-jobqueue's classes (which build the job header and submit and cancel jobs).
+
+Each Scheduler names its dask-jobqueue cluster class and resqmp's Job class for it, how it reads a
+walltime, how to ask it about jobs (states translated into one vocabulary, and the views shown
+to the user when no worker arrives), the names of its job logs, and the adjustments resqmp makes to
+the options for it. A new scheduler is one more description here.
+"""
+from __future__ import annotations
+
+import enum
+import getpass
+import os
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dask_jobqueue import LSFCluster, PBSCluster, SGECluster, SLURMCluster
+from dask_jobqueue.core import JobQueueCluster
+
+from resqmp.backends import jobs
+
+
+class JobState(enum.Enum):
+    ALIVE = "alive"          # pending, held or running: a worker may still come from it
+    ENDED = "ended"          # finished, failed, cancelled, or stuck in an error state
+    UNKNOWN = "unknown"      # the scheduler did not say (command failed, output not understood)
+
+
+# --------------------------------------------------------------------------- walltimes
+
+def _clock(text: str, fields: int) -> list[int] | None:
+    parts = text.split(":")
+    if not 1 <= len(parts) <= fields:
+        return None
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        return None
+
+
+def slurm_walltime(text: str) -> int | None:
+    """M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    days, dash, clock = text.rpartition("-")
+    if dash and not days.isdigit():
+        return None
+    parts = _clock(clock, 3)
+    if parts is None:
+        return None
+    if dash:
+        h, m, s = (parts + [0, 0])[:3]
+    elif len(parts) == 1:
+        h, m, s = 0, parts[0], 0
+    elif len(parts) == 2:
+        h, m, s = 0, parts[0], parts[1]
+    else:
+        h, m, s = parts
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+
+
+def lsf_walltime(text: str) -> int | None:
+    """[H:]M."""
+    parts = _clock(text, 2)
+    if parts is None:
+        return None
+    return parts[0] * 60 if len(parts) == 1 else (parts[0] * 60 + parts[1]) * 60
+
+
+def pbs_walltime(text: str) -> int | None:
+    """[[H:]M:]S."""
+    parts = _clock(text, 3)
+    if parts is None:
+        return None
+    secs = 0
+    for p in parts:
+        secs = secs * 60 + p
+    return secs
+
+
+def sge_walltime(text: str) -> int | None:
+    """H:M:S or seconds (qsub refuses M:S: "not a time value")."""
+    return None if text.count(":") == 1 else pbs_walltime(text)
+
+
+# --------------------------------------------------------------------------- asking the scheduler
+
+def run(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProcess | str:
+    """The command's result, or a sentence saying why there is none."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        return f"({cmd[0]} not found)"
+    except subprocess.TimeoutExpired:
+        return f"({' '.join(cmd)} timed out after {timeout:.0f} s)"
+
+
+def whoami() -> str:
+    return os.environ.get("USER") or getpass.getuser()
+
+
+def _states_from_rows(ids: list[str], rows: dict[str, str], ended: Callable[[str], bool]) -> dict[str, JobState]:
+    return {i: JobState.ENDED if i not in rows or ended(rows[i]) else JobState.ALIVE for i in ids}
+
+
+def slurm_states(ids: list[str]) -> dict[str, JobState]:
+    proc = run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T"])
+    if isinstance(proc, str):
+        return {i: JobState.UNKNOWN for i in ids}
+    if proc.returncode != 0:
+        # every id purged from the controller's memory: "Invalid job id specified"
+        state = JobState.ENDED if "invalid job id" in proc.stderr.lower() else JobState.UNKNOWN
+        return {i: state for i in ids}
+    rows = dict(line.split(None, 1) for line in proc.stdout.splitlines() if len(line.split()) == 2)
+    alive = {"PENDING", "RUNNING", "CONFIGURING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+             "RESIZING", "SIGNALING", "STAGE_OUT"}
+    return _states_from_rows(ids, rows, lambda state: state.strip() not in alive)
+
+
+def sge_states(ids: list[str]) -> dict[str, JobState]:
+    proc = run(["qstat", "-u", whoami()])
+    if isinstance(proc, str) or proc.returncode != 0:
+        return {i: JobState.UNKNOWN for i in ids}
+    rows = {fields[0]: fields[4] for fields in (ln.split() for ln in proc.stdout.splitlines()[2:]) if len(fields) > 4}
+    # E (Eqw): the job will not run until an admin clears the error
+    return _states_from_rows(ids, rows, lambda state: "E" in state)
+
+
+def pbs_states(ids: list[str]) -> dict[str, JobState]:
+    proc = run(["qstat", "-x", *ids])
+    if isinstance(proc, str) or "invalid option" in (proc.stderr or ""):      # Torque has no -x
+        return {i: JobState.UNKNOWN for i in ids}
+    rows = {fields[0]: fields[4] for fields in (ln.split() for ln in proc.stdout.splitlines()) if len(fields) >= 6}
+    gone = {i for i in ids if f"Unknown Job Id {i}" in proc.stderr}
+    return {i: JobState.ENDED if i in gone or rows.get(i) == "F" else
+            JobState.ALIVE if i in rows else JobState.UNKNOWN for i in ids}
+
+
+def lsf_states(ids: list[str]) -> dict[str, JobState]:
+    proc = run(["bjobs", "-noheader", "-o", "jobid stat", *ids])
+    if isinstance(proc, str):
+        return {i: JobState.UNKNOWN for i in ids}
+    rows = dict(line.split(None, 1) for line in proc.stdout.splitlines() if len(line.split()) == 2)
+    gone = {i for i in ids if f"Job <{i}> is not found" in proc.stdout + proc.stderr}
+    return {i: JobState.ENDED if i in gone or rows.get(i, "").strip() in ("DONE", "EXIT") else
+            JobState.ALIVE if i in rows else JobState.UNKNOWN for i in ids}
+
+
+def _slurm_view(ids: list[str]) -> list[list[str]]:
+    return [["squeue", "-j", ",".join(ids), "-o", "%.12i %.10P %.20j %.9T %.10M %.20R"]]
+
+
+def _slurm_trim(cmd: list[str], ids: list[str], out: str) -> str:
+    if len(out.splitlines()) == 1:
+        out += "\n(none listed: the jobs ended; their output follows if it is in the log directory)"
+    return out
+
+
+def _sge_view(ids: list[str]) -> list[list[str]]:
+    # qstat -j also explains why a pending job cannot be scheduled, when the site enables it
+    return [["qstat", "-u", whoami()]] + [["qstat", "-j", i] for i in ids[:3]]
+
+
+def _sge_trim(cmd: list[str], ids: list[str], out: str) -> str:
+    if cmd[1] == "-u":
+        lines = [ln for ln in out.splitlines() if ln.strip() and not set(ln.strip()) <= {"-"}]
+        keep = lines[:1] + [ln for ln in lines[1:] if ln.split()[0] in ids]
+        return "\n".join(keep) if len(keep) > 1 else out
+    wanted = ("job_number", "job_state", "error reason", "scheduling info", "hard_queue_list",
+              "hard resource_list", "cannot run")
+    return "\n".join(ln for ln in out.splitlines() if any(ln.strip().startswith(w) or w in ln for w in wanted)) or out
+
+
+def _keep(cmd: list[str], ids: list[str], out: str) -> str:
+    return out
+
+
+# --------------------------------------------------------------------------- job logs
+
+def _slurm_logs(job_name: str, job_id: str, names: list[str]) -> set[str]:
+    return {f"{job_name}-{job_id}.err", f"{job_name}-{job_id}.out"} & set(names)
+
+
+def _sge_logs(job_name: str, job_id: str, names: list[str]) -> set[str]:
+    return {f"{job_name}.o{job_id}", f"{job_name}.e{job_id}"} & set(names)
+
+
+def _lsf_logs(job_name: str, job_id: str, names: list[str]) -> set[str]:
+    return {n for n in names if n.endswith((f"-{job_id}.err", f"-{job_id}.out"))}   # named after the worker
+
+
+# --------------------------------------------------------------------------- option adjustments
+
+def _as_list(value: Any) -> list:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def _sge_start_in_shared(kw: dict[str, Any], shared: str) -> None:
+    """jobqueue writes `#$ -cwd`: the job would start in the launcher's working directory, which
+    need not exist on the execution host (the job then hangs in state Eqw). Start it in the
+    shared directory instead, unless the profile chose a directory itself."""
+    skip = [str(s) for s in _as_list(kw.get("job_directives_skip"))]
+    directives = [str(d) for d in _as_list(kw.get("job_extra_directives"))]
+    if "-cwd" not in skip and not any(d.split()[:1] in (["-wd"], ["-cwd"]) for d in directives):
+        kw["job_directives_skip"] = skip + ["-cwd"]
+        kw["job_extra_directives"] = [f"-wd {shared}"] + directives
+
+
+def _no_adjustment(kw: dict[str, Any], shared: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- the descriptions
+
+@dataclass(frozen=True)
+class Scheduler:
+    name: str                                   # the profile's backend
+    cluster_class: type[JobQueueCluster]        # dask-jobqueue's class: option names, messages
+    job_class: type                             # resqmp's Job class (dask-jobqueue's, submissions retried)
+    walltime_forms: str                         # for messages
+    walltime_seconds_of: Callable[[str], int | None]
+    bare_walltime_unit: int                     # seconds in a walltime written as a bare number
+    default_walltime: str
+    job_states: Callable[[list[str]], dict[str, JobState]]
+    view_commands: Callable[[list[str]], list[list[str]]]
+    trim_view: Callable[[list[str], list[str], str], str]
+    log_names: Callable[[str, str, list[str]], set[str]]
+    adjust_options: Callable[[dict[str, Any], str], None] = field(default=_no_adjustment)
+
+    @property
+    def submit_command(self) -> str:
+        return self.job_class.submit_command.split()[0]
+
+    @property
+    def cancel_command(self) -> str:
+        return self.job_class.cancel_command
+
+    def walltime_seconds(self, walltime: Any) -> int | None:
+        """Seconds in a walltime as this scheduler reads it; None if it does not take the form."""
+        if walltime is None or isinstance(walltime, (bool, float)):
+            return None             # no scheduler takes 1.5 (and it must not be truncated to 1)
+        if isinstance(walltime, int):
+            return walltime * self.bare_walltime_unit
+        return self.walltime_seconds_of(str(walltime).strip())
+
+
+SCHEDULERS: dict[str, Scheduler] = {s.name: s for s in (
+    Scheduler("slurm", SLURMCluster, jobs.SLURMWorkerJob, "H:MM:SS, D-H:MM:SS or minutes", slurm_walltime, 60,
+              "01:00:00", slurm_states, _slurm_view, _slurm_trim, _slurm_logs),
+    Scheduler("sge", SGECluster, jobs.SGEWorkerJob, "H:MM:SS or seconds", sge_walltime, 1,
+              "01:00:00", sge_states, _sge_view, _sge_trim, _sge_logs, _sge_start_in_shared),
+    Scheduler("pbs", PBSCluster, jobs.PBSWorkerJob, "H:MM:SS or seconds", pbs_walltime, 1,
+              "01:00:00", pbs_states, lambda ids: [["qstat", "-x", *ids], ["qstat", "-f", ids[0]]], _keep, _sge_logs),
+    Scheduler("lsf", LSFCluster, jobs.LSFWorkerJob, "H:MM or minutes", lsf_walltime, 60,
+              "01:00", lsf_states, lambda ids: [["bjobs", "-w", *ids], ["bjobs", "-p", *ids]], _keep, _lsf_logs),
+)}

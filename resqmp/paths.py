@@ -1,0 +1,57 @@
+"""Paths from profiles, expanded in the launcher by one rule.
+
+Every path resqmp itself opens or creates from a profile (task files under
+storage.shared_directory, the TLS folder, job logs, site certificate files) goes through expand():
+`~` and `$NAME`, `${NAME}`, `${NAME:-default}` as a shell would expand them. USER, LOGNAME and HOME
+fall back to the account's own name and home folder, as a login shell sets them (batch jobs and
+containers do not always do so). Any other variable that is not set is an error naming the key,
+never a literal `${NAME}` folder. Values that the worker's shell expands (the job script's
+`local_directory`, the worker environment) are not paths of the launcher and keep their `$`.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import re
+
+from resqmp.errors import ProfileError
+
+_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+                       r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _account(name: str) -> str | None:
+    """What a login shell would set USER, LOGNAME or HOME to; None without a passwd entry."""
+    try:
+        entry = pwd.getpwuid(os.getuid())
+    except KeyError:                      # arbitrary-UID containers
+        return None
+    return entry.pw_dir if name == "HOME" else entry.pw_name
+
+
+def variable(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None and name in ("USER", "LOGNAME", "HOME"):
+        value = _account(name)
+    return value
+
+
+def expand(text: str, key: str) -> str:
+    """`text` (the value of profile key `key`) with its variables and a leading ~ expanded."""
+    def one(match: re.Match) -> str:
+        name = match.group("braced") or match.group("plain")
+        value = variable(name)
+        if value is None or (value == "" and match.group("default") is not None):
+            if match.group("default") is not None:
+                return match.group("default")
+            raise ProfileError(f"{key} {text!r}: ${name} is not set in the launcher's environment "
+                               f"(set it, or write the path without it)")
+        return value
+
+    expanded = _VARIABLE.sub(one, str(text))
+    if expanded == "~" or expanded.startswith("~/"):
+        home = variable("HOME")
+        if home is None:
+            raise ProfileError(f"{key} {text!r}: ~ needs $HOME, which is not set in the launcher's environment")
+        expanded = home + expanded[1:]
+    return expanded
