@@ -29,6 +29,11 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _warn(warnings) -> None:
+    for warning in warnings:
+        click.echo(f"resqmp: warning: {warning}", err=True)
+
+
 def handle_errors(fn):
     """One line per error, a documented exit code; the traceback only with --debug."""
     @functools.wraps(fn)
@@ -99,7 +104,7 @@ def _already_stopping(signum, frame):
 @click.option("--batch", "batch_path", required=True, type=click.Path(dir_okay=False), help="Batch file (YAML or JSON).")
 @click.option("--output", required=True, type=click.Path(dir_okay=True), help="Recombined EPC to write (its .h5 beside it).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a profile key for this run, e.g. scaling.workers=8.")
-@click.option("--workers", type=click.IntRange(min=1), help="Fixed number of workers (shortcut for --set scaling.workers=N).")
+@click.option("--workers", type=click.IntRange(min=1), help="Fixed number of workers; replaces the profile's adaptive scaling (and says so).")
 @click.option("--fresh", is_flag=True, help="Ignore the journal of an earlier interrupted run and start over.")
 @click.option("--keep-task-files", is_flag=True, default=None, help="Keep each task's EPC in the shared directory.")
 @click.option("--overwrite", is_flag=True, help="Replace files at OUTPUT's names (the EPC, its .h5, its report) "
@@ -170,13 +175,13 @@ def profiles_list():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @handle_errors
 def profiles_show(name, overrides):
-    """The merged profile (extends chain and --set applied) and the worker environment."""
+    """The effective profile (extends chain, --set, the site's dask config and resqmp's defaults
+    applied) and the worker environment, each value marked with where it came from."""
     from resqmp import profiles as prof
     from resqmp.worker_env import worker_environment
     p = prof.load(name, overrides)
-    click.echo(f"# {p.name}: merged from {', '.join(str(c) for c in p.chain)}")
-    click.echo(yaml.safe_dump({**p.data, "environment (effective, defaults included)": worker_environment(p)},
-                              sort_keys=False), nl=False)
+    _warn(p.warnings)
+    click.echo(prof.annotated(p, worker_environment(p)), nl=False)
 
 
 @profiles.command("validate")
@@ -198,6 +203,7 @@ def profiles_validate(refs):
     for ref in targets:
         try:
             p = prof.load(ref)
+            _warn(p.warnings)
             for_profile(p, worker_environment(p)).render()
             click.echo(f"ok       {p.name} ({p.backend}) {p.source}")
         except ResqmpError as e:
@@ -222,6 +228,7 @@ def profiles_render(name, overrides):
     from resqmp.backends import for_profile
     from resqmp.worker_env import worker_environment
     p = prof.load(name, overrides)
+    _warn(p.warnings)
     click.echo(for_profile(p, worker_environment(p)).render(), nl=False)
 
 

@@ -122,6 +122,11 @@ _Resolver.add_implicit_resolver(
 _Resolver.add_implicit_resolver(MERGE, re.compile(r"^(?:<<)$"), ["<"])
 
 
+def is_number(text: str) -> bool:
+    """Whether unquoted text is a number under these rules (`120`, `0.5`; not `2:00:00`, `010`)."""
+    return _Resolver().resolve(ScalarNode, text, (True, False)) in (INT, FLOAT)
+
+
 class _Constructor(SafeConstructor):
     """Python values from nodes; only the tags listed below (SafeConstructor would add
     timestamps, binary, sets, ordered maps)."""

@@ -13,9 +13,10 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jsonschema
+import yaml
 
 from resqmp import datafile
 from resqmp.errors import ProfileError
@@ -52,6 +53,7 @@ class Profile:
     source: Path                       # the file named on the command line / found by name
     chain: list[Path] = field(default_factory=list)   # files merged, base first
     origins: dict[tuple[str, ...], str] = field(default_factory=dict)   # key path -> where its value came from
+    warnings: list[str] = field(default_factory=list)    # for the user: what the command line replaced, ...
 
     def origin(self, path: tuple[str, ...]) -> str:
         """Where the value at a key path came from: `--set 'a.b=v'`, `profile FILE`, ..."""
@@ -257,7 +259,7 @@ def _apply_set(data: dict, parts: list[str], value: Any, item: str) -> None:
     node[parts[-1]] = value
 
 
-def _leaves(data: dict, prefix: tuple[str, ...] = ()):
+def _leaves(data: dict, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     """(key path, value) of every value that is not a non-empty mapping."""
     for key, value in data.items():
         path = (*prefix, key)
@@ -274,8 +276,27 @@ def _record(origins: dict, path: tuple[str, ...], label: str) -> None:
     origins[path] = label
 
 
-def load(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
-    """Find, merge (extends chain, then --set overrides) and validate a profile."""
+def _one_way_to_scale(merged: dict, layer: dict, label: str, origins: dict, warnings: list[str] | None) -> None:
+    """scaling.workers and scaling.adaptive are alternatives: the one a higher layer sets replaces
+    the other; from the command line (warnings given), the user is told."""
+    scaling = merged.get("scaling") or {}
+    given = (layer.get("scaling") or {}) if isinstance(layer.get("scaling"), dict) else {}
+    for mine, other in (("workers", "adaptive"), ("adaptive", "workers")):
+        if mine in given and other not in given and other in scaling:
+            replaced = scaling.pop(other)
+            was = origins.pop(("scaling", other), None) or next(
+                (origins.pop(p) for p in list(origins) if p[:2] == ("scaling", other)), "the profile")
+            for p in [p for p in origins if p[:2] == ("scaling", other)]:
+                del origins[p]
+            if warnings is not None:
+                what = (f"the adaptive scaling ({replaced.get('minimum', 0)}..{replaced.get('maximum')} workers)"
+                        if other == "adaptive" else f"the fixed count of {replaced} workers")
+                warnings.append(f"{label} replaces {what} of {was}")
+
+
+def load(ref: str, overrides: list[str] | tuple[str, ...] = (), workers: int | None = None) -> Profile:
+    """Find, merge (extends chain, then --set overrides, then --workers) and validate a profile,
+    then lay it over its floor: the site's dask config, then resqmp's defaults (see _with_floor)."""
     top = _find(ref)
     chain: list[Path] = []
     layers: list[dict] = []
@@ -300,25 +321,106 @@ def load(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
                 raise ProfileError(f"profile {chain[-1]}: extends: {e}") from None
     merged: dict[str, Any] = {}
     origins: dict[tuple[str, ...], str] = {}
+    warnings: list[str] = []
     for data, path in zip(reversed(layers), reversed(chain)):
         merged = deep_merge(merged, data)
+        _one_way_to_scale(merged, data, f"profile {path}", origins, None)
         for leaf, _ in _leaves(data):
             _record(origins, leaf, f"profile {path}")
     merged.pop("extends", None)
-    for item in overrides:
+    command_line = [(item, f"--set {_shown(item)}") for item in overrides]
+    if workers is not None:
+        command_line.append((f"scaling.workers={workers}", f"--workers {workers}"))
+    for item, label in command_line:
         parts, value = parse_set(item)
         _apply_set(merged, parts, value, item)
-        _record(origins, tuple(parts), f"--set {_shown(item)}")
+        layer: dict[str, Any] = value
+        for part in reversed(parts):
+            layer = {part: layer}
+        _one_way_to_scale(merged, layer, label, origins, warnings)
+        _record(origins, tuple(parts), label)
         try:
             _validate(merged, str(top), require_backend=False)
         except ProfileError as e:
-            raise ProfileError(f"--set {item!r}: {str(e).split(': ', 1)[1]}") from None
+            raise ProfileError(f"{label}: {str(e).split(': ', 1)[1]}") from None
     _validate(merged, str(top), require_backend=True)
-    merged.setdefault("name", top.stem)
+    if "name" not in merged:
+        merged["name"] = top.stem
+        origins[("name",)] = f"the name of {top}"
     profile = Profile(name=merged["name"], backend=merged["backend"], data=merged, source=top,
-                      chain=list(reversed(chain)), origins=origins)
+                      chain=list(reversed(chain)), origins=origins, warnings=warnings)
     _check_cluster_keys(profile, layers, chain, overrides)
+    _with_floor(profile)
     return profile
+
+
+def _with_floor(profile: Profile) -> None:
+    """Precedence, highest first: --set, the profile files (user, site, packaged), the site's dask
+    config, resqmp's defaults. A cluster option the profile leaves out or sets to null comes from
+    the next layer down that sets it; mappings merge key by key, lists are replaced whole."""
+    from resqmp import dask_site
+    from resqmp.backends import floor
+
+    base = floor(profile.backend)
+    site, warnings = dask_site.values(base.dask_keys)
+    profile.warnings.extend(warnings)
+    own = profile.data.get("cluster") or {}
+    above = deep_merge({option: v.value for option, v in site.items()},
+                       {k: v for k, v in own.items() if v is not None})
+    defaults = base.defaults(above, profile.data)
+    cluster = deep_merge(defaults, above)
+    for key, value in own.items():
+        cluster.setdefault(key, value)          # null, and nothing below sets it: null as written
+    origins = {p: label for p, label in profile.origins.items() if p[0] != "cluster"}
+    for leaf, _ in _leaves(defaults, ("cluster",)):
+        _record(origins, leaf, "resqmp default")
+    for option, value in site.items():
+        for leaf, _ in _leaves({option: value.value}, ("cluster",)):
+            _record(origins, leaf, value.label)
+    for p, label in profile.origins.items():
+        if p[0] == "cluster" and (len(p) == 1 or own.get(p[1]) is not None or p[1] not in above and
+                                  p[1] not in defaults):
+            _record(origins, p, label)
+    profile.data["cluster"] = cluster
+    profile.origins = origins
+
+
+def _flow(value: Any) -> str:
+    """One value as YAML on one line."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, allow_unicode=True).strip()
+    return text[:-len("...")].strip() if text.endswith("\n...") else text
+
+
+def annotated(profile: Profile, environment: dict[str, str]) -> str:
+    """The effective profile as YAML, each value marked with where it came from: `--set ...`,
+    `profile FILE`, `dask config KEY (FILE or VARIABLE)` or `resqmp default`."""
+    from resqmp.worker_env import DEFAULTS
+
+    def lines(data: dict, path: tuple[str, ...], origin_of) -> list[str]:
+        out = []
+        for key, value in data.items():
+            here = (*path, key)
+            indent = "  " * len(path)
+            if isinstance(value, dict) and value:
+                out.append(f"{indent}{_flow(key)}:")
+                out += lines(value, here, origin_of)
+            else:
+                out.append(f"{indent}{_flow(key)}: {_flow(value)}  # {origin_of(here)}")
+        return out
+
+    def env_origin(path: tuple[str, ...]) -> str:
+        name = path[-1]
+        if name in profile.environment:
+            return profile.origin(("environment", name))
+        return "resqmp default" if name in DEFAULTS else "?"
+
+    data = {k: v for k, v in profile.data.items() if k != "environment"}
+    out = [f"# {profile.name}: merged from {', '.join(str(c) for c in profile.chain)}",
+           "# precedence: --set > profile files > the site's dask config > resqmp defaults"]
+    out += lines(data, (), profile.origin)
+    out.append("environment:  # the worker environment, defaults included")
+    out += lines(environment, ("environment",), env_origin) if environment else []
+    return "\n".join(out) + "\n"
 
 
 def _check_cluster_keys(profile: Profile, layers: list[dict], chain: list[Path], overrides) -> None:

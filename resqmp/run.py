@@ -62,9 +62,7 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     # Everything that can be checked before provisioning is checked first.
-    if workers is not None:
-        overrides = (*overrides, f"scaling.workers={workers}")
-    profile = profiles.load(profile_ref, overrides)
+    profile = profiles.load(profile_ref, overrides, workers=workers)   # --workers N: a fixed count
     backend = for_profile(profile, worker_environment(profile))     # option values checked here
     out = Path(output).expanduser().resolve()
     preflight.check_output(out)
@@ -97,6 +95,8 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
     results: dict[int, dict] = {i: {**record, "resumed": True} for i, record in journal.done.items()}
     todo = {i: kwargs for i, kwargs in enumerate(batch.tasks) if i not in results}
     report = progress or ProgressReport(total=len(batch.tasks), already_done=len(results))
+    for warning in profile.warnings:
+        report.warn(warning)
     if results:
         report.info(f"resuming: {len(results)} of {len(batch.tasks)} tasks already done ({journal.path})")
     summary = {"output": str(out), "batch": str(batch.path), "wrapper": batch.wrapper,

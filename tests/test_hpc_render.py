@@ -120,12 +120,13 @@ def test_security_false_renders_a_plain_tcp_worker():
     assert " tcp://" + jq.RENDER_SCHEDULER in cmd and " tls://" not in cmd and "--tls-" not in cmd
 
 
-def test_null_walltime_and_processes_follow_what_the_job_gets():
+def test_null_walltime_and_processes_fall_through_to_the_layers_below():
+    """null in a profile or --set means "not set here": the site's dask config, else resqmp's
+    default, decides (processes: one single-threaded worker per core)."""
     script = render("slurm", "cluster.walltime=null", "cluster.processes=null", "cluster.cores=4",
                     "cluster.memory=8GiB")
-    default = jq.dask.config.get("jobqueue.slurm.walltime")             # dask-jobqueue's default
-    assert f"#SBATCH -t {default}" in script
-    assert " ".join(jq.lifetime_args("slurm", default)) in worker_line(script)
+    assert "#SBATCH -t 01:00:00" in script                              # resqmp's default
+    assert " ".join(jq.lifetime_args("slurm", "01:00:00")) in worker_line(script)
     assert "--nworkers 4" in worker_line(script) and "--nthreads 1" in worker_line(script)
 
 
@@ -174,9 +175,9 @@ def test_unknown_and_foreign_cluster_keys_are_named(tmp_path):
         render("slurm", "cluster.resource_spec=h_vmem=4G")
 
 
-def test_cores_and_memory_required(tmp_path):
-    with pytest.raises(ProfileError, match="cluster.memory is required"):
-        render("slurm", "cluster.memory=null")
+def test_cores_and_memory_null_fall_through_to_resqmps_defaults():
+    script = render("slurm", "cluster.memory=null", "cluster.cores=null")
+    assert "#SBATCH --mem=4G" in script and "#SBATCH --cpus-per-task=1" in script
 
 
 def test_render_writes_nothing(tmp_path):

@@ -3,7 +3,8 @@
 `for_profile(profile, worker_env)` builds the profile's Backend. Building it checks every option
 value that can be checked on this side (a bad one is a ProfileError, exit 4, before anything is
 provisioned), so `resqmp profiles validate` and `resqmp launch` refuse the same profiles.
-`start()` gives a Cluster: what run.py connects to, scales, asks about and closes, the same way
+`floor(backend)` says what lies under a profile's `cluster:` (the site's dask config, resqmp's
+defaults). `start()` gives a Cluster: what run.py connects to, scales, asks about and closes, the same way
 for every backend.
 
     backend        module               Backend             Cluster
@@ -17,7 +18,8 @@ for every backend.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -79,6 +81,15 @@ class Backend(Protocol):
         """Start the cluster, with no workers yet (run.py scales it once its client is ready)."""
 
 
+@dataclass(frozen=True)
+class Floor:
+    """What lies under a profile's `cluster:` for one backend (profiles.py merges it in): the
+    site's dask config, then resqmp's own defaults."""
+
+    dask_keys: dict[str, tuple[str, ...]]       # option -> the dask config keys that set it, first wins
+    defaults: Callable[[dict, dict], dict]      # (options set above, the whole profile) -> defaults
+
+
 def _module(backend: str):
     return importlib.import_module(_MODULES[backend][0])
 
@@ -86,6 +97,10 @@ def _module(backend: str):
 def cluster_options(backend: str) -> set[str] | None:
     """Keys allowed under `cluster:` for the backend (None: not checked)."""
     return _module(backend).cluster_options(backend)
+
+
+def floor(backend: str) -> Floor:
+    return _module(backend).floor(backend)
 
 
 def for_profile(profile, worker_env: dict[str, str]) -> Backend:

@@ -34,8 +34,14 @@ def cluster_options(backend: str = "external") -> set[str]:
     return set(_OPTIONS)
 
 
+def floor(backend: str = "external"):
+    """dask's own `scheduler-address` (DASK_SCHEDULER_ADDRESS) is the site's; else this machine."""
+    from resqmp.backends import Floor
+    return Floor({"address": ("scheduler-address",)}, lambda above, profile: {"address": "tcp://127.0.0.1:8786"})
+
+
 def address(profile) -> str:
-    raw = profile.cluster.get("address") or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    raw = profile.cluster.get("address")
     if not raw:
         raise ProfileError(f"profile {profile.source}: cluster.address is not set "
                            f"(e.g. --set cluster.address=tcp://scheduler:8786)")

@@ -89,6 +89,40 @@ def cluster_options(backend: str | None = None) -> set[str]:
     return out
 
 
+# dask-jobqueue's config names that are not the option's name with dashes (and deprecated ones)
+_CONFIG_NAMES = {"job_name": ("name",), "job_script_prologue": ("job-script-prologue", "env-extra"),
+                 "job_extra_directives": ("job-extra-directives", "job-extra"),
+                 "job_directives_skip": ("job-directives-skip", "header-skip"),
+                 "worker_extra_args": ("worker-extra-args", "extra")}
+
+
+def floor(backend: str):
+    """Every option may come from the site's jobqueue.<scheduler>.<key>, else resqmp's defaults."""
+    from resqmp.backends import Floor
+    keys = {option: tuple(f"jobqueue.{backend}.{name}" for name in
+                          _CONFIG_NAMES.get(option, (option.replace("_", "-"),))) for option in options_for(backend)}
+    return Floor(keys, lambda above, profile: defaults(backend, above, profile))
+
+
+def defaults(backend: str, above: dict, profile: dict) -> dict:
+    """resqmp's defaults, used where neither the profile nor the site's dask config sets a value."""
+    shared = (profile.get("storage") or {}).get("shared_directory")
+    out = {
+        "cores": 1,
+        # one single-threaded worker process per core: resqpy wrappers and numba run one task per interpreter
+        "processes": above.get("cores") or 1,
+        "memory": "4GiB",
+        "walltime": SCHEDULERS[backend].default_walltime,
+        "job_name": "resqmp-worker",
+        "death_timeout": 120,
+        "local_directory": "${TMPDIR:-/tmp}",          # node-local scratch, expanded by the job's shell
+        "security": True,                              # TLS, a temporary certificate per run
+    }
+    if shared:
+        out["log_directory"] = str(shared).rstrip("/") + "/logs"
+    return out
+
+
 def walltime_seconds(backend: str, walltime: Any) -> int | None:
     return SCHEDULERS[backend].walltime_seconds(walltime)
 
@@ -255,23 +289,28 @@ class JobqueueBackend:
 
     def _check_values(self) -> None:
         cfg = self.profile.cluster
-        for key in ("cores", "memory"):
-            if cfg.get(key) is None and dask.config.get(f"jobqueue.{self.profile.backend}.{key}", None) is None:
-                raise ProfileError(f"profile {self.profile.source}: cluster.{key} is required for backend "
-                                   f"{self.profile.backend} (per worker job)")
-        check = Checker(cfg, self._origin)
+        check = Checker(cfg, self.profile.origin)
         check.bytes("memory")
         cores = check.count("cores")
         processes = check.count("processes")
         if cores and processes and processes > cores:
             check.fail("processes", processes, f"at most cluster.cores ({cores}): each worker process "
-                                                f"is single-threaded and needs a core of its own")
+                                               f"is single-threaded and needs a core of its own")
         check.seconds("death_timeout")
         check.port("scheduler_options.port")
         check.address("scheduler_options.dashboard_address")
+        try:
+            self.lifetime = self._lifetime()
+        except ProfileError as e:
+            raise ProfileError(f"{self.profile.origin(('cluster', 'walltime'))}: {e}") from None
 
-    def _origin(self, path: tuple[str, ...]) -> str:
-        return self.profile.origin(path)
+    def _lifetime(self) -> list[str]:
+        """resqmp's --lifetime arguments, unless the profile gives its own."""
+        extra = [str(a) for a in _as_list(self.profile.cluster.get("worker_extra_args"), "worker_extra_args")]
+        walltime = self.profile.cluster.get("walltime")
+        if "--lifetime" in extra or walltime is None:
+            return []
+        return lifetime_args(self.profile.backend, walltime)
 
     def _shared_dir(self) -> str:
         configured = self.profile.storage.get("shared_directory")
@@ -287,14 +326,7 @@ class JobqueueBackend:
 
     def kwargs(self, tls_dir: str | None) -> dict[str, Any]:
         """Keyword arguments of the cluster, as start() passes them."""
-        backend = self.profile.backend
-        kw = dict(self.profile.cluster)
-        cores = kw.get("cores") or dask.config.get(f"jobqueue.{backend}.cores")
-        # one single-threaded worker process per core unless the profile says otherwise:
-        # resqpy wrappers and numba are run one task per interpreter
-        if kw.get("processes") is None:
-            kw["processes"] = cores
-
+        kw = {k: v for k, v in self.profile.cluster.items() if v is not None}
         kw["security"] = tls.security_for(kw.get("security", True), tls_dir)
         kw["shared_temp_directory"] = self.tls_base
 
@@ -306,12 +338,7 @@ class JobqueueBackend:
         if WORKER_PRELOAD not in extra:
             # resqpy imported when the worker starts, not in its first task (~2 s)
             extra += ["--preload", WORKER_PRELOAD]
-        if "--lifetime" not in extra:
-            # null means dask-jobqueue's configured default, which the job then gets
-            walltime = kw.get("walltime") or dask.config.get(f"jobqueue.{backend}.walltime", None)
-            if walltime is not None:
-                extra += lifetime_args(backend, walltime)
-        kw["worker_extra_args"] = extra
+        kw["worker_extra_args"] = extra + self.lifetime
 
         log_dir = kw.get("log_directory")
         kw["log_directory"] = expand(str(log_dir), "cluster.log_directory") if log_dir else \
@@ -363,7 +390,7 @@ class JobqueueBackend:
         sched = self.profile.cluster.get("scheduler_options") or {}
         if "host" not in sched:
             # the scheduler binds to `interface` too, unless scheduler_options gives its own
-            Checker(self.profile.cluster, self._origin).interface_here(
+            Checker(self.profile.cluster, self.profile.origin).interface_here(
                 "scheduler_options.interface" if "interface" in sched else "interface")
         if not os.path.isdir(self.tls_base):
             raise ClusterError(f"shared directory {self.tls_base}: does not exist")

@@ -69,6 +69,32 @@ def cluster_options(backend: str = "kubernetes") -> set[str]:
     return KUBECLUSTER_OPTIONS | RESQMP_OPTIONS
 
 
+# resqmp's defaults: used where neither the profile nor the site's dask config (kubernetes.*) sets a value
+DEFAULTS = {
+    "name": DEFAULT_NAME,
+    "image": DEFAULT_IMAGE,
+    "image_pull_policy": "IfNotPresent",
+    "worker_command": "dask worker --nthreads 1",     # resqpy tasks: one thread per worker
+    "worker_preload": ["resqpy.multi_processing"],    # resqpy's ~2 s import before the first task
+    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}},
+    "scheduler_resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
+    "idle_timeout": 600,
+    "resource_timeout": 300,
+    "scheduler_service_type": "ClusterIP",
+    "shutdown_on_close": True,
+    "shared_volume": {"claim_name": "resqmp-shared", "mount_path": "/shared"},
+    "tmp_size_limit": "2Gi",
+}
+
+
+def floor(backend: str = "kubernetes"):
+    """The operator's own options come from the site's `kubernetes.*` dask config (as KubeCluster
+    reads them), then resqmp's defaults."""
+    from resqmp.backends import Floor
+    keys = {option: (f"kubernetes.{option.replace('_', '-')}",) for option in KUBECLUSTER_OPTIONS}
+    return Floor(keys, lambda above, profile: copy.deepcopy(DEFAULTS))
+
+
 def _dns_label(text: str) -> str:
     text = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     return text or "user"

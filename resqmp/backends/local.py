@@ -26,6 +26,12 @@ def cluster_options(backend: str = "local") -> set[str]:
     return names - {"self", "kwargs", "worker_kwargs", "loop", "asynchronous", "start"} - _MANAGED
 
 
+def floor(backend: str = "local"):
+    """LocalCluster reads distributed's config itself; resqmp adds nothing under the profile."""
+    from resqmp.backends import Floor
+    return Floor({}, lambda above, profile: {})
+
+
 def worker_error(error: BaseException) -> str:
     """The worker's own error under distributed's "Nanny failed to start." wrappers."""
     while isinstance(error, RuntimeError) and "failed to start" in str(error) and \
