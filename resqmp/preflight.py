@@ -15,15 +15,17 @@ from xml.etree import ElementTree
 from resqmp.errors import ClusterError, OutputError
 from resqmp.outputs import (h5_of, is_staging_of, new_staging, partial_path, report_path, report_temp,
                             written_files)
+from resqmp.paths import expand
 
 log = logging.getLogger("resqmp")
 
 
 def shared_directory(profile, output: Path) -> Path:
-    """The profile's storage.shared_directory ($VARS and ~ expanded), or a folder beside OUT."""
+    """The profile's storage.shared_directory (expanded by the launcher's one rule, paths.py), or a
+    folder beside OUT."""
     configured = profile.storage.get("shared_directory")
     if configured:
-        return Path(os.path.expanduser(os.path.expandvars(configured)))
+        return Path(expand(str(configured), "storage.shared_directory"))
     return output.parent / ".resqmp-tasks"
 
 

@@ -245,6 +245,10 @@ def cluster_spec(profile, worker_env: dict[str, str], name: str | None = None) -
     container["args"] = ["dask", "scheduler", "--host", "0.0.0.0"] + \
         [a for a in container["args"][3:] if a != "--jupyter"]
     _adapt_pod(scheduler["spec"], cfg, volumes, mounts, cfg.get("scheduler_resources") or cfg.get("resources"))
+    # tasks.retries: the scheduler (in its pod, not in the launcher) decides how often a task whose
+    # worker died (an evicted pod) is run again
+    container.setdefault("env", []).append({"name": "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES",
+                                            "value": str(int(profile.tasks.get("retries", 2)))})
 
     worker = spec["spec"]["worker"]
     worker["metadata"] = _metadata(cfg, "worker")
@@ -282,10 +286,13 @@ class KubernetesBackend:
         from dask_kubernetes.exceptions import ValidationError
         try:
             cluster_spec(profile, worker_env)
-        except (ValueError, KeyError, ValidationError) as e:   # the name rule, a volume without a claim
-            text = f"cluster.name: unknown placeholder {e} (expected {{user}}, {{uuid}})" \
-                if isinstance(e, KeyError) else str(e)
-            raise ProfileError(f"{profile.origin(('cluster',))}: {text}") from None
+        except KeyError as e:
+            raise ProfileError(f"{profile.origin(('cluster', 'name'))}: cluster.name: unknown placeholder {e} "
+                               f"(expected {{user}}, {{uuid}})") from None
+        except ValidationError as e:            # the operator's rule for names
+            raise ProfileError(f"{profile.origin(('cluster', 'name'))}: cluster.name: {e.message}") from None
+        except ValueError as e:                 # a shared volume without a claim, a stray brace
+            raise ProfileError(f"{profile.origin(('cluster',))}: {e}") from None
 
     def render(self) -> str:
         spec = cluster_spec(self.profile, self.worker_env)
