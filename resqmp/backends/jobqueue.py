@@ -299,6 +299,11 @@ class JobqueueBackend:
         check.seconds("death_timeout")
         check.port("scheduler_options.port")
         check.address("scheduler_options.dashboard_address")
+        sched = cfg.get("scheduler_options") or {}
+        if "host" not in sched:
+            # the scheduler, in this process, binds to `interface` too unless scheduler_options
+            # gives its own: it must be one of this host's
+            check.interface_here("scheduler_options.interface" if "interface" in sched else "interface")
         try:
             self.lifetime = self._lifetime()
         except ProfileError as e:
@@ -387,11 +392,6 @@ class JobqueueBackend:
 
     def start(self) -> WorkerCluster:
         """A started cluster (scheduler in this process, TLS) with no worker jobs yet."""
-        sched = self.profile.cluster.get("scheduler_options") or {}
-        if "host" not in sched:
-            # the scheduler binds to `interface` too, unless scheduler_options gives its own
-            Checker(self.profile.cluster, self.profile.origin).interface_here(
-                "scheduler_options.interface" if "interface" in sched else "interface")
         if not os.path.isdir(self.tls_base):
             raise ClusterError(f"shared directory {self.tls_base}: does not exist")
         wants_tls = self.profile.cluster.get("security", True) is True

@@ -82,6 +82,7 @@ class LocalBackend:
         check.address("dashboard_address")
         check.address("worker_dashboard_address")
         check.seconds("death_timeout")
+        check.interface_here("interface")         # scheduler and workers bind to it, on this host
 
     def cluster_kwargs(self) -> dict:
         kwargs = {k: v for k, v in self.profile.cluster.items() if k not in _MANAGED}
@@ -103,8 +104,6 @@ class LocalBackend:
         return yaml.safe_dump(doc, sort_keys=False)
 
     def start(self) -> LocalWorkers:
-        check = Checker(self.profile.cluster, self.profile.origin)
-        check.interface_here("interface")         # scheduler and workers bind to it, here
         use_worker_environment(expanded_here(self.worker_env))   # no shell between this process and its workers
         # A local worker that leaves the scheduler is one its nanny restarts (after a task's timeout,
         # a crash); LocalCluster closes it for good if it is not back within lost-worker-timeout
