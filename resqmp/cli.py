@@ -69,8 +69,11 @@ def main(ctx, debug):
     # imported (later, lazily); its chatter is for --debug only
     import dask.config
     level = "debug" if debug else "warning"
+    # a worker that cannot start logs its traceback through the nanny (in the launcher and in
+    # local worker processes); resqmp reports the worker's own error as its one-line error
     dask.config.set({"logging": {**(dask.config.get("logging", {}) or {}),
-                                 "distributed": level, "distributed.client": level}})
+                                 "distributed": level, "distributed.client": level,
+                                 "distributed.nanny": "debug" if debug else "critical"}})
     for name in ("dask_jobqueue", "dask_kubernetes", "kr8s"):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 

@@ -80,3 +80,29 @@ def test_a_value_from_a_profile_file_names_the_file(work, tmp_path):
     assert line.startswith(f"resqmp: error: profile {profile}: cluster.memory_limit '4 bananas'"), line
     proc = run_resqmp("profiles", "validate", profile)
     assert proc.returncode == ExitCode.PROFILE and "cluster.memory_limit" in proc.stderr
+
+
+def test_a_local_worker_that_dies_at_start_is_reported_with_its_own_error(work, tmp_path):
+    """The worker process starts and fails (a preload module that is not installed): its error,
+    at once, not "no worker arrived within 60 s"; no traceback from the nannies."""
+    proc = launch_with("local", work, tmp_path, 'cluster.preload=["no_such_module_xyz"]', "scaling.worker_timeout=60")
+    line = one_error_line(proc, ExitCode.CLUSTER)
+    assert line == "resqmp: error: a local worker did not start: ModuleNotFoundError: No module named " \
+                   "'no_such_module_xyz'", line
+    assert not (tmp_path / "o.epc").exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_slurm_worker_jobs_that_die_at_start_are_reported_with_their_output(slurm, hpc_example, hpc_workdir):
+    """Both jobs start and their workers fail (preload not installed): as soon as SLURM says the
+    jobs ended, the launcher stops waiting and shows the jobs' own words."""
+    name = unique("resqmp-dies-")
+    proc = launch(PROFILES["slurm"], hpc_example["batch"], hpc_workdir / f"{name}.epc",
+                  "--set", 'cluster.worker_extra_args=["--preload", "no_such_module_xyz"]',
+                  "--set", f"cluster.job_name={name}", "--set", "scaling.worker_timeout=100")
+    line = one_error_line(proc, ExitCode.CLUSTER)
+    assert "every worker job ended before a worker connected" in line
+    assert "No module named 'no_such_module_xyz'" in line and "jobs cancelled" in line
+    assert "no worker arrived" not in line
+    assert wait_until(lambda: not scheduler_jobs("slurm", name), 30)

@@ -197,11 +197,14 @@ class WorkerCluster(JobQueueCluster):
                                     dummy.log_directory, dummy.job_name or "worker", self.started)
 
     def startup_failure(self) -> str | None:
-        """Why no worker will come: refused submissions."""
-        errors = self.submission_errors()
-        if errors:
+        """Why no worker will come: refused submissions, or every job ended without a worker
+        (the scheduler is asked at most every STATUS_INTERVAL seconds)."""
+        if self.submission_errors():
             return "the worker jobs could not be submitted"        # scheduler_view says why
-        return None
+        if time.monotonic() - self._last_status < STATUS_INTERVAL or self.scheduler_info.get("workers"):
+            return None
+        self._last_status = time.monotonic()
+        return diagnostics.ended_before_a_worker_came(self._jobs_seen())
 
     def scheduler_view(self) -> str:
         return diagnostics.view(self._jobs_seen())

@@ -42,19 +42,32 @@ def worker_error(error: BaseException) -> str:
 
 
 class LocalWorkers(LocalCluster):
-    """distributed's LocalCluster, as run.py uses a cluster (backends.Cluster)."""
+    """distributed's LocalCluster, as run.py uses a cluster (backends.Cluster), keeping why its
+    workers did not start instead of leaving it to a traceback while the launcher waits."""
 
     teardown = ""
     manages_workers = True
 
     def __init__(self, **kwargs):
+        self.start_errors: list[str] = []
         self.warnings: list[str] = []
         super().__init__(**kwargs)
+
+    async def _correct_state_internal(self) -> None:
+        # where SpecCluster creates and starts workers (scale, adapt): a worker that raises in its
+        # constructor (a bad option) or at start-up (its process died) ends up here
+        try:
+            await super()._correct_state_internal()
+        except Exception as e:   # noqa: BLE001 - reported by startup_failure()
+            self.start_errors.append(worker_error(e))
+            log.debug("a local worker did not start", exc_info=True)
 
     def connect(self) -> Client:
         return Client(self)
 
     def startup_failure(self) -> str | None:
+        if self.start_errors and not self.scheduler_info.get("workers"):
+            return f"a local worker did not start: {self.start_errors[-1]}"
         return None
 
     def scheduler_view(self) -> str:
@@ -104,13 +117,19 @@ class LocalBackend:
         return yaml.safe_dump(doc, sort_keys=False)
 
     def start(self) -> LocalWorkers:
-        use_worker_environment(expanded_here(self.worker_env))   # no shell between this process and its workers
+        # local workers log as the launcher does (dask's way of passing config to its subprocesses):
+        # a worker that cannot start is resqmp's one error line, not a traceback from each nanny
+        logging_config = dask.config.serialize({"logging": dask.config.get("logging", {})})
+        # no shell between this process and its workers: the environment is expanded here
+        use_worker_environment({**expanded_here(self.worker_env), "DASK_INTERNAL_INHERIT_CONFIG": logging_config})
         # A local worker that leaves the scheduler is one its nanny restarts (after a task's timeout,
         # a crash); LocalCluster closes it for good if it is not back within lost-worker-timeout
         # (15 s), which a loaded machine exceeds. It gets as long as a first worker has to arrive.
         dask.config.set({"distributed.deploy.lost-worker-timeout":
                          f"{float(self.profile.scaling.get('worker_timeout', 120))}s"})
         kwargs = self.cluster_kwargs()
+        # LocalCluster's default (WARN) would set each nanny's logger to it, over the config above
+        kwargs.setdefault("silence_logs", False)
         # tasks.retries: how often the scheduler re-runs a task whose worker died
         kwargs["scheduler_kwargs"] = {**(kwargs.get("scheduler_kwargs") or {}),
                                       "allowed_failures": int(self.profile.tasks.get("retries", 2))}
