@@ -170,7 +170,8 @@ def test_external_takes_dasks_scheduler_address(tmp_path):
 @pytest.mark.timeout(600)
 def test_a_slurm_launch_uses_the_sites_dask_config(slurm, hpc_example, hpc_workdir, local_reference, tmp_path):
     """Real jobs from the site's config: partition, job name, a comment directive (scontrol shows
-    it), a prologue line that runs on the node (its marker file), an unquoted walltime."""
+    it), a prologue line that runs on the node (its marker file), an unquoted walltime that YAML 1.1
+    reads as 1200 (`20:00`; `0:20:00` it leaves as text: base 60 needs a leading 1-9)."""
     tag = unique("site")
     markers = hpc_workdir / f"markers-{tag}"
     markers.mkdir()
@@ -181,7 +182,7 @@ def test_a_slurm_launch_uses_the_sites_dask_config(slurm, hpc_example, hpc_workd
             name: {tag}
             cores: 1
             memory: 1GiB
-            walltime: 0:20:00
+            walltime: 20:00
             death-timeout: 60
             job-extra-directives: ["--comment=site-{tag}"]
             job-script-prologue: ["echo prologue-ran > {markers}/$SLURM_JOB_ID"]
