@@ -11,12 +11,38 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 from pathlib import Path
 
 from resqmp.errors import BatchError, OutputError
 from resqmp.outputs import journal_path
 
 __all__ = ["Journal", "journal_path"]
+
+
+def _open_in_place(output: Path, path: Path):
+    """The journal, opened for appending. Unlike OUT's other files (renamed into place) it is
+    written and truncated in place, so it must be a file of its own: never opened through a
+    symbolic link (O_NOFOLLOW) nor a file with other names (hard links), whose bytes it would
+    truncate; a planted link to another model must not cost that model a byte."""
+    hint = "resqmp appends to its journal in place and writes through no link: remove it, or choose another --output"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if os.path.islink(path):
+            raise OutputError(f"output {output}: its journal {path} is a symbolic link to {os.readlink(path)}; "
+                              f"{hint}") from None
+        raise OutputError(f"output {output}: cannot write its journal {path} ({e.strerror})") from None
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file"
+    elif st.st_nlink > 1:
+        problem = f"is a hard link: the same file has {st.st_nlink} names"
+    if problem:
+        os.close(fd)
+        raise OutputError(f"output {output}: its journal {path} {problem}; {hint}")
+    return os.fdopen(fd, "a+b")
 
 
 class Journal:
@@ -26,10 +52,7 @@ class Journal:
         self.n_tasks = n_tasks
         self.run_dir = run_dir
         self.done: dict[int, dict] = {}
-        try:
-            self._file = open(self.path, "a+b")
-        except OSError as e:
-            raise OutputError(f"output {output}: cannot write its journal {self.path} ({e.strerror})") from None
+        self._file = _open_in_place(output, self.path)
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
