@@ -35,6 +35,14 @@ DEFAULTS = {
 #: The one thing a worker environment value may refer to: `$NAME` or `${NAME}`.
 _REFERENCE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: a line break or another control character but tab: in a one-line text (a job script option)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def control_character(value) -> str | None:
+    """The first line break or control character in a value, as U+XXXX, or None."""
+    m = _CONTROL.search(str(value))
+    return f"U+{ord(m.group()):04X}" if m else None
 
 
 def references(value: str) -> list[str]:
@@ -49,28 +57,49 @@ def expand(value: str, environ) -> str:
     return _REFERENCE.sub(lambda m: environ.get(m.group(1) or m.group(2), ""), value)
 
 
+def _quoted_text(text: str) -> str:
+    """Text as sh words that interpret nothing: single-quoted, each line break double-quoted
+    ("<newline>") so that the next line of the script starts with a quote, never with `#`: SGE's
+    qsub reads `#$` lines anywhere in a job script as directives (measured: an exported value
+    with a line `#$ -N x` renamed the job), whatever the shell makes of them."""
+    return '"\n"'.join(shlex.quote(line) if line else "" for line in text.split("\n")) or "''"
+
+
 def shell_word(value: str) -> str:
     """`value` as one POSIX sh word that the shell turns into expand(value, its environment): each
-    reference double-quoted ("${NAME}": no word splitting or globbing), all other text
-    single-quoted (nothing in it interpreted)."""
+    reference double-quoted ("${NAME}": no word splitting or globbing), all other text quoted
+    (_quoted_text: nothing in it interpreted, no line of it a directive)."""
     parts, pos = [], 0
     for m in _REFERENCE.finditer(value):
         if m.start() > pos:
-            parts.append(shlex.quote(value[pos:m.start()]))
+            parts.append(_quoted_text(value[pos:m.start()]))
         parts.append('"${%s}"' % (m.group(1) or m.group(2)))
         pos = m.end()
     if pos < len(value) or not parts:
-        parts.append(shlex.quote(value[pos:]))
+        parts.append(_quoted_text(value[pos:]))
     return "".join(parts)
 
 
 def shell_exports(env: dict[str, str]) -> list[str]:
     """`export NAME=word` lines that set env in a POSIX shell under the rule (see shell_word)."""
-    for name in env:
+    for name, value in env.items():
         if not _NAME.match(name):
             raise ValueError(f"environment variable name {name!r}: expected letters, digits and _, "
                              f"not starting with a digit")
+        if "\0" in str(value):
+            raise ValueError(f"environment {name}={value!r}: a NUL character cannot be in an environment")
     return [f"export {name}={shell_word(str(value))}" for name, value in env.items()]
+
+
+def check_values(env: dict[str, str], where: str) -> None:
+    """The rule's checks, the same for every backend: no value holds a NUL (no environment can
+    carry one: a local worker would fail to start), and none refers to another variable of the
+    environment (check_references)."""
+    for name, value in env.items():
+        if "\0" in str(value):
+            raise ProfileError(f"{where}: environment {name}={str(value)!r} holds a NUL character, which "
+                               f"no environment can carry")
+    check_references(env, where)
 
 
 def check_references(env: dict[str, str], where: str) -> None:
@@ -89,7 +118,7 @@ def worker_environment(profile, expand: bool = False) -> dict[str, str]:
     """Defaults overridden by the profile's `environment:`, values unexpanded (see expand); with
     expand=True, expanded here (see expanded_here)."""
     env = {**DEFAULTS, **profile.environment}
-    check_references(env, f"profile {profile.source}")
+    check_values(env, f"profile {profile.source}")
     return expanded_here(env) if expand else env
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import run_resqmp
+from hpc_fixtures import SGE_ENV, sh, unique
 from resqmp.errors import ExitCode
 from test_bad_inputs import assert_one_line_error
 
@@ -63,3 +66,82 @@ def test_a_journal_name_linked_to_another_file_never_writes_into_it(work, tmp_pa
     assert ("symbolic link" if link is _symlinked else "hard link") in line.replace(str(tmp_path), "")
     assert sha(precious) == before
     assert not (work / "faults.epc").exists()
+
+
+# -- profile values written into job scripts: one line each -------------------------------------
+
+def _profile(tmp_path: Path, extends: str, **sections) -> Path:
+    import yaml
+    path = tmp_path / f"{extends}-hostile.yaml"
+    path.write_text(yaml.safe_dump({"extends": extends, **sections}, sort_keys=False))
+    return path
+
+
+#: a worker environment value whose lines, written as they are into a job script, are directives:
+#: SGE's qsub reads `#$` lines anywhere in the script (measured: an exported value with a line
+#: `#$ -N injected` renamed the job)
+_DIRECTIVE = "x\n#$ -N injected\n#SBATCH --output=/tmp/injected\n${HOME}\n#PBS -N injected"
+_DIRECTIVE_PREFIXES = ("#$", "#SBATCH", "#PBS", "#BSUB")
+
+
+def _job_script(profile: Path) -> str:
+    proc = run_resqmp("profiles", "render", profile)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _exported(script: str, name: str) -> str:
+    """The value `name` has after the script's export lines, in sh (HOME=/home/u)."""
+    exports = script[script.index("export "):script.rindex("\n", 0, script.index(" -m distributed"))]
+    out = subprocess.run(["sh", "-c", f'{exports}\nprintf %s "${{{name}}}"'], env={"HOME": "/home/u"},
+                         capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+@pytest.mark.parametrize("backend", ["sge", "slurm", "pbs", "lsf"])
+def test_a_worker_environment_value_never_writes_a_directive_into_a_job_script(tmp_path, backend):
+    """Line breaks stay text (the rule), but no line of the value may start a line of the script."""
+    profile = _profile(tmp_path, backend, environment={"D": _DIRECTIVE})
+    script = _job_script(profile)
+    assert "injected" not in " ".join(line for line in script.splitlines() if line.startswith(_DIRECTIVE_PREFIXES))
+    assert _exported(script, "D") == _DIRECTIVE.replace("${HOME}", "/home/u")
+
+
+def test_a_worker_environment_value_never_renames_a_real_sge_job(tmp_path, sge):
+    """Submitted held to the real SGE and looked at: the job keeps its name (run this test under
+    `flock /tmp/resqmp-heavy.lock`, as every test on the real schedulers)."""
+    profile = _profile(tmp_path, "sge", environment={"D": _DIRECTIVE},
+                       cluster={"job_name": unique("hostile")})
+    script = tmp_path / "job.sh"
+    script.write_text(_job_script(profile))
+    job = sh("qsub", "-h", "-terse", str(script), env=SGE_ENV, check=True).stdout.strip().splitlines()[-1]
+    try:
+        shown = sh("qstat", "-j", job, env=SGE_ENV, check=True).stdout
+    finally:
+        sh("qdel", job, env=SGE_ENV)
+    name = re.search(r"^job_name:\s+(\S+)", shown, re.M).group(1)
+    assert name.startswith("hostile"), shown
+
+
+def test_a_nul_in_a_worker_environment_value_is_refused_before_any_work(work, tmp_path):
+    """No environment can carry one: a local worker failed to start with an internal error."""
+    profile = _profile(tmp_path, "local", environment={"D": "a\0b"})
+    proc = run_resqmp("launch", "--profile", profile, "--batch", work / "batch.yaml",
+                      "--output", work / "faults.epc")
+    refused_before_work(proc, ExitCode.PROFILE, "environment D", "NUL")
+    assert not (work / "faults.epc").exists() and not (work / "faults.journal.jsonl").exists()
+
+
+@pytest.mark.parametrize("backend, key, value", [
+    ("sge", "queue", "all.q\n#$ -N injected"),
+    ("slurm", "job_name", "w\ntouch /tmp/injected"),
+    ("pbs", "account", "a\ntouch /tmp/injected"),
+    ("lsf", "job_extra_directives", ["-q x\ntouch /tmp/injected"]),
+])
+def test_a_line_break_in_a_job_script_option_is_refused(tmp_path, backend, key, value):
+    """dask-jobqueue writes these into `#SBATCH`/`#$`/`#PBS`/`#BSUB` lines: a line break would make
+    the rest a command of the job (run on the compute node) or a directive of its own."""
+    profile = _profile(tmp_path, backend, cluster={key: value})
+    proc = run_resqmp("profiles", "render", profile)
+    assert_one_line_error(proc, ExitCode.PROFILE, str(profile), f"cluster.{key}", "line break")
+    assert "injected" not in proc.stdout

@@ -42,7 +42,7 @@ from resqmp.backends.checks import Checker
 from resqmp.backends.schedulers import SCHEDULERS, Scheduler, whoami
 from resqmp.errors import ClusterError, ProfileError
 from resqmp.paths import expand
-from resqmp.worker_env import shell_exports
+from resqmp.worker_env import control_character, shell_exports
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,26 @@ def _as_list(value: Any, key: str) -> list:
     if isinstance(value, (list, tuple)):
         return list(value)
     raise ProfileError(f"cluster.{key}: expected a list, got {type(value).__name__}")
+
+
+#: cluster options that never reach the job script as text (the prologue is the profile's own
+#: shell code, line by line)
+_NOT_SCRIPT_TEXT = {"job_script_prologue", "scheduler_options", "security"}
+
+
+def _check_one_line(profile) -> None:
+    """dask-jobqueue writes option values into lines of the job script (`#SBATCH -J NAME`, the
+    worker's command line): a line break there would make the rest a command of the job, run on
+    the compute node, or a directive of its own. Data in a profile is never code."""
+    for key, value in profile.cluster.items():
+        if key in _NOT_SCRIPT_TEXT:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            char = isinstance(item, str) and control_character(item)
+            if char:
+                raise ProfileError(f"profile {profile.source}: cluster.{key}: {item!r} holds a line break or "
+                                   f"control character ({char}); it is written into one line of the job "
+                                   f"script, where the rest would become a command or a directive of its own")
 
 
 # The one setting that turns the dashboard on (README, "Dashboard"): on the launcher host's
@@ -274,6 +294,7 @@ class JobqueueBackend:
         self.scheduler = SCHEDULERS[profile.backend]
         self.worker_env = worker_env
         self._check_keys()
+        _check_one_line(profile)
         self._check_values()
         self.shared = self._shared_dir()
         configured = profile.cluster.get("shared_temp_directory")

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from resqmp.errors import ProfileError
-from resqmp.worker_env import check_references, references, shell_exports
+from resqmp.worker_env import check_values, references, shell_exports
 
 # Options of dask_kubernetes.operator.KubeCluster / make_cluster_spec that resqmp passes on.
 KUBECLUSTER_OPTIONS = {
@@ -124,7 +124,7 @@ def pod_environment(profile, worker_env: dict[str, str]) -> dict[str, str]:
     if isinstance(extra, list):
         extra = {item["name"]: item.get("value", "") for item in extra}
     env.update({k: str(v) for k, v in extra.items()})
-    check_references(env, f"profile {profile.source}")
+    check_values(env, f"profile {profile.source}")
     return env
 
 
