@@ -107,11 +107,16 @@ class Journal:
                 continue
             record = self._json(text, n)
             self._check_record(record, n)
-            # a result counts only while its task files still exist
-            if record["success"] and (record.get("epc_file") is None or os.path.exists(record["epc_file"])):
+            # a result counts only while its task files still exist, in this run's task folder: a
+            # record naming any other file (an edited journal, an earlier storage.shared_directory)
+            # would merge a model this batch did not make into OUT; that task runs again
+            if record["success"] and (record.get("epc_file") is None or self._ours(record["epc_file"])):
                 self.done[record["index"]] = record
             else:
                 self.done.pop(record["index"], None)
+
+    def _ours(self, epc: str) -> bool:
+        return os.path.exists(epc) and Path(epc).resolve().is_relative_to(Path(self.run_dir).resolve())
 
     def _json(self, text: str, n: int):
         try:

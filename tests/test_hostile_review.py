@@ -145,3 +145,33 @@ def test_a_line_break_in_a_job_script_option_is_refused(tmp_path, backend, key, 
     proc = run_resqmp("profiles", "render", profile)
     assert_one_line_error(proc, ExitCode.PROFILE, str(profile), f"cluster.{key}", "line break")
     assert "injected" not in proc.stdout
+
+
+# -- a journal names task files of this run only -------------------------------------------------
+
+def test_a_journal_naming_a_file_outside_the_run_is_not_merged(work, tmp_path):
+    """An edited journal (with the batch's digest, which anyone can compute) whose record names
+    another model as a finished task's file: resuming merged that model into OUT. Such a record
+    counts as not done (like one whose files are gone): the task runs again."""
+    import json
+    from test_data_safety import failing
+    batch = failing(work, "failing.yaml")
+    out = work / "faults.epc"
+    assert launch(batch, out).returncode == ExitCode.TASKS_FAILED
+    journal = work / "faults.journal.jsonl"
+    lines = journal.read_text().splitlines()
+    n = next(i for i, text in enumerate(lines[1:], 1) if json.loads(text)["success"])
+    record = json.loads(lines[n])
+    foreign = tmp_path / "elsewhere" / "other.epc"
+    foreign.parent.mkdir()
+    shutil.copy(work / "model.epc", foreign)
+    shutil.copy(work / "model.h5", foreign.with_suffix(".h5"))
+    record["epc_file"] = str(foreign)
+    lines[n] = json.dumps(record)
+    journal.write_text("\n".join(lines) + "\n")
+    proc = launch(batch, out)
+    assert proc.returncode == ExitCode.TASKS_FAILED, proc.stderr
+    assert "resuming: 2 of 4" in proc.stderr
+    report = json.loads(out.with_name("faults.report.json").read_text())
+    assert report["tasks"][record["index"]]["resumed"] is False
+    assert report["tasks"][record["index"]]["success"] is True
