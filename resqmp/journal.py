@@ -45,6 +45,10 @@ def _open_in_place(output: Path, path: Path):
     return os.fdopen(fd, "a+b")
 
 
+#: how every journal starts (Journal._start): a first line cut short by a kill is a prefix of it
+_HEADER_START = b'{"digest": "'
+
+
 class Journal:
     def __init__(self, output: Path, digest: str, run_dir: Path, n_tasks: int, fresh: bool = False):
         self.path = journal_path(output)
@@ -80,15 +84,21 @@ class Journal:
 
     def _read(self, data: bytes) -> None:
         """Load completed results. Refuses (before any work) whatever would fail later."""
-        if not data.endswith(b"\n"):
-            # the last line of a killed run may be cut short: drop it, so the next record
-            # appended starts on a line of its own
-            keep = data.rfind(b"\n") + 1
-            data = data[:keep]
+        # the last line of a killed run may be cut short: it is dropped (so the next record appended
+        # starts on a line of its own), but only once the rest is known to be our journal: a file
+        # that is not loses nothing
+        keep = data.rfind(b"\n") + 1
+        data, cut = data[:keep], data[keep:]
+        if not data:
+            if not (_HEADER_START.startswith(cut) or cut.startswith(_HEADER_START)):
+                raise self._unusable(1, "not a resqmp journal header")
+            self._start()                   # a header cut by a kill: nothing was recorded yet
+            return
+        self._load(data)
+        if cut:
             self._file.truncate(keep)
-            if not data:
-                self._start()
-                return
+
+    def _load(self, data: bytes) -> None:
         lines = data.split(b"\n")[:-1]
         texts = []
         for n, raw in enumerate(lines, 1):

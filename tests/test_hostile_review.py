@@ -175,3 +175,18 @@ def test_a_journal_naming_a_file_outside_the_run_is_not_merged(work, tmp_path):
     report = json.loads(out.with_name("faults.report.json").read_text())
     assert report["tasks"][record["index"]]["resumed"] is False
     assert report["tasks"][record["index"]]["success"] is True
+
+
+# -- a file at the journal's name that is no journal of ours is left as it is -----------------------
+
+@pytest.mark.parametrize("text", [b"my notes\nthe last line, no newline", b"one line of notes, no newline"],
+                         ids=["two-lines", "one-line"])
+def test_a_file_at_the_journals_name_that_is_no_journal_is_not_cut(work, text):
+    """A journal's last line cut by a kill is dropped; that was done before the file was known to
+    be a journal at all: a user's file there lost its last line (and a one-line file became a
+    journal, the run going on as if nothing was there)."""
+    journal = work / "faults.journal.jsonl"
+    journal.write_bytes(text)
+    proc = launch(work / "batch.yaml", work / "faults.epc")
+    refused_before_work(proc, ExitCode.OUTPUT, str(journal), "line 1")
+    assert journal.read_bytes() == text
