@@ -41,6 +41,9 @@ def target(path: str | None, own_files: tuple[Path, ...]) -> Path | None:
                           f"expected another name, e.g. {file.with_suffix('').name}.perf.html")
     if file.is_dir():
         raise OutputError(f"{where}: is a directory; expected an .html file path")
+    if file.exists() and not file.is_file():
+        # never opened to see whether it is an earlier report: a FIFO would block for ever
+        raise OutputError(f"{where}: is not a regular file; expected an .html file path")
     if file.exists() and not _is_report(file):
         raise OutputError(f"{where}: exists and is not a Dask performance report; remove it or "
                           f"choose another name (resqmp only replaces its own reports)")

@@ -194,6 +194,27 @@ def check_inputs_untouched(output: Path, batch, run_dir: Path) -> None:
                                   f"uses for OUT's staging folders and removes: move it")
 
 
+def check_log_file(profile, output: Path, batch) -> None:
+    """The profile's logging.file, which every worker appends to, is none of OUT's files and no
+    input of the batch, and nothing but a regular file (a FIFO would hold every worker's start).
+    Expanded here as a local worker expands it ($VARS, ~, relative to this folder)."""
+    configured = profile.logging.get("file")
+    if not configured:
+        return
+    path = Path(os.path.abspath(os.path.expanduser(os.path.expandvars(str(configured)))))
+    where = f"profile {profile.source}: logging.file {path}"
+    if os.path.lexists(path) and not path.is_file():
+        raise OutputError(f"{where}: exists and is not a regular file; every worker appends its log there")
+    resolved = path.resolve()
+    named = [(f"OUT's {what} {target}" if what != "OUT" else f"OUT {target}", target)
+             for what, target in written_files(output).items()]
+    named += [(label, target) for target, label in _batch_inputs(batch).items()]
+    for label, target in named:
+        if resolved == target.resolve() or _same(path, target):
+            raise OutputError(f"{where}: is {label}; every worker appends its log there: choose another "
+                              f"logging.file")
+
+
 def previous_report(output: Path) -> dict | None:
     """The report beside OUT when it is resqmp's report for this very output, else None."""
     try:

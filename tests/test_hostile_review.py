@@ -190,3 +190,29 @@ def test_a_file_at_the_journals_name_that_is_no_journal_is_not_cut(work, text):
     proc = launch(work / "batch.yaml", work / "faults.epc")
     refused_before_work(proc, ExitCode.OUTPUT, str(journal), "line 1")
     assert journal.read_bytes() == text
+
+
+# -- other files a run writes: the performance report, the workers' log file ------------------------
+
+def test_a_performance_report_path_that_is_a_fifo_is_refused_not_waited_on(work, tmp_path):
+    """Checking whether FILE is an earlier report opened it for reading: on a FIFO the launcher
+    waited for ever, before any cluster, saying nothing."""
+    fifo = tmp_path / "perf.html"
+    os.mkfifo(fifo)
+    proc = launch(work / "batch.yaml", work / "faults.epc", "--performance-report", fifo, timeout=120)
+    refused_before_work(proc, ExitCode.OUTPUT, str(fifo), "not a regular file")
+
+
+@pytest.mark.parametrize("target", ["input", "out"])
+def test_the_workers_log_file_never_lands_on_an_input_or_on_out(work, tmp_path, target):
+    """logging.file is appended to by every worker: pointed at an input EPC (or at OUT) by a
+    careless profile, each worker wrote its log lines into that model."""
+    out = work / "faults.epc"
+    if target == "out":
+        launch(work / "batch.yaml", out).check_returncode()
+    victim = work / "model.epc" if target == "input" else out
+    before = sha(victim)
+    profile = _profile(tmp_path, "local", logging={"file": str(victim)})
+    proc = run_resqmp("launch", "--profile", profile, "--batch", work / "batch.yaml", "--output", out)
+    refused_before_work(proc, ExitCode.OUTPUT, "logging.file", str(victim))
+    assert sha(victim) == before
