@@ -216,3 +216,28 @@ def test_the_workers_log_file_never_lands_on_an_input_or_on_out(work, tmp_path, 
     proc = run_resqmp("launch", "--profile", profile, "--batch", work / "batch.yaml", "--output", out)
     refused_before_work(proc, ExitCode.OUTPUT, "logging.file", str(victim))
     assert sha(victim) == before
+
+
+# -- the allow-list read literally (these held on main; kept as the probes' record) ------------------
+
+@pytest.mark.parametrize("ref, allowed", [
+    ("hostile_pkg.sub:f", ("hostile_pkg:*",)),      # a package's `*` is not its submodules'
+    ("hostile_pkg.sub:f", ()),
+    ("os.path:join", ("os:*",)),
+    ("resqpy.multi_processing:function_multiprocessing", ()),   # resqpy's, but no wrapper
+    ("ｈostile_pkg.sub:f", ("hostile_pkg.sub:*",)),   # a lookalike letter is another name
+])
+def test_a_refused_dotted_wrapper_imports_nothing(tmp_path, monkeypatch, ref, allowed):
+    import sys
+    from resqmp.batch import resolve_wrapper
+    from resqmp.errors import BatchError
+    pkg = tmp_path / "hostile_pkg"
+    pkg.mkdir()
+    marker = tmp_path / "init-ran"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "sub.py").write_text("def f(index, parent_tmp_dir):\n    return index, True, None, []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BatchError):
+        resolve_wrapper(ref, allowed)
+    assert not marker.exists()
+    assert not [m for m in sys.modules if m.startswith("hostile_pkg")]
