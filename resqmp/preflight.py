@@ -194,6 +194,25 @@ def check_inputs_untouched(output: Path, batch, run_dir: Path) -> None:
                                   f"uses for OUT's staging folders and removes: move it")
 
 
+def check_task_directory(output: Path, run_dir: Path) -> None:
+    """OUT's task directory is absent or a folder, not a link: its name is predictable (a hash of
+    OUT), and a link planted there would send the task files, which are merged into OUT, into a
+    folder someone else controls. (Its owner is not checked: on root-squashed NFS a folder the
+    same user made shows another owner.)"""
+    try:
+        st = os.lstat(run_dir)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise OutputError(f"output {output}: cannot inspect its task directory {run_dir} ({e.strerror})") from None
+    hint = "resqmp writes the task files there and removes it"
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(f"output {output}: its task directory {run_dir} is a symbolic link (to "
+                          f"{os.readlink(run_dir)}); {hint}: remove the link")
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"output {output}: its task directory {run_dir} is not a directory; {hint}")
+
+
 def check_log_file(profile, output: Path, batch) -> None:
     """The profile's logging.file, which every worker appends to, is none of OUT's files and no
     input of the batch, and nothing but a regular file (a FIFO would hold every worker's start).

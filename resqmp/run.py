@@ -76,6 +76,7 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     # OUT's files never land on an input; files resqmp did not write are replaced only with --overwrite
     preflight.check_inputs_untouched(out, batch, run_dir)
     preflight.check_log_file(profile, out, batch)    # every worker appends to it
+    preflight.check_task_directory(out, run_dir)
     previous = preflight.check_ownership(out, overwrite)
     preflight.check_shared_directory(shared)
     journal = Journal(out, batch.digest, run_dir, len(batch.tasks), fresh=fresh)   # locks OUT

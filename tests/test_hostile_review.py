@@ -241,3 +241,22 @@ def test_a_refused_dotted_wrapper_imports_nothing(tmp_path, monkeypatch, ref, al
         resolve_wrapper(ref, allowed)
     assert not marker.exists()
     assert not [m for m in sys.modules if m.startswith("hostile_pkg")]
+
+
+# -- the task folder is the run's own ------------------------------------------------------------
+
+def test_a_task_folder_planted_as_a_link_elsewhere_is_refused(work, tmp_path):
+    """The task folder's name is predictable (a hash of OUT): planted in a shared directory as a
+    link to another folder, workers wrote the task files there (where whoever owns it can swap
+    them before they are merged into OUT) and the cleanup left them."""
+    from resqmp.run import run_directory
+    out = work / "faults.epc"
+    shared = work / ".resqmp-tasks"
+    shared.mkdir()
+    elsewhere = tmp_path / "someone-elses"
+    elsewhere.mkdir()
+    run_directory(shared, out).symlink_to(elsewhere)
+    proc = launch(work / "batch.yaml", out)
+    refused_before_work(proc, ExitCode.OUTPUT, str(run_directory(shared, out)), "symbolic link")
+    assert list(elsewhere.iterdir()) == []
+    assert not out.exists()
