@@ -265,7 +265,9 @@ def test_concurrent_runs_on_different_outputs_never_touch_each_others_files(slow
     slower = slow_batch({"batch": slow["batch"]}, "slower", delay=3.0)     # 8 tasks, 3 s each
     proc = start_launch(slower, first)
     try:
-        wait_for(lambda: staging("ab") and len(first.with_name("ab.journal.jsonl").read_text().splitlines()) >= 2,
+        # (preflight's probe of OUT's folder makes and removes a staging folder before the journal exists)
+        journal = first.with_name("ab.journal.jsonl")
+        wait_for(lambda: staging("ab") and journal.exists() and len(journal.read_text().splitlines()) >= 2,
                  what="the first run's staging folder and a first result")
         mine = staging("ab")
         proc2 = start_launch(slow["folder"] / "batch.yaml", second)
