@@ -10,8 +10,11 @@ def numba_threads_wrapper(index, parent_tmp_dir, record_file, name=None):
     """Records what numba sees inside the worker, after resqpy (and so numba) is imported."""
     import resqpy.grid_surface  # noqa: F401 - imports numba the way the real wrappers do
     import numba
+    import threadpoolctl
+    blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()]
     with open(record_file, "w") as f:
         json.dump({"config": numba.config.NUMBA_NUM_THREADS, "get_num_threads": numba.get_num_threads(),
+                   "blas_threads": blas,
                    "env": os.environ.get("NUMBA_NUM_THREADS"), "pid": os.getpid(),
                    "cache": os.environ.get("RESQPY_NUMBA_CACHE"),
                    "hdf5_locking": os.environ.get("HDF5_USE_FILE_LOCKING")}, f)
