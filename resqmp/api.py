@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Union
 
 from resqmp.execute import run_in_process, run_on_client
 from resqmp.recombine import Recombiner
+from resqmp.warm import warm_users_cluster
 
 log = logging.getLogger("resqmp")
 
@@ -108,6 +109,13 @@ def function_multiprocessing(function: Callable,
             from distributed import Client
             client = cluster if isinstance(cluster, Client) else Client(cluster, set_as_default=False)
             try:
+                # a cluster the user started has a cold numba in every worker: fill and load the
+                # cache before the batch (resqmp's own launch does the same, see warm.py)
+                try:
+                    warm_users_cluster(client, f"{function.__module__}:{getattr(function, '__name__', '')}")
+                except Exception as e:   # noqa: BLE001 - an optimisation: the batch runs cold instead
+                    log.warning("warming the workers' numba cache failed (%s: %s); tasks compile on "
+                                "their first call instead", type(e).__name__, e)
                 # short tasks go to Dask in groups when every task slot has many of them
                 # (execute.auto_group_size); a cluster still starting counts as one slot
                 run_on_client(client, function, by_index, str(tmp_dir), on_result, group_size="auto",

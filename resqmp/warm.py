@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["warm_numba_cache", "warm_workers", "label_for", "WRAPPERS"]
+__all__ = ["warm_numba_cache", "warm_workers", "warm_users_cluster", "label_for", "WRAPPERS"]
 
 #: wrapper label -> batch key of resqmp.example.write_example
 WRAPPERS = {"find_faces": "batch", "mesh": "batch_mesh", "blocked_well": "batch_wells"}
@@ -157,6 +157,64 @@ def warm_workers(client, wrappers=tuple(WRAPPERS)) -> dict:
     rest = workers[1:]
     if rest:
         results.update(client.run(warm_numba_cache, tuple(wrappers), workers=rest))
+    return results
+
+
+#: labels already warmed in this (worker) process: the drop-in warms a worker once, not per call
+_warmed: set[str] = set()
+
+
+def use_numba_cache() -> dict:
+    """Run on a worker resqmp did not start: turn resqpy's numba cache on, as resqmp's own workers
+    have it (worker_env.DEFAULTS), when nothing decided it yet. Only possible before resqpy (which
+    reads RESQPY_NUMBA_CACHE) and numba (NUMBA_CACHE_DIR) are imported there, and only with a
+    writable cache directory: numba fails every cached function when it cannot write its cache.
+    A variable already in the worker's environment is left as it is."""
+    import sys
+    from resqmp.worker_env import DEFAULTS, expand
+    if "RESQPY_NUMBA_CACHE" in os.environ or "resqpy.olio.numba_compat" in sys.modules:
+        return {"changed": False}
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        if "numba" in sys.modules:
+            return {"changed": False}
+        cache_dir = expand(DEFAULTS["NUMBA_CACHE_DIR"], os.environ)
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+        except OSError:
+            return {"changed": False}
+        if not os.access(cache_dir, os.W_OK | os.X_OK):
+            return {"changed": False}
+        os.environ["NUMBA_CACHE_DIR"] = cache_dir
+    os.environ["RESQPY_NUMBA_CACHE"] = "true"
+    return {"changed": True, "cache_dir": os.environ["NUMBA_CACHE_DIR"]}
+
+
+def warm_once(wrappers=tuple(WRAPPERS)) -> dict:
+    """warm_numba_cache for the labels this process has not warmed yet ({} when none is left)."""
+    todo = tuple(label for label in wrappers if label not in _warmed)
+    if not todo:
+        return {}
+    result = warm_numba_cache(todo)
+    _warmed.update(todo)
+    return result
+
+
+def warm_users_cluster(client, wrapper: str) -> dict:
+    """The drop-in on a cluster the user started: before the batch, every worker connected now
+    uses resqpy's numba cache (use_numba_cache) and runs the batch's wrapper once on a tiny model
+    (the first worker alone, filling the cache; then the others, loading it), once per worker
+    process. Nothing for a wrapper resqmp knows nothing about (label_for). Returns worker
+    address -> warm_once's result."""
+    label = label_for(wrapper)
+    workers = sorted(client.scheduler_info()["workers"])
+    if label is None or not workers:
+        return {}
+    client.run(use_numba_cache, workers=workers)
+    first, rest = workers[0], workers[1:]
+    results = {first: client.submit(warm_once, (label,), workers=[first], allow_other_workers=False,
+                                    pure=False).result()}
+    if rest:
+        results.update(client.run(warm_once, (label,), workers=rest))
     return results
 
 
