@@ -31,11 +31,11 @@ LOGGED = "wrappers_for_tests:logged_wrapper"
 # --- the auto rule ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n_tasks, workers, size", [
-    (1024, 2, 4),      # the benchmark: 512 tasks per worker
-    (64, 2, 2), (63, 2, 1), (96, 2, 3), (128, 2, 4), (10_000, 2, 4),
+    (1024, 2, 16),     # the benchmark: 512 tasks per worker
+    (64, 2, 2), (63, 2, 1), (96, 2, 3), (128, 2, 4), (256, 2, 8), (512, 2, 16), (10_000, 2, 16),
     (32, 1, 2), (31, 1, 1), (8, 2, 1), (1, 1, 1), (0, 2, 1),
     (1024, 64, 1), (2048, 64, 2),
-    (100, 0, 4),       # a cluster with no worker yet counts as one
+    (100, 0, 6),       # a cluster with no worker yet counts as one
 ])
 def test_auto_rule(n_tasks, workers, size):
     assert auto_group_size(n_tasks, workers) == size
@@ -44,7 +44,8 @@ def test_auto_rule(n_tasks, workers, size):
 
 
 @pytest.mark.parametrize("task_seconds, size", [
-    (None, 4), (0.044, 4),      # find-faces in the benchmark: 4 fit in a second
+    (None, 16), (0.044, 16),    # find-faces in the benchmark: 22 fit in a second
+    (0.09, 11),
     (0.3, 3), (0.5, 2), (0.6, 1), (30.0, 1), (float("inf"), 1),
 ])
 def test_auto_keeps_a_group_within_a_second_of_work(task_seconds, size):
