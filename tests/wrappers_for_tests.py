@@ -124,3 +124,16 @@ def env_wrapper(index, parent_tmp_dir, record_file, names, name=None):
         json.dump({"env": {n: os.environ.get(n) for n in names}, "HOME": os.path.expanduser("~"),
                    "pid": os.getpid()}, f)
     return index, True, None, []
+
+
+def monitor_interval_wrapper(index, parent_tmp_dir, record_file, name=None):
+    """Records how often distributed's system monitor samples, in this worker and its scheduler (ms)."""
+    from distributed import get_client, get_worker
+
+    def scheduler_interval(dask_scheduler=None):
+        return dask_scheduler.periodic_callbacks["monitor"].callback_time
+
+    with open(record_file, "w") as f:
+        json.dump({"worker": get_worker().periodic_callbacks["monitor"].callback_time,
+                   "scheduler": get_client().run_on_scheduler(scheduler_interval)}, f)
+    return index, True, None, []
