@@ -13,3 +13,30 @@ def test_system_monitor_samples_every_two_seconds_in_what_the_launcher_starts(tm
     run_resqmp("launch", "--profile", "local", "--batch", batch, "--output", tmp_path / "o.epc", check=0)
     rec = json.loads((tmp_path / "rec.json").read_text())
     assert rec == {"worker": 2000, "scheduler": 2000}       # distributed's default: 500 ms
+
+
+KILLED_WHILE_RECORDING = """
+import os, signal, sys
+from pathlib import Path
+from resqmp.journal import Journal
+journal = Journal(Path(sys.argv[1]), "digest", Path(sys.argv[2]), 500)
+for i in range(500):
+    journal.record({"index": i, "success": True, "epc_file": None, "uuid_list": [], "traceback": "x"})
+os.kill(os.getpid(), signal.SIGKILL)      # no close: the last fsync has not run
+"""
+
+
+def test_a_killed_launcher_loses_no_journal_line(tmp_path):
+    import subprocess
+    import sys
+    from resqmp.journal import Journal
+    out = tmp_path / "out.epc"
+    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_RECORDING, str(out), str(tmp_path / "run")],
+                          timeout=120)
+    assert proc.returncode == -9
+    journal = Journal(out, "digest", tmp_path / "run", 500)
+    try:
+        assert sorted(journal.done) == list(range(500))
+        assert all("traceback" not in r for r in journal.done.values())
+    finally:
+        journal.close()
