@@ -204,7 +204,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     auto = group_size is None or group_size == "auto"
     if workers is None:
         workers = max(1, sum(client.nthreads().values())) if auto else 1
-    size = group_size_for(group_size, len(indexes), workers)
+    sizer = _GroupSizer(group_size, indexes, workers)
     attempts = {i: 1 for i in indexes}
     finished = _Finished()
     watching = bool(stall_after and on_stall)
@@ -224,18 +224,6 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         for k in range(0, len(part), n):
             submit(part[k:k + n])
 
-    # auto with room to group: time a few tasks first (see AUTO_PROBE_PER_WORKER)
-    probe_seconds: list[float] = []
-    cold_seconds: list[float] = []
-    warm: set[str] = set()
-    held: list[int] = []
-    decide_after = 0
-    if auto and size > 1:
-        n_probe = AUTO_PROBE_PER_WORKER * max(1, workers)
-        held = indexes[n_probe:]
-        indexes = indexes[:n_probe]
-        decide_after = max(1, min(workers, 8))
-        size = 1
     # Submit in task order: with streaming recombination, early indexes finishing first lets the
     # merge proceed while later tasks still run.
     # The scheduler reports every worker that leaves, with the tasks it held (it sends those again,
@@ -256,7 +244,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                     lost.setdefault(key, []).append(msg.get("worker"))
 
     client.subscribe_topic(WORKER_EVENTS, on_event)
-    submit_in_groups(indexes, size)
+    submit_in_groups(sizer.first, sizer.size)
     remaining = len(kwargs_by_index)
     quiet_since, next_report = time.monotonic(), stall_after
     try:
@@ -283,21 +271,10 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
             for i in group:
                 lost_workers[i] += gone
                 resent[i] += max(0, len(gone) - given_up)
-            if held:
-                for r in records:
-                    # a task that failed without timing counts as long: no grouping on a doubtful guess
-                    seconds = r["seconds"] if r.get("seconds") is not None else float("inf")
-                    if r.get("worker") is not None and r["worker"] not in warm:
-                        warm.add(r["worker"])
-                        cold_seconds.append(seconds)
-                    else:
-                        probe_seconds.append(seconds)
-                if len(probe_seconds) >= decide_after or not finished.outstanding:
-                    # cold times only when nothing else was timed (more workers than planned)
-                    measured = probe_seconds or cold_seconds or [float("inf")]
-                    size = group_size_for("auto", len(kwargs_by_index), workers, statistics.median(measured))
-                    submit_in_groups(held, size)
-                    held = []
+            if sizer.held:
+                rest = sizer.timed(records, last=not finished.outstanding)
+                if rest:
+                    submit_in_groups(rest, sizer.size)
             stuck = next((r for r in records if r.get("timed_out")), None)
             if stuck is not None and stuck.get("worker"):
                 restarted.add(stuck["worker"])
@@ -328,7 +305,46 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                 client.unsubscribe_topic(topic)
             except Exception:   # noqa: BLE001 - a closing client; never hide why the loop ended
                 log.debug("could not unsubscribe from %s", topic, exc_info=True)
-    return size
+    return sizer.size
+
+
+class _GroupSizer:
+    """Tasks per Dask task for one run. A fixed setting is used as given; `auto` with room to
+    group first sends AUTO_PROBE_PER_WORKER tasks per worker alone (`first`), holding the rest
+    back, and sizes the groups of the rest from how long those took (`timed`)."""
+
+    def __init__(self, setting, indexes: list[int], workers: int):
+        self.n_tasks, self.workers = len(indexes), workers
+        self.size = group_size_for(setting, self.n_tasks, workers)
+        self.first, self.held = indexes, []
+        self._warm: set[str] = set()              # workers whose first (cold) task came back
+        self._cold: list[float] = []
+        self._timed: list[float] = []
+        self._decide_after = 0
+        if (setting is None or setting == "auto") and self.size > 1:
+            n_probe = AUTO_PROBE_PER_WORKER * max(1, workers)
+            self.first, self.held = indexes[:n_probe], indexes[n_probe:]
+            self._decide_after = max(1, min(workers, 8))
+            self.size = 1
+
+    def timed(self, records: list[dict], last: bool) -> list[int]:
+        """Note the seconds of returned probe tasks; once enough are in (or `last`: nothing else
+        is out), set `size` and return the held tasks to send now ([] until then)."""
+        for r in records:
+            # a task that failed without timing counts as long: no grouping on a doubtful guess
+            seconds = r["seconds"] if r.get("seconds") is not None else float("inf")
+            if r.get("worker") is not None and r["worker"] not in self._warm:
+                self._warm.add(r["worker"])
+                self._cold.append(seconds)
+            else:
+                self._timed.append(seconds)
+        if len(self._timed) < self._decide_after and not last:
+            return []
+        # cold times only when nothing else was timed (more workers than planned)
+        measured = self._timed or self._cold or [float("inf")]
+        self.size = group_size_for("auto", self.n_tasks, self.workers, statistics.median(measured))
+        rest, self.held = self.held, []
+        return rest
 
 
 def _killed_by_our_restart(error: BaseException | None, restarted: set[str]) -> bool:
