@@ -36,8 +36,9 @@ STALL_AFTER = 300
 #: Dask settings for the servers the launcher starts in its own process (the scheduler of the local
 #: and jobqueue backends, the local workers' nannies) and the workers they start: distributed's
 #: system monitor samples psutil every 0.5 s in each of them, on the launcher's one core (1.5 ms
-#: per find-faces task at N=1024, issue 11); every 2 s still draws the dashboard's system plots
-LAUNCHER_DASK_CONFIG = {"distributed.admin.system-monitor.interval": "2s"}
+#: per find-faces task at N=1024, issue 11); every 2 s still draws the dashboard's system plots.
+#: Key -> (distributed's default, resqmp's): a value the site's dask config chose is kept.
+LAUNCHER_DASK_CONFIG = {"distributed.admin.system-monitor.interval": ("500ms", "2s")}
 
 
 @dataclass
@@ -207,11 +208,11 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
 
     stack = ExitStack()
     with stack:
+        stack.enter_context(dask.config.set({key: ours for key, (default, ours) in LAUNCHER_DASK_CONFIG.items()
+                                             if dask.config.get(key, None) == default}))   # undone on exit
         # Backends and distributed's nannies change this process's environment and dask config
         # (OMP_NUM_THREADS=1 among them); a caller of launch() gets its process back as it was.
         stack.enter_context(_process_state_restored())
-        # distributed's system monitor and tick, slower in the servers this launcher starts
-        dask.config.set(LAUNCHER_DASK_CONFIG)
         try:
             cluster = backend.start()
             stack.callback(_close_quietly, cluster)

@@ -40,3 +40,12 @@ def test_a_killed_launcher_loses_no_journal_line(tmp_path):
         assert all("traceback" not in r for r in journal.done.values())
     finally:
         journal.close()
+
+
+def test_a_monitor_interval_in_the_sites_dask_config_is_kept(tmp_path):
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("wrapper: wrappers_for_tests:monitor_interval_wrapper\ntasks:\n  - {record_file: rec.json}\n")
+    run_resqmp("launch", "--profile", "local", "--batch", batch, "--output", tmp_path / "o.epc", check=0,
+               env={"DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "750ms"})
+    rec = json.loads((tmp_path / "rec.json").read_text())
+    assert rec == {"worker": 750, "scheduler": 750}
