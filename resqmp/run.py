@@ -34,11 +34,15 @@ log = logging.getLogger("resqmp")
 STALL_AFTER = 300
 
 #: Dask settings for the servers the launcher starts in its own process (the scheduler of the local
-#: and jobqueue backends, the local workers' nannies) and the workers they start: distributed's
-#: system monitor samples psutil every 0.5 s in each of them, on the launcher's one core (1.5 ms
-#: per find-faces task at N=1024, issue 11); every 2 s still draws the dashboard's system plots.
-#: Key -> (distributed's default, resqmp's): a value the site's dask config chose is kept.
-LAUNCHER_DASK_CONFIG = {"distributed.admin.system-monitor.interval": ("500ms", "2s")}
+#: and jobqueue backends, the local workers' nannies) and the workers they start. Each of them
+#: samples psutil every 0.5 s (system monitor) and measures its event loop every 20 ms (tick), on
+#: the launcher's one core whether tasks finish or not: 43 ms of CPU per second of wall with two
+#: local workers, 98 with eight; 16 and 43 with these values (issue 11, bench/RESULTS.md). Every
+#: 2 s still draws the dashboard's system plots; a 200 ms tick still reports a blocked event loop
+#: (distributed.admin.tick.limit, 3 s). Key -> (distributed's default, resqmp's): a value the
+#: site's dask config chose is kept.
+LAUNCHER_DASK_CONFIG = {"distributed.admin.system-monitor.interval": ("500ms", "2s"),
+                        "distributed.admin.tick.interval": ("20ms", "200ms")}
 
 
 @dataclass

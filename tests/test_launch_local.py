@@ -96,7 +96,8 @@ def test_launch_in_process_leaves_the_environment_and_dask_config_as_found(tmp_p
     monkeypatch.delenv("HDF5_USE_FILE_LOCKING", raising=False)
     environ = dict(os.environ)
     watched = ("distributed.nanny.pre-spawn-environ", "distributed.worker.preload",
-               "distributed.scheduler.allowed-failures", "distributed.admin.system-monitor.interval")
+               "distributed.scheduler.allowed-failures", "distributed.admin.system-monitor.interval",
+               "distributed.admin.tick.interval")
     config = {key: dask.config.get(key, None) for key in watched}
     batch = tmp_path / "batch.yaml"
     batch.write_text("wrapper: wrappers_for_tests:numba_threads_wrapper\ntasks:\n  - {record_file: rec.json}\n")

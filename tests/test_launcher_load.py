@@ -7,12 +7,12 @@ import json
 from conftest import run_resqmp
 
 
-def test_system_monitor_samples_every_two_seconds_in_what_the_launcher_starts(tmp_path):
+def test_system_monitor_and_tick_are_slower_in_what_the_launcher_starts(tmp_path):
     batch = tmp_path / "batch.yaml"
     batch.write_text("wrapper: wrappers_for_tests:monitor_interval_wrapper\ntasks:\n  - {record_file: rec.json}\n")
     run_resqmp("launch", "--profile", "local", "--batch", batch, "--output", tmp_path / "o.epc", check=0)
     rec = json.loads((tmp_path / "rec.json").read_text())
-    assert rec == {"worker": 2000, "scheduler": 2000}       # distributed's default: 500 ms
+    assert rec == {"worker": [2000, 200], "scheduler": [2000, 200]}     # distributed's defaults: 500, 20 ms
 
 
 KILLED_WHILE_RECORDING = """
@@ -42,10 +42,11 @@ def test_a_killed_launcher_loses_no_journal_line(tmp_path):
         journal.close()
 
 
-def test_a_monitor_interval_in_the_sites_dask_config_is_kept(tmp_path):
+def test_intervals_in_the_sites_dask_config_are_kept(tmp_path):
     batch = tmp_path / "batch.yaml"
     batch.write_text("wrapper: wrappers_for_tests:monitor_interval_wrapper\ntasks:\n  - {record_file: rec.json}\n")
     run_resqmp("launch", "--profile", "local", "--batch", batch, "--output", tmp_path / "o.epc", check=0,
-               env={"DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "750ms"})
+               env={"DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "750ms",
+                    "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "30ms"})
     rec = json.loads((tmp_path / "rec.json").read_text())
-    assert rec == {"worker": 750, "scheduler": 750}
+    assert rec == {"worker": [750, 30], "scheduler": [750, 30]}

@@ -127,13 +127,16 @@ def env_wrapper(index, parent_tmp_dir, record_file, names, name=None):
 
 
 def monitor_interval_wrapper(index, parent_tmp_dir, record_file, name=None):
-    """Records how often distributed's system monitor samples, in this worker and its scheduler (ms)."""
+    """Records how often distributed's system monitor samples, and its tick, in this worker and its
+    scheduler (ms)."""
     from distributed import get_client, get_worker
 
-    def scheduler_interval(dask_scheduler=None):
-        return dask_scheduler.periodic_callbacks["monitor"].callback_time
+    def intervals(server):
+        return [server.periodic_callbacks[name].callback_time for name in ("monitor", "tick")]
+
+    def scheduler_intervals(dask_scheduler=None):
+        return intervals(dask_scheduler)
 
     with open(record_file, "w") as f:
-        json.dump({"worker": get_worker().periodic_callbacks["monitor"].callback_time,
-                   "scheduler": get_client().run_on_scheduler(scheduler_interval)}, f)
+        json.dump({"worker": intervals(get_worker()), "scheduler": get_client().run_on_scheduler(scheduler_intervals)}, f)
     return index, True, None, []
