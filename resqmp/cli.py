@@ -10,7 +10,6 @@ import traceback
 from pathlib import Path
 
 import click
-import yaml
 
 from resqmp.errors import ExitCode, ResqmpError
 
