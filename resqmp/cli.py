@@ -234,6 +234,31 @@ def profiles_render(name, overrides):
     click.echo(for_profile(p, worker_environment(p)).render(), nl=False)
 
 
+CHECK_EXIT_CODES_HELP = """\b
+Exit codes (the first failing stage's):
+  0  every stage passed          6  example: the shared directory is missing or
+  3  run: an example task failed    not writable here
+  4  profile: does not load      7  submission, joined, tls, environment, shared,
+  130 interrupted (torn down)       inputs, teardown: the cluster's side"""
+
+
+@profiles.command("check", epilog=CHECK_EXIT_CODES_HELP)
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a profile key for this check.")
+@click.option("--workers", type=click.IntRange(min=1), help="Workers to start (default: the profile's, at most 2).")
+@handle_errors
+def profiles_check(name, overrides, workers):
+    """Start NAME's cluster for real and check every stage a launch depends on, one line each:
+    profile, example batch, submission, workers joined, TLS, worker environment, shared
+    directory, inputs, a two-task example run and its recombination, teardown. Exit 0 only when
+    every stage passed."""
+    from resqmp.doctor import check
+    for sig in (signal.SIGINT, signal.SIGTERM):   # the check's cluster is torn down on Ctrl-C too
+        signal.signal(sig, _interrupt)
+    check(name, tuple(overrides), workers=workers)
+    click.echo(f"resqmp: profile {name}: every stage passed")
+
+
 @main.command()
 @click.option("--profile", "profile_ref", default="local", show_default=True,
               help="Whose worker environment (NUMBA_CACHE_DIR, RESQPY_NUMBA_CACHE) to fill the cache for.")
