@@ -41,7 +41,7 @@ class CheckFailed(ResqmpError):
     """A stage failed: str() names the stage and carries the message; exit_code is the stage's."""
 
     def __init__(self, stage: str, message: str, exit_code: int):
-        super().__init__(f"{stage}: {message}")
+        super().__init__(f"profiles check: stage {stage} failed: {message}")
         self.stage, self.message, self.exit_code = stage, message, exit_code
 
 
@@ -135,7 +135,7 @@ def stage_submission(c: Check) -> str:
     while time.monotonic() < deadline:
         refused = _submission_errors(c)
         jobs = list(getattr(c.cluster, "workers", {}).values())
-        c.job_ids = [str(j.job_id) for j in jobs if getattr(j, "job_id", None)]
+        c.job_ids = sorted(str(j.job_id) for j in jobs if getattr(j, "job_id", None))
         if refused or len(c.job_ids) >= c.planned:
             break
         time.sleep(0.2)
@@ -191,33 +191,39 @@ def stage_environment(c: Check) -> str:
     filled on one worker (as launch's warm-up) and numba's own counters say whether it was warm."""
     names = list(c.env)
     seen = c.client.run(worker_environment_report, names)
-    problems = []
+    problems: dict[str, list[str]] = {}     # what is wrong -> the workers where it is
+
+    class _Problems(list):
+        def append(self, text: str) -> None:
+            problems.setdefault(text, []).append(where)
+
     for address, r in sorted(seen.items()):
         c.worker_pids[address] = r["pid"]
-        where = f"worker {address} on {r['host']}"
+        where = f"{address} on {r['host']}"
+        found = _Problems()
         for name, value in c.env.items():
             if references(value):
                 continue                    # expands on the worker: nothing to compare it with
             if r["environ"].get(name) != value:
-                problems.append(f"{where}: {name}={r['environ'].get(name)!r}, the profile sets {value!r}")
+                found.append(f"{name}={r['environ'].get(name)!r}, the profile sets {value!r}")
         want = c.env.get("NUMBA_NUM_THREADS")
         if want and want.isdigit() and r["numba_threads"] != int(want):
-            problems.append(f"{where}: numba runs {r['numba_threads']} threads (NUMBA_NUM_THREADS={want} "
+            found.append(f"numba runs {r['numba_threads']} threads (NUMBA_NUM_THREADS={want} "
                             f"was not set before numba was imported)")
         for pool in r["pools"]:
             limit = c.env.get(_POOL_VARIABLE.get(pool["internal_api"], ""), "")
             if limit.isdigit() and pool["num_threads"] > int(limit):
-                problems.append(f"{where}: {pool['internal_api']} ({pool.get('filepath')}) runs "
+                found.append(f"{pool['internal_api']} ({pool.get('filepath')}) runs "
                                 f"{pool['num_threads']} threads, above {limit}")
         if r["cache_wanted"]:
             if r["cache_error"]:
-                problems.append(f"{where}: NUMBA_CACHE_DIR {r['cache_dir']!r} is not writable ({r['cache_error']}); "
+                found.append(f"NUMBA_CACHE_DIR {r['cache_dir']!r} is not writable ({r['cache_error']}); "
                                 f"numba would cache elsewhere or compile on every start")
             elif not r["cache_enabled"]:
-                problems.append(f"{where}: resqpy does not cache its numba functions (RESQPY_NUMBA_CACHE "
+                found.append(f"resqpy does not cache its numba functions (RESQPY_NUMBA_CACHE "
                                 f"was not true when resqpy was imported)")
     if problems:
-        raise ClusterError("; ".join(problems))
+        raise ClusterError("; ".join(f"worker{'s' * (len(w) != 1)} {', '.join(w)}: {text}" for text, w in problems.items()))
     first = seen[c.first_worker] if c.first_worker in seen else next(iter(seen.values()))
     pools = sorted({f"{p['internal_api']}={p['num_threads']}" for r in seen.values() for p in r["pools"]})
     threads = f"numba={first['numba_threads']}" + (f", {', '.join(pools)}" if pools else "")
