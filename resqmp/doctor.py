@@ -458,8 +458,11 @@ def check(profile_ref: str, overrides: tuple[str, ...] = (), workers: int | None
     failure: CheckFailed | None = None
     interrupted = False
     with ExitStack() as stack:
-        stack.enter_context(_process_state_restored())   # local workers change this process's environment
         for stage in STAGES:
+            if stage == "submission":
+                # as launch: the cluster changes this process's environment and dask config (local
+                # workers' variables); restored afterwards to what it was with the backend imported
+                stack.enter_context(_process_state_restored())
             if stage == "teardown" or (failure is None and not interrupted):
                 outcome = _run_stage(c, stage)
                 if outcome.status == "interrupted":

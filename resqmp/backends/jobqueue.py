@@ -34,6 +34,7 @@ import weakref
 from typing import Any
 
 import dask
+import resqmp.backends.dask_jobqueue_import  # noqa: F401 (first: keeps the SIGINT handler)
 from dask_jobqueue.core import Job, JobQueueCluster
 from distributed import Client
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 
+import resqmp.backends.dask_jobqueue_import  # noqa: F401 (first: keeps the SIGINT handler)
 from dask_jobqueue.lsf import LSFJob
 from dask_jobqueue.pbs import PBSJob
 from dask_jobqueue.sge import SGEJob

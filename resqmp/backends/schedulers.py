@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import resqmp.backends.dask_jobqueue_import  # noqa: F401 (first: keeps the SIGINT handler)
 from dask_jobqueue import LSFCluster, PBSCluster, SGECluster, SLURMCluster
 from dask_jobqueue.core import JobQueueCluster
 
