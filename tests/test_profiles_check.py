@@ -245,7 +245,7 @@ def test_hpc_ctrl_c_cancels_the_jobs(scheduler):
     assert "interrupted" in {status for status, _ in seen.values()}, out
     assert seen["teardown"][0] == "ok" and "gone" in seen["teardown"][1], out
     assert err.strip().splitlines()[-1].startswith("resqmp: error: interrupted"), err
-    assert "Traceback" not in err
+    assert "/resqmp/" not in err, err        # no traceback through resqmp (distributed may log its own)
     assert_queue_empty(scheduler, job_name)
 
 
