@@ -263,3 +263,29 @@ def test_importing_the_jobqueue_backend_keeps_the_processs_sigint_handler(module
             "assert signal.getsignal(signal.SIGINT) is mine, signal.getsignal(signal.SIGINT)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_hpc_ctrl_c_during_launch_exits_130_and_cancels_the_jobs(slurm, hpc_example, hpc_workdir):
+    # the same SIGINT handler defect as the check's, met by `launch` on a jobqueue profile
+    from conftest import ALLOW_TEST_WRAPPERS, TESTS, slow_batch
+    job_name = unique("dl")
+    batch = slow_batch(hpc_example, job_name, delay=30.0)
+    out = hpc_workdir / f"{job_name}.epc"
+    proc = subprocess.Popen([str(BIN / "resqmp"), "launch", "--profile", str(PROFILES["slurm"]), "--batch", str(batch),
+                             "--output", str(out), "--set", f"cluster.job_name={job_name}", *ALLOW_TEST_WRAPPERS],
+                            env={**os.environ, "PYTHONPATH": str(TESTS)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        # a task runs: the journal has its header, the jobs are up
+        assert wait_until(lambda: (scheduler_jobs("slurm", job_name) and
+                                   out.with_suffix(".journal.jsonl").exists()) or proc.poll() is not None, 180)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "resqmp: error: interrupted" in stderr
+    assert not out.exists()
+    assert_queue_empty("slurm", job_name)
