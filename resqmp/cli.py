@@ -148,7 +148,7 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
 
 @main.group()
 def profiles():
-    """List, show, validate and render cluster profiles."""
+    """List, show, validate, render and check cluster profiles."""
 
 
 @profiles.command("list")
