@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from resqmp import batch as batch_mod
 from resqmp import preflight, profiles
-from resqmp.backends import backend_for
+from resqmp.backends import for_profile
 from resqmp.errors import ClusterError, ExitCode, Interrupted, ResqmpError
 from resqmp.worker_env import logging_plugin, references, worker_environment
 
@@ -78,7 +78,7 @@ class Check:
 
     @property
     def manages_workers(self) -> bool:
-        return self.cluster is not None and not isinstance(self.cluster, str)
+        return self.cluster is not None and self.cluster.manages_workers
 
 
 # --------------------------------------------------------------------------- stages
@@ -87,9 +87,9 @@ def stage_profile(c: Check) -> str:
     """The profile loads (extends, --set) and its backend renders what it would start."""
     c.profile = profiles.load(c.profile_ref, c.overrides)
     c.env = worker_environment(c.profile)
-    c.backend = backend_for(c.profile.backend)
+    c.backend = for_profile(c.profile, c.env)         # checks every option value (exit 4)
     try:
-        c.backend.render(c.profile, c.env)
+        c.backend.render()
     except (ValueError, TypeError) as e:
         raise CheckFailed("profile", f"profile {c.profile.source}: {e}", ExitCode.PROFILE) from None
     scaling = c.profile.scaling
@@ -115,44 +115,47 @@ def stage_example(c: Check) -> str:
 def stage_submission(c: Check) -> str:
     """The cluster starts and the resource manager accepts every worker job (its job ids)."""
     try:
-        c.cluster = c.backend.start(c.profile, c.env)
+        c.cluster = c.backend.start()
+        c.client = c.cluster.connect()
     except ResqmpError:
         raise
     except Exception as e:   # noqa: BLE001 - one line, as launch says it
         raise ClusterError(f"profile {c.profile.source}: the {c.profile.backend} cluster did not start: "
                            f"{type(e).__name__}: {e}") from e
-    from distributed import Client
-    c.client = Client(c.cluster)
+    c.warnings.extend(f"submission: {w}" for w in c.cluster.warnings)   # what connect() found
     c.client.register_plugin(logging_plugin(c.profile), name="resqmp-logging")
     if not c.manages_workers:
-        return f"external scheduler {c.cluster}: nothing to submit (its workers are started elsewhere)"
+        return (f"external scheduler {c.client.scheduler.address}: nothing to submit (its workers are "
+                f"started elsewhere)")
     c.submitted_at = time.monotonic()
     c.cluster.scale(c.planned)
-    if not hasattr(c.cluster, "job_script"):                  # local processes, Kubernetes pods
+    job_ids = getattr(c.cluster, "job_ids", None)           # batch schedulers' clusters only
+    if job_ids is None:                                     # local processes, Kubernetes pods
         return f"{c.planned} worker{'s' * (c.planned != 1)} requested from {type(c.cluster).__name__}"
     deadline = time.monotonic() + SUBMIT_SECONDS
-    refused: list[str] = []
+    failure = None
     while time.monotonic() < deadline:
-        refused = _submission_errors(c)
-        jobs = list(getattr(c.cluster, "workers", {}).values())
-        c.job_ids = sorted(str(j.job_id) for j in jobs if getattr(j, "job_id", None))
-        if refused or len(c.job_ids) >= c.planned:
+        c.job_ids = sorted(job_ids())
+        if len(c.job_ids) >= c.planned:
+            break
+        failure = c.cluster.startup_failure()              # refused submissions: no need to wait on
+        if failure:
             break
         time.sleep(0.2)
-    if refused or len(c.job_ids) < c.planned:
-        raise ClusterError(("the worker jobs could not be submitted" if refused else
-                            f"{len(c.job_ids)} of {c.planned} jobs submitted within {SUBMIT_SECONDS:.0f} s")
-                           + _scheduler_says(c))
+    if len(c.job_ids) < c.planned:
+        raise ClusterError((failure or f"{len(c.job_ids)} of {c.planned} jobs submitted within "
+                                       f"{SUBMIT_SECONDS:.0f} s") + _scheduler_says(c))
     return f"job{'s' * (len(c.job_ids) != 1)} {', '.join(c.job_ids)} accepted"
 
 
 def stage_joined(c: Check) -> str:
     """A worker joins within scaling.worker_timeout (else the scheduler's view and the jobs' log
-    tails, as launch gives them); the others get what is left of that time."""
+    tails, as launch gives them; at once when the cluster knows none will come, e.g. every
+    worker job ended); the others get what is left of that time."""
     from resqmp.run import _wait_for_first_worker
     timeout = float(c.profile.scaling.get("worker_timeout", 300))
     start = c.submitted_at or time.monotonic()
-    _wait_for_first_worker(c.client, c.cluster, c.backend, timeout, c.profile)
+    _wait_for_first_worker(c.client, c.cluster, timeout, c.profile)
     first_after = time.monotonic() - start
     workers = c.client.scheduler_info()["workers"]
     c.first_worker = min(workers, key=lambda w: workers[w].get("id", ""))
@@ -315,7 +318,7 @@ def stage_teardown(c: Check) -> str:
                 pass
     if c.cluster is None:
         return "nothing was started"
-    if isinstance(c.cluster, str):
+    if not c.manages_workers:
         return "client closed (the external scheduler and its workers keep running)"
     deadline = time.monotonic() + TEARDOWN_SECONDS
     if c.job_ids:
@@ -400,13 +403,8 @@ def _tls_expected(profile) -> bool:
     return False
 
 
-def _submission_errors(c: Check) -> list[str]:
-    errors = getattr(c.backend, "submission_errors", None)
-    return errors(c.cluster) if errors and c.manages_workers else []
-
-
 def _scheduler_says(c: Check) -> str:
-    view = c.backend.scheduler_view(c.cluster) if c.manages_workers else ""
+    view = c.cluster.scheduler_view() if c.manages_workers else ""
     view = " | ".join(line.strip() for line in view.strip().splitlines() if line.strip())
     return f"; scheduler says: {view}" if view else ""
 
