@@ -181,9 +181,12 @@ def test_hpc_unknown_queue_is_the_submission_stage(scheduler):
 
 
 def test_hpc_worker_that_cannot_start_is_the_joined_stage(scheduler):
-    proc, seen, job_name = hpc_check(scheduler, "cluster.python=/nonexistent/python", "scaling.worker_timeout=30")
-    # the scheduler's view and the job's own output say why
-    assert_failed_at(proc, seen, "joined", 7, "no worker arrived", "/nonexistent/python")
+    # as launch: once the scheduler says every worker job ended, joined fails with the jobs' own
+    # output instead of waiting out the (long) worker timeout to say "no worker arrived"
+    proc, seen, job_name = hpc_check(scheduler, "cluster.python=/nonexistent/python", "scaling.worker_timeout=900")
+    assert_failed_at(proc, seen, "joined", 7, "every worker job ended before a worker connected",
+                     "/nonexistent/python: No such file or directory")
+    assert "no worker arrived" not in proc.stderr
     assert_queue_empty(scheduler, job_name)
 
 
