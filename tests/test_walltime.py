@@ -65,6 +65,9 @@ def assert_retires_in_time(script: str, seconds: int) -> None:
     """Workers retire before the scheduler's limit, and not much earlier: the 10% margin (at most
     10 min) and the stagger (5%, at most 5 min) that lifetime_args documents."""
     lifetime, stagger = lifetime_of(script)
+    # Not a stopwatch: lifetime and stagger are numbers read from the rendered job script and
+    # `seconds` is the walltime the test wrote; nothing here is measured, so machine speed or load
+    # cannot change the outcome.
     assert lifetime + stagger < seconds
     assert lifetime + stagger >= seconds - min(0.1 * seconds, 600) - 1
     assert 0 < stagger <= min(0.05 * seconds, 300)
