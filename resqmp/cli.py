@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -85,22 +83,6 @@ def _allow_entries(values) -> tuple[str, ...]:
         raise click.BadParameter(str(e), param_hint="--allow-wrapper") from None
 
 
-def _interrupt(signum, frame):
-    """The first Ctrl-C or SIGTERM stops the run: teardown starts where the launcher was. Later
-    ones (an impatient user, a scheduler repeating its signal) must not break into that teardown,
-    which would leave workers running and distributed's atexit hooks failing with a traceback."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _already_stopping)
-    raise KeyboardInterrupt
-
-
-def _already_stopping(signum, frame):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # said once; the teardown goes on
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # straight to the file descriptor: the handler may run in the middle of a write to sys.stderr
-    os.write(2, b"resqmp: stopping: tearing down the cluster, nothing is written at OUT\n")
-
-
 @main.command(epilog=EXIT_CODES_HELP)
 @click.option("--profile", "profile_ref", required=True, help="Profile name or path to a profile .yaml.")
 @click.option("--batch", "batch_path", required=True, type=click.Path(dir_okay=False), help="Batch file (YAML or JSON).")
@@ -129,9 +111,10 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
     A JSON run report is written beside the output (out.report.json). Running the same command
     again after an interruption resumes: completed tasks are not rerun.
     """
+    from resqmp import interrupts
     from resqmp.run import launch as do_launch
-    for sig in (signal.SIGINT, signal.SIGTERM):   # Ctrl-C; scheduler kills, `kill`: tear down cleanly
-        signal.signal(sig, _interrupt)
+    # Ctrl-C, a scheduler's kill, `kill`: the cluster is torn down cleanly, nothing is written at OUT
+    interrupts.install("resqmp: stopping: tearing down the cluster, nothing is written at OUT")
     result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
                        keep_task_files=keep_task_files, overwrite=overwrite,
                        performance_report=performance_report, allowed_wrappers=allowed_wrappers, uploads=uploads)
@@ -252,9 +235,9 @@ def profiles_check(name, overrides, workers):
     profile, example batch, submission, workers joined, TLS, worker environment, shared
     directory, inputs, a two-task example run and its recombination, teardown. Exit 0 only when
     every stage passed."""
+    from resqmp import interrupts
     from resqmp.doctor import check
-    for sig in (signal.SIGINT, signal.SIGTERM):   # the check's cluster is torn down on Ctrl-C too
-        signal.signal(sig, _interrupt)
+    interrupts.install("resqmp: stopping: tearing down the check's cluster")
     check(name, tuple(overrides), workers=workers)
     click.echo(f"resqmp: profile {name}: every stage passed")
 

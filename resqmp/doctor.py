@@ -23,12 +23,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from resqmp import batch as batch_mod
-from resqmp import preflight, profiles
+from resqmp import interrupts, preflight, profiles
 from resqmp.backends import for_profile
 from resqmp.errors import ClusterError, ExitCode, Interrupted, ResqmpError
 from resqmp.worker_env import logging_plugin, references, worker_environment
 
 #: stages in the order a launch meets them
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 STAGES = ("profile", "example", "submission", "joined", "tls", "environment", "shared", "inputs", "run",
           "teardown")
 #: how long teardown waits for the resource manager to stop listing the check's jobs
@@ -141,6 +142,7 @@ def stage_submission(c: Check) -> str:
         failure = c.cluster.startup_failure()              # refused submissions: no need to wait on
         if failure:
             break
+        interrupts.raise_if_requested()
         time.sleep(0.2)
     if len(c.job_ids) < c.planned:
         raise ClusterError((failure or f"{len(c.job_ids)} of {c.planned} jobs submitted within "
@@ -461,19 +463,25 @@ def check(profile_ref: str, overrides: tuple[str, ...] = (), workers: int | None
                 # as launch: the cluster changes this process's environment and dask config (local
                 # workers' variables); restored afterwards to what it was with the backend imported
                 stack.enter_context(_process_state_restored())
-            if stage == "teardown" or (failure is None and not interrupted):
+            if stage == "teardown":
+                with interrupts.shielded():      # a Ctrl-C asks for this: it never breaks into it
+                    outcome = _run_stage(c, stage)
+            elif failure is None and not interrupted and interrupts.requested():
+                # a Ctrl-C whose KeyboardInterrupt Python swallowed (it landed in a GC callback)
+                outcome = Outcome(stage, "interrupted", 0.0, INTERRUPTED, ExitCode.INTERRUPTED)
+            elif failure is None and not interrupted:
                 outcome = _run_stage(c, stage)
-                if outcome.status == "interrupted":
-                    interrupted = True
-                elif outcome.status == "FAILED" and failure is None:
-                    failure = CheckFailed(stage, outcome.detail, outcome.exit_code)
             else:
                 outcome = Outcome(stage, "skipped", 0.0, "")
+            if outcome.status == "interrupted":
+                interrupted = True
+            elif outcome.status == "FAILED" and failure is None:
+                failure = CheckFailed(stage, outcome.detail, outcome.exit_code)
             outcomes.append(outcome)
             _print(console, outcome)
     for warning in c.warnings:
         console.print(f"resqmp: warning: {escape(warning)}", style="yellow")
-    if interrupted:
+    if interrupted or interrupts.requested():     # also a Ctrl-C during the teardown
         raise Interrupted("interrupted: the check's cluster was torn down")
     if failure:
         raise failure
@@ -488,7 +496,7 @@ def _run_stage(c: Check, stage: str) -> Outcome:
         if any(w.startswith(f"{stage}:") for w in c.warnings):
             status = "warn"
     except KeyboardInterrupt:
-        status, detail, code = "interrupted", "interrupted (Ctrl-C or SIGTERM)", ExitCode.INTERRUPTED
+        status, detail, code = "interrupted", INTERRUPTED, ExitCode.INTERRUPTED
     except CheckFailed as e:
         status, detail, code = "FAILED", e.message, e.exit_code
     except ResqmpError as e:

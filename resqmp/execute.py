@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Callable
 
+from resqmp import interrupts
 from resqmp.tasks import pickled, run_task
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     quiet_since, next_report = time.monotonic(), stall_after
     try:
         while finished.outstanding:
+            interrupts.raise_if_requested()      # before taking a result: none is taken and dropped
             item = finished.next(wait=1.0)
             if item is None:
                 idle = time.monotonic() - quiet_since

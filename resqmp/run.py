@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import dask
 
 from resqmp import batch as batch_mod
 from resqmp import dashboard as dashboard_mod
-from resqmp import perf_report, preflight, profiles, upload
+from resqmp import interrupts, perf_report, preflight, profiles, upload
 from resqmp.backends import for_profile
 from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, ResqmpError
 from resqmp.execute import run_on_client
@@ -144,6 +144,7 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
                             code)
         elif perf:
             report.info(f"nothing left to run: no performance report written at {perf}")
+        interrupts.raise_if_requested()     # a Ctrl-C that arrived while nothing could raise it
         complete = len(results) == len(batch.tasks) and all(r["success"] for r in results.values())
         partial = _publish(recombiner, out, complete, overwrite)
     except KeyboardInterrupt:
@@ -210,7 +211,7 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         now = time.monotonic()
         phases[phase], mark = round(now - mark, 3), now
 
-    stack = ExitStack()
+    stack = interrupts.Teardown()      # closing the cluster runs to its end, whatever signals arrive
     with stack:
         stack.enter_context(dask.config.set({key: ours for key, (default, ours) in LAUNCHER_DASK_CONFIG.items()
                                              if dask.config.get(key, None) == default}))   # undone on exit
@@ -297,6 +298,7 @@ def _wait_for_first_worker(client, cluster, timeout: float, profile) -> None:
             return
         except TimeoutError:
             pass
+        interrupts.raise_if_requested()
         failure = cluster.startup_failure()
         if failure or time.monotonic() >= deadline:
             break
