@@ -1,0 +1,92 @@
+"""Safety leftovers: --fresh replaces only a journal resqmp wrote, a refused launch leaves nothing
+new behind, and an uploaded package's symbolic links are followed or refused, never dropped.
+Real launches (refused before any cluster starts) and real files."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_resqmp
+from resqmp import upload
+from resqmp.errors import BatchError, ExitCode
+from test_bad_inputs import assert_one_line_error
+from user_project import ALLOW_USER_WRAPPERS, write_project
+
+
+@pytest.fixture
+def work(example, tmp_path):
+    """A private copy of the example model and its batches, in a folder of its own."""
+    dst = tmp_path / "ex"
+    shutil.copytree(example["epc"].parent, dst)
+    return dst
+
+
+@pytest.fixture
+def outdir(tmp_path):
+    path = tmp_path / "out"
+    path.mkdir()
+    return path
+
+
+def launch(batch, out, *extra, **kwargs):
+    return run_resqmp("launch", "--profile", "local", "--batch", batch, "--output", out, *extra, **kwargs)
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every entry under folder, with a file's bytes: proves nothing was added, removed or changed."""
+    found = {}
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = Path(root) / name
+            found[str(path.relative_to(folder))] = path.read_bytes() if path.is_file() else None
+    return found
+
+
+def _header(batch: Path) -> str:
+    from resqmp.batch import load
+    return json.dumps({"digest": load(batch).digest, "run_dir": "/nowhere"})
+
+
+# -- 1. --fresh replaces only a journal resqmp wrote -----------------------------------------------
+
+NOT_OURS = {
+    "text": b"my own notes, not resqmp's\n",
+    "json without a digest": b'{"name": "mine"}\n',
+    "a list": b"[1, 2, 3]\n",
+    "no newline": b"my notes",
+    "binary": b"\x00\x01\x02\xff",
+}
+
+
+@pytest.mark.parametrize("text", list(NOT_OURS.values()), ids=list(NOT_OURS))
+def test_fresh_never_replaces_a_file_at_the_journal_path_that_resqmp_did_not_write(work, outdir, text):
+    out = outdir / "faults.epc"
+    journal = outdir / "faults.journal.jsonl"
+    journal.write_bytes(text)
+    before = tree(outdir)
+    proc = launch(work / "batch.yaml", out, "--fresh")
+    line = assert_one_line_error(proc, ExitCode.OUTPUT, str(journal), "not a resqmp journal")
+    assert "--fresh to start over" not in line        # --fresh would not replace it either
+    assert "cluster up" not in proc.stderr
+    assert tree(outdir) == before                     # the file as it was, nothing added beside it
+
+
+def test_fresh_replaces_a_journal_resqmp_wrote(work, outdir):
+    """Its header (the batch's digest): also one of another batch, or one cut short by a kill."""
+    out = outdir / "faults.epc"
+    journal = outdir / "faults.journal.jsonl"
+    journal.write_text(json.dumps({"digest": "0" * 64, "run_dir": "/nowhere"}) + "\n[not json\n")
+    launch(work / "batch.yaml", out, "--fresh", check=0)
+    assert out.is_file() and not journal.exists()
+
+
+def test_fresh_replaces_a_journal_cut_short_by_a_kill(work, outdir):
+    out = outdir / "faults.epc"
+    journal = outdir / "faults.journal.jsonl"
+    journal.write_bytes(_header(work / "batch.yaml").encode()[:20])
+    launch(work / "batch.yaml", out, "--fresh", check=0)
+    assert out.is_file() and not journal.exists()
