@@ -29,8 +29,30 @@ def shared_directory(profile, output: Path) -> Path:
     return output.parent / ".resqmp-tasks"
 
 
-def check_shared_directory(path: Path) -> None:
-    """Exists (created if missing) and writable: before any job is submitted."""
+def check_shared_directory(path: Path) -> list[Path]:
+    """Exists (created if missing) and writable: before any job is submitted. Returns the folders
+    it created, outermost first, for a launch refused before any work to remove (remove_folders):
+    a refused launch leaves nothing new behind. A refusal here removes them itself."""
+    made = [folder for folder in (path, *path.parents) if not os.path.lexists(folder)][::-1]
+    try:
+        _check_shared_directory(path)
+    except OutputError:
+        remove_folders(made)
+        raise
+    return made
+
+
+def remove_folders(made: list[Path]) -> None:
+    """Undo check_shared_directory: the folders it made, innermost first, each only while empty
+    (another launch may have put its task folder there meanwhile: that one and its parents stay)."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _check_shared_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -90,3 +90,39 @@ def test_fresh_replaces_a_journal_cut_short_by_a_kill(work, outdir):
     journal.write_bytes(_header(work / "batch.yaml").encode()[:20])
     launch(work / "batch.yaml", out, "--fresh", check=0)
     assert out.is_file() and not journal.exists()
+
+
+# -- 2. a refused launch leaves nothing new behind ------------------------------------------------
+
+def _bad_journal(work: Path, journal: Path) -> None:
+    """resqmp's header, then a line that is not JSON: refused without --fresh."""
+    journal.write_text(_header(work / "batch.yaml") + "\n{not json\n")
+
+
+def test_a_refused_journal_leaves_no_task_folder_beside_out(work, outdir):
+    journal = outdir / "faults.journal.jsonl"
+    _bad_journal(work, journal)
+    before = tree(outdir)
+    proc = launch(work / "batch.yaml", outdir / "faults.epc")
+    assert_one_line_error(proc, ExitCode.OUTPUT, str(journal), "--fresh")
+    assert tree(outdir) == before                     # no .resqmp-tasks/ left behind
+
+
+def test_a_refused_journal_leaves_no_shared_directory_it_made(work, outdir, tmp_path):
+    journal = outdir / "faults.journal.jsonl"
+    _bad_journal(work, journal)
+    shared = tmp_path / "scratch" / "deeper" / "tasks"
+    before = tree(tmp_path)
+    proc = launch(work / "batch.yaml", outdir / "faults.epc", "--set", f"storage.shared_directory={shared}")
+    assert_one_line_error(proc, ExitCode.OUTPUT, str(journal))
+    assert tree(tmp_path) == before                   # not tasks/, nor the folders made for it
+
+
+def test_a_refused_journal_keeps_a_shared_directory_that_was_there(work, outdir, tmp_path):
+    journal = outdir / "faults.journal.jsonl"
+    _bad_journal(work, journal)
+    shared = tmp_path / "scratch"
+    shared.mkdir()
+    proc = launch(work / "batch.yaml", outdir / "faults.epc", "--set", f"storage.shared_directory={shared}")
+    assert_one_line_error(proc, ExitCode.OUTPUT, str(journal))
+    assert shared.is_dir() and list(shared.iterdir()) == []
