@@ -126,3 +126,78 @@ def test_a_refused_journal_keeps_a_shared_directory_that_was_there(work, outdir,
     proc = launch(work / "batch.yaml", outdir / "faults.epc", "--set", f"storage.shared_directory={shared}")
     assert_one_line_error(proc, ExitCode.OUTPUT, str(journal))
     assert shared.is_dir() and list(shared.iterdir()) == []
+
+
+# -- 3. symbolic links in an uploaded package -----------------------------------------------------
+
+def _package(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "__init__.py").write_text("x = 1\n")
+    return path
+
+
+def test_links_inside_an_uploaded_package_are_followed(tmp_path):
+    pkg = _package(tmp_path / "linked_pkg")
+    _package(pkg / "_impl")
+    (pkg / "_impl" / "core.py").write_text("y = 2\n")
+    (pkg / "core").symlink_to("_impl")                     # a folder, relative link
+    (pkg / "alias.py").symlink_to(pkg / "_impl" / "core.py")   # a file, absolute link
+    files = dict(upload.read(pkg).files)
+    assert files["linked_pkg/core/core.py"] == b"y = 2\n"
+    assert files["linked_pkg/core/__init__.py"] == b"x = 1\n"
+    assert files["linked_pkg/alias.py"] == b"y = 2\n"
+    assert files["linked_pkg/_impl/core.py"] == b"y = 2\n"
+
+
+def _outside_folder(tmp_path: Path) -> tuple[Path, Path]:
+    pkg = _package(tmp_path / "leaky_pkg")
+    (tmp_path / "shared_code").mkdir()
+    (tmp_path / "shared_code" / "util.py").write_text("z = 3\n")
+    (pkg / "util").symlink_to(tmp_path / "shared_code")
+    return pkg, pkg / "util"
+
+
+def _outside_file(tmp_path: Path) -> tuple[Path, Path]:
+    pkg = _package(tmp_path / "leaky_pkg")
+    (tmp_path / "util.py").write_text("z = 3\n")
+    (pkg / "sub").mkdir()
+    (pkg / "sub" / "util.py").symlink_to("../../util.py")
+    return pkg, pkg / "sub" / "util.py"
+
+
+def _loop(tmp_path: Path) -> tuple[Path, Path]:
+    pkg = _package(tmp_path / "loop_pkg")
+    (pkg / "sub").mkdir()
+    (pkg / "sub" / "again").symlink_to("..")             # inside, but a loop
+    return pkg, pkg / "sub" / "again"
+
+
+@pytest.mark.parametrize("make, says", [(_outside_folder, "outside"), (_outside_file, "outside"),
+                                        (_loop, "loop")], ids=["folder outside", "file outside", "loop"])
+def test_a_link_out_of_an_uploaded_package_is_refused_naming_it(tmp_path, make, says):
+    pkg, link = make(tmp_path)
+    with pytest.raises(BatchError) as e:
+        upload.read(pkg)
+    assert str(link) in str(e.value) and says in str(e.value), e.value
+
+
+def test_a_link_out_of_an_uploaded_package_refuses_the_launch(example, tmp_path):
+    pkg, link = _outside_folder(tmp_path)
+    batch = write_project(tmp_path / "project", example)
+    out = tmp_path / "out" / "faults.epc"
+    out.parent.mkdir()
+    proc = run_resqmp("launch", "--profile", "local", "--batch", batch, "--output", out, "--upload", pkg,
+                      *ALLOW_USER_WRAPPERS, cwd=tmp_path)
+    assert_one_line_error(proc, ExitCode.BATCH, f"--upload {pkg}", str(link), "outside")
+    assert "cluster up" not in proc.stderr and list(out.parent.iterdir()) == []
+
+
+def test_folder_links_that_lead_round_in_a_circle_are_refused(tmp_path):
+    pkg = _package(tmp_path / "circle_pkg")
+    (pkg / "a").mkdir()
+    (pkg / "b").mkdir()
+    (pkg / "a" / "to_b").symlink_to("../b")
+    (pkg / "b" / "to_a").symlink_to("../a")
+    with pytest.raises(BatchError) as e:
+        upload.read(pkg)
+    assert "loop" in str(e.value), e.value
