@@ -128,14 +128,22 @@ def _check_names(output: Path) -> None:
                               f"in the EPC's XML, which cannot hold it ({e}); choose another name") from None
 
 
-def _check_replaceable(output: Path, what: str, path: Path) -> None:
-    """Absent, or a file this process can replace by renaming over it."""
+def _lstat(output: Path, what: str, path: Path) -> os.stat_result | None:
+    """The entry at path itself (a link is not followed), or None when there is none; a path that
+    cannot be looked at is an output error naming it as OUT's `what`."""
     try:
-        st = os.lstat(path)
+        return os.lstat(path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as e:
         raise OutputError(f"output {output}: cannot inspect its {what} {path} ({e.strerror})") from None
+
+
+def _check_replaceable(output: Path, what: str, path: Path) -> None:
+    """Absent, or a file this process can replace by renaming over it."""
+    st = _lstat(output, what, path)
+    if st is None:
+        return
     if stat.S_ISDIR(st.st_mode):
         raise OutputError(f"output {output}: its {what} {path} is a directory; expected a file or nothing there")
     if stat.S_ISLNK(st.st_mode):
@@ -221,12 +229,9 @@ def check_task_directory(output: Path, run_dir: Path) -> None:
     OUT), and a link planted there would send the task files, which are merged into OUT, into a
     folder someone else controls. (Its owner is not checked: on root-squashed NFS a folder the
     same user made shows another owner.)"""
-    try:
-        st = os.lstat(run_dir)
-    except FileNotFoundError:
+    st = _lstat(output, "task directory", run_dir)
+    if st is None:
         return
-    except OSError as e:
-        raise OutputError(f"output {output}: cannot inspect its task directory {run_dir} ({e.strerror})") from None
     hint = "resqmp writes the task files there and removes it"
     if stat.S_ISLNK(st.st_mode):
         raise OutputError(f"output {output}: its task directory {run_dir} is a symbolic link (to "
