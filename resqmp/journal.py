@@ -7,7 +7,9 @@ machine needs, runs with a line written SYNC_SECONDS or more after the last one,
 line lost that way only means its task runs again.
 The open journal holds an exclusive lock: a second launch writing the same OUT is refused.
 Everything in it is checked when it is opened, before any work: a journal that cannot be resumed
-from is refused then (--fresh starts over), never after every task ran again.
+from is refused then (--fresh starts over), never after every task ran again. A file there that
+does not start with resqmp's header is not ours: it is neither resumed from nor replaced, not even
+with --fresh (it may be the user's own file of that name).
 """
 from __future__ import annotations
 
@@ -56,6 +58,19 @@ def _open_in_place(output: Path, path: Path):
 _HEADER_START = b'{"digest": "'
 
 
+def _written_by_resqmp(data: bytes) -> bool:
+    """The file starts with a journal's header (Journal._start): a first line that is a mapping
+    with the batch's digest, or, as the file's only line, the start of one cut short by a kill."""
+    first, newline, _ = data.partition(b"\n")
+    if not newline:
+        return _HEADER_START.startswith(first) or first.startswith(_HEADER_START)
+    try:
+        header = json.loads(first.decode("utf-8"))
+    except ValueError:          # not JSON, or not UTF-8
+        return False
+    return isinstance(header, dict) and isinstance(header.get("digest"), str)
+
+
 class Journal:
     def __init__(self, output: Path, digest: str, run_dir: Path, n_tasks: int, fresh: bool = False):
         self.path = journal_path(output)
@@ -74,7 +89,13 @@ class Journal:
         try:
             self._file.seek(0)
             data = self._file.read()
-            if fresh or not data.strip():
+            if not data.strip():
+                self._start()
+            elif not _written_by_resqmp(data):
+                raise OutputError(f"journal {self.path}: line 1: not a resqmp journal header, so not a resqmp "
+                                  f"journal; resqmp neither resumes from it nor replaces it, not even with "
+                                  f"--fresh: move it, or choose another --output")
+            elif fresh:
                 self._start()
             else:
                 self._read(data)
@@ -93,13 +114,10 @@ class Journal:
     def _read(self, data: bytes) -> None:
         """Load completed results. Refuses (before any work) whatever would fail later."""
         # the last line of a killed run may be cut short: it is dropped (so the next record appended
-        # starts on a line of its own), but only once the rest is known to be our journal: a file
-        # that is not loses nothing
+        # starts on a line of its own); the file starts with our header (_written_by_resqmp)
         keep = data.rfind(b"\n") + 1
         data, cut = data[:keep], data[keep:]
         if not data:
-            if not (_HEADER_START.startswith(cut) or cut.startswith(_HEADER_START)):
-                raise self._unusable(1, "not a resqmp journal header")
             self._start()                   # a header cut by a kill: nothing was recorded yet
             return
         self._load(data)
@@ -114,9 +132,7 @@ class Journal:
                 texts.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
                 raise self._unusable(n, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
-        header = self._json(texts[0], 1)
-        if not isinstance(header, dict) or not isinstance(header.get("digest"), str):
-            raise self._unusable(1, "expected a mapping with the batch's digest (not a resqmp journal header)")
+        header = self._json(texts[0], 1)        # a mapping with a digest: _written_by_resqmp
         if header["digest"] != self.digest:
             raise BatchError(f"journal {self.path}: the batch changed since this output was started; "
                              f"rerun with --fresh to start over (or restore the batch)")

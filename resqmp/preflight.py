@@ -29,8 +29,30 @@ def shared_directory(profile, output: Path) -> Path:
     return output.parent / ".resqmp-tasks"
 
 
-def check_shared_directory(path: Path) -> None:
-    """Exists (created if missing) and writable: before any job is submitted."""
+def check_shared_directory(path: Path) -> list[Path]:
+    """Exists (created if missing) and writable: before any job is submitted. Returns the folders
+    it created, outermost first, for a launch refused before any work to remove (remove_folders):
+    a refused launch leaves nothing new behind. A refusal here removes them itself."""
+    made = [folder for folder in (path, *path.parents) if not os.path.lexists(folder)][::-1]
+    try:
+        _check_shared_directory(path)
+    except OutputError:
+        remove_folders(made)
+        raise
+    return made
+
+
+def remove_folders(made: list[Path]) -> None:
+    """Undo check_shared_directory: the folders it made, innermost first, each only while empty
+    (another launch may have put its task folder there meanwhile: that one and its parents stay)."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _check_shared_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -106,14 +128,22 @@ def _check_names(output: Path) -> None:
                               f"in the EPC's XML, which cannot hold it ({e}); choose another name") from None
 
 
-def _check_replaceable(output: Path, what: str, path: Path) -> None:
-    """Absent, or a file this process can replace by renaming over it."""
+def _lstat(output: Path, what: str, path: Path) -> os.stat_result | None:
+    """The entry at path itself (a link is not followed), or None when there is none; a path that
+    cannot be looked at is an output error naming it as OUT's `what`."""
     try:
-        st = os.lstat(path)
+        return os.lstat(path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as e:
         raise OutputError(f"output {output}: cannot inspect its {what} {path} ({e.strerror})") from None
+
+
+def _check_replaceable(output: Path, what: str, path: Path) -> None:
+    """Absent, or a file this process can replace by renaming over it."""
+    st = _lstat(output, what, path)
+    if st is None:
+        return
     if stat.S_ISDIR(st.st_mode):
         raise OutputError(f"output {output}: its {what} {path} is a directory; expected a file or nothing there")
     if stat.S_ISLNK(st.st_mode):
@@ -199,12 +229,9 @@ def check_task_directory(output: Path, run_dir: Path) -> None:
     OUT), and a link planted there would send the task files, which are merged into OUT, into a
     folder someone else controls. (Its owner is not checked: on root-squashed NFS a folder the
     same user made shows another owner.)"""
-    try:
-        st = os.lstat(run_dir)
-    except FileNotFoundError:
+    st = _lstat(output, "task directory", run_dir)
+    if st is None:
         return
-    except OSError as e:
-        raise OutputError(f"output {output}: cannot inspect its task directory {run_dir} ({e.strerror})") from None
     hint = "resqmp writes the task files there and removes it"
     if stat.S_ISLNK(st.st_mode):
         raise OutputError(f"output {output}: its task directory {run_dir} is a symbolic link (to "

@@ -89,8 +89,12 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     preflight.check_log_file(profile, out, batch)    # every worker appends to it
     preflight.check_task_directory(out, run_dir)
     previous = preflight.check_ownership(out, overwrite)
-    preflight.check_shared_directory(shared)
-    journal = Journal(out, batch.digest, run_dir, len(batch.tasks), fresh=fresh)   # locks OUT
+    made = preflight.check_shared_directory(shared)
+    try:
+        journal = Journal(out, batch.digest, run_dir, len(batch.tasks), fresh=fresh)   # locks OUT
+    except BaseException:
+        preflight.remove_folders(made)      # refused before any work: nothing new left behind
+        raise
     try:
         return _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh,
                               keep_task_files, progress, started, t0, overwrite, previous, perf, code=code)

@@ -124,15 +124,20 @@ def read(path: Path, where: str = "--upload", error=BatchError) -> Upload:
 
 def _read_files(path: Path, label: str, error) -> tuple[tuple[str, bytes], ...]:
     """(relative path, content) of a module, or of every file of a package but caches and hidden
-    entries (.git, __pycache__, *.pyc)."""
+    entries (.git, __pycache__, *.pyc). A symbolic link in a package is followed when it points
+    inside the package (its files go under the link's name); one pointing outside it, or a folder
+    link that loops back to a folder it is in, is refused: never silently dropped."""
     if path.is_file():
         members = [path]
     else:
         members = []
-        for folder, dirs, names in os.walk(path):       # symlinked folders are not followed
+        root = os.path.realpath(path)
+        for folder, dirs, names in os.walk(path, followlinks=True):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
-            members += [Path(folder) / n for n in sorted(names)
-                        if not n.startswith(".") and not n.endswith((".pyc", ".pyo"))]
+            names = sorted(n for n in names if not n.startswith(".") and not n.endswith((".pyc", ".pyo")))
+            for name in dirs + names:
+                _check_link(path, Path(folder) / name, root, label, error)
+            members += [Path(folder) / n for n in names]
     files, total = [], 0
     for member in members:
         try:
@@ -145,6 +150,29 @@ def _read_files(path: Path, label: str, error) -> tuple[tuple[str, bytes], ...]:
                         f"the shared storage")
         files.append((member.relative_to(path.parent).as_posix(), data))
     return tuple(files)
+
+
+def _check_link(top: Path, entry: Path, root: str, label: str, error) -> None:
+    """A symbolic link in the package folder top (root: top resolved) must stay inside it, and a
+    folder link must not lead back to a folder the walk came through (it would go round for ever)."""
+    if not entry.is_symlink():
+        return
+    target = os.path.realpath(entry)
+    if os.path.commonpath([root, target]) != root:
+        raise error(f"{label}: {entry} is a symbolic link to {os.readlink(entry)}, outside the uploaded "
+                    f"folder; only what is inside it is uploaded: copy it in, or upload it on its own")
+    if os.path.isdir(target) and target in _walked(top, entry):
+        raise error(f"{label}: {entry} is a symbolic link to {os.readlink(entry)}, a folder it is in "
+                    f"(a loop); remove the link")
+
+
+def _walked(top: Path, entry: Path) -> set[str]:
+    """The folders from top down to the one holding entry, resolved."""
+    folders, folder = [], entry.parent
+    while folder != top and top in folder.parents:
+        folders.append(folder)
+        folder = folder.parent
+    return {os.path.realpath(f) for f in (top, *folders)}
 
 
 def _digest(files) -> str:

@@ -344,16 +344,14 @@ def _not_utf8(batch):
     return (_journal_header(batch) + "\n").encode() + b'{"index": 0, "name": "f\xff"}\n', ["UTF-8", "line 2"]
 
 
-def _header_not_a_mapping(batch):
-    return b"[1, 2, 3]\n", ["line 1", "mapping"]
-
-
 def _index_outside_the_batch(batch):
     record = {"index": 99, "success": True, "epc_file": None, "uuid_list": [], "seconds": 0.1}
     return (_journal_header(batch) + "\n" + json.dumps(record) + "\n").encode(), ["line 2", "99"]
 
 
-@pytest.mark.parametrize("make", [_not_utf8, _header_not_a_mapping, _index_outside_the_batch],
+# a first line that is not resqmp's header is not resqmp's journal: never replaced, not even with
+# --fresh (test_safety_leftovers.py)
+@pytest.mark.parametrize("make", [_not_utf8, _index_outside_the_batch],
                          ids=lambda f: f.__name__.strip("_"))
 def test_a_journal_that_cannot_be_resumed_is_refused_before_any_work(work, tmp_path, make):
     out = tmp_path / "faults.epc"

@@ -35,30 +35,33 @@ class Checker:
             node = node[part]
         return node
 
-    def bytes(self, key: str) -> None:
-        """A size dask reads: 4GiB, 4 GB, 4000000000."""
+    def _parses(self, key: str, valid, expected: str, errors=(ValueError, TypeError)) -> None:
+        """A value `valid` accepts (it calls dask's or distributed's own parser): it returns true;
+        returning false or raising one of `errors` refuses the value, as does true or false."""
         value = self._value(key)
         if value is None:
             return
         try:
-            if isinstance(value, bool) or parse_bytes(value) <= 0:
-                raise ValueError
-        except (ValueError, TypeError):
-            self.fail(key, value, "a size such as 4GiB, 500MB or a number of bytes")
+            ok = not isinstance(value, bool) and valid(value)
+        except errors:
+            ok = False
+        if not ok:
+            self.fail(key, value, expected)
+
+    def bytes(self, key: str) -> None:
+        """A size dask reads: 4GiB, 4 GB, 4000000000."""
+        self._parses(key, lambda value: parse_bytes(value) > 0, "a size such as 4GiB, 500MB or a number of bytes")
 
     def memory_limit(self, key: str) -> None:
         """A worker's memory limit as distributed reads it: a size, a fraction of the machine,
         "auto", or 0 / null for none."""
-        value = self._value(key)
-        if value is None:
-            return
         from distributed.worker_memory import parse_memory_limit
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            parse_memory_limit(value, 1, logger=_quiet)
-        except (ValueError, TypeError, AssertionError):
-            self.fail(key, value, 'a size such as 4GiB, a fraction of memory such as 0.5, "auto", or 0 for no limit')
+
+        def valid(value) -> bool:
+            parse_memory_limit(value, 1, logger=_quiet)     # None for no limit: valid too
+            return True
+        self._parses(key, valid, 'a size such as 4GiB, a fraction of memory such as 0.5, "auto", or 0 for no limit',
+                     errors=(ValueError, TypeError, AssertionError))
 
     def count(self, key: str, minimum: int = 1) -> int | None:
         value = self._value(key)
@@ -75,29 +78,14 @@ class Checker:
 
     def seconds(self, key: str) -> None:
         """A duration dask reads: 120, "120s", "2 minutes"."""
-        value = self._value(key)
-        if value is None:
-            return
-        try:
-            if isinstance(value, bool) or parse_timedelta(value) < 0:
-                raise ValueError
-        except (ValueError, TypeError, KeyError):
-            self.fail(key, value, 'seconds, or a duration such as "2 minutes"')
+        self._parses(key, lambda value: parse_timedelta(value) >= 0, 'seconds, or a duration such as "2 minutes"',
+                     errors=(ValueError, TypeError, KeyError))
 
     def port(self, key: str) -> None:
         """A port (0: any free one) or a range "8000:8010", as distributed takes them."""
-        value = self._value(key)
-        if value is None:
-            return
         from distributed.utils import parse_ports
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            ports = parse_ports(value)
-            if any(p is not None and not 0 <= int(p) <= 65535 for p in ports):
-                raise ValueError
-        except (ValueError, TypeError):
-            self.fail(key, value, 'a port from 0 to 65535 (0: any free port) or a range such as "8000:8010"')
+        self._parses(key, lambda value: all(p is None or 0 <= int(p) <= 65535 for p in parse_ports(value)),
+                     'a port from 0 to 65535 (0: any free port) or a range such as "8000:8010"')
 
     def address(self, key: str) -> None:
         """HOST:PORT, :PORT or PORT (a dashboard address)."""
