@@ -195,15 +195,22 @@ def _as_list(value: Any) -> list:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-def _sge_start_in_shared(kw: dict[str, Any], shared: str) -> None:
+def _sge_adjustments(kw: dict[str, Any], shared: str) -> None:
     """jobqueue writes `#$ -cwd`: the job would start in the launcher's working directory, which
     need not exist on the execution host (the job then hangs in state Eqw). Start it in the
-    shared directory instead, unless the profile chose a directory itself."""
+    shared directory instead, unless the profile chose a directory itself. And the job script is
+    bash: a queue in posix_compliant mode runs it with the queue's shell (often csh), ignoring the
+    #! line, unless the job names its shell (-S), which a site's own -S directive still does."""
     skip = [str(s) for s in _as_list(kw.get("job_directives_skip"))]
     directives = [str(d) for d in _as_list(kw.get("job_extra_directives"))]
+    ours = []
     if "-cwd" not in skip and not any(d.split()[:1] in (["-wd"], ["-cwd"]) for d in directives):
-        kw["job_directives_skip"] = skip + ["-cwd"]
-        kw["job_extra_directives"] = [f"-wd {shared}"] + directives
+        skip.append("-cwd")
+        ours.append(f"-wd {shared}")
+    if not any(d.split()[:1] == ["-S"] for d in directives):
+        ours.append("-S /bin/bash")
+    kw["job_directives_skip"] = skip
+    kw["job_extra_directives"] = ours + directives
 
 
 def _no_adjustment(kw: dict[str, Any], shared: str) -> None:
@@ -248,7 +255,7 @@ SCHEDULERS: dict[str, Scheduler] = {s.name: s for s in (
     Scheduler("slurm", SLURMCluster, jobs.SLURMWorkerJob, "H:MM:SS, D-H:MM:SS or minutes", slurm_walltime, 60,
               "01:00:00", slurm_states, _slurm_view, _slurm_trim, _slurm_logs),
     Scheduler("sge", SGECluster, jobs.SGEWorkerJob, "H:MM:SS or seconds", sge_walltime, 1,
-              "01:00:00", sge_states, _sge_view, _sge_trim, _sge_logs, _sge_start_in_shared),
+              "01:00:00", sge_states, _sge_view, _sge_trim, _sge_logs, _sge_adjustments),
     Scheduler("pbs", PBSCluster, jobs.PBSWorkerJob, "H:MM:SS or seconds", pbs_walltime, 1,
               "01:00:00", pbs_states, lambda ids: [["qstat", "-x", *ids], ["qstat", "-f", ids[0]]], _keep, _sge_logs),
     Scheduler("lsf", LSFCluster, jobs.LSFWorkerJob, "H:MM or minutes", lsf_walltime, 60,
