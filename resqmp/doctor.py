@@ -28,8 +28,8 @@ from resqmp.backends import for_profile
 from resqmp.errors import ClusterError, ExitCode, Interrupted, ResqmpError
 from resqmp.worker_env import logging_plugin, references, worker_environment
 
-#: stages in the order a launch meets them
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
+#: stages in the order a launch meets them
 STAGES = ("profile", "example", "submission", "joined", "tls", "environment", "shared", "inputs", "run",
           "teardown")
 #: how long teardown waits for the resource manager to stop listing the check's jobs
@@ -66,6 +66,7 @@ class Check:
     env: dict = field(default_factory=dict)
     shared: Path | None = None
     workdir: Path | None = None
+    made: list[Path] = field(default_factory=list)      # folders the check created (outermost first)
     example: dict = field(default_factory=dict)
     batch: object = None
     cluster: object = None
@@ -105,7 +106,7 @@ def stage_example(c: Check) -> str:
     would put task files there (the launcher side: exists, writable)."""
     from resqmp.example import write_example
     c.shared = preflight.shared_directory(c.profile, Path.cwd() / "profiles-check.epc")
-    preflight.check_shared_directory(c.shared)
+    c.made = preflight.check_shared_directory(c.shared)
     c.workdir = Path(tempfile.mkdtemp(prefix=".resqmp-check-", dir=c.shared))
     # small, but find-faces takes its ordinary path (as resqmp warm's model)
     c.example = write_example(c.workdir / "example", surfaces=2, wells=1, mesh_properties=1, extent_kji=(4, 8, 8))
@@ -313,11 +314,7 @@ def stage_teardown(c: Check) -> str:
                 pass
     if c.workdir is not None:
         shutil.rmtree(c.workdir, ignore_errors=True)
-        if c.profile is not None and not c.profile.storage.get("shared_directory"):
-            try:
-                c.shared.rmdir()            # the default folder beside the current one, if empty
-            except OSError:
-                pass
+    preflight.remove_folders(c.made)        # the folders the check made for its shared directory, if empty
     if c.cluster is None:
         return "nothing was started"
     if not c.manages_workers:
