@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +37,27 @@ def run_resqmp(*args, env=None, timeout=600, cwd=None, check=None,
     return proc
 
 
+def one_error_line(proc, code: int) -> str:
+    """The one `resqmp: error:` line of a command that had to exit `code`, without a traceback."""
+    assert proc.returncode == code, f"exit {proc.returncode}, expected {code}\n{proc.stderr}"
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("resqmp: error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def example(tmp_path_factory):
     """A small example model with all three batches (read-only for tests: copy before changing)."""
     from resqmp.example import write_example
     return write_example(tmp_path_factory.mktemp("example"), surfaces=4, wells=3, mesh_properties=2)
+
+
+@pytest.fixture
+def work(example, tmp_path):
+    """A private, writable copy of the example model and its batches (tmp_path/ex)."""
+    dst = tmp_path / "ex"
+    shutil.copytree(example["epc"].parent, dst)
+    return dst
 
 
 @pytest.fixture(scope="module")

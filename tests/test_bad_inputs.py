@@ -3,7 +3,6 @@ at OUT, and no cluster provisioned when the error is detectable before."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 
@@ -13,13 +12,6 @@ import yaml
 from conftest import BIN, run_resqmp
 from proc_watch import new_marker, wait_until_gone
 from resqmp.errors import ExitCode
-
-
-@pytest.fixture
-def work(example, tmp_path):
-    dst = tmp_path / "ex"
-    shutil.copytree(example["epc"].parent, dst)
-    return dst
 
 
 def assert_one_line_error(proc, code, *fragments):

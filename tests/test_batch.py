@@ -2,21 +2,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
 
 from resqmp import batch
 from resqmp.errors import BatchError
-
-
-@pytest.fixture
-def work(example, tmp_path):
-    """A writable copy of the example folder."""
-    dst = tmp_path / "ex"
-    shutil.copytree(example["epc"].parent, dst)
-    return dst
 
 
 def edit(path, change):

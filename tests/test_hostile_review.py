@@ -17,14 +17,6 @@ from resqmp.errors import ExitCode
 from test_bad_inputs import assert_one_line_error
 
 
-@pytest.fixture
-def work(example, tmp_path):
-    """A private copy of the example model and its batches."""
-    dst = tmp_path / "ex"
-    shutil.copytree(example["epc"].parent, dst)
-    return dst
-
-
 def launch(batch, out, *extra, **kwargs):
     return run_resqmp("launch", "--profile", "local", "--batch", batch, "--output", out, *extra, **kwargs)
 

@@ -3,27 +3,12 @@ its value came from), and workers that die at start-up reported at once with the
 (exit 7) instead of "no worker arrived" after scaling.worker_timeout (issue 10)."""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
-from conftest import run_resqmp
+from conftest import one_error_line, run_resqmp
 from hpc_fixtures import *  # noqa: F403 - fixtures and helpers
 from resqmp.errors import ExitCode
-
-
-def one_error_line(proc, code: int) -> str:
-    assert proc.returncode == code, f"exit {proc.returncode}, expected {code}\n{proc.stderr}"
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("resqmp: error: ")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return errors[0]
-
-
-@pytest.fixture
-def work(example, tmp_path):
-    dst = tmp_path / "ex"
-    shutil.copytree(example["epc"].parent, dst)
-    return dst
 
 
 def launch_with(profile, work, tmp_path, *sets, timeout=300):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from resqmp import upload
 from resqmp.errors import BatchError, ExitCode
 from test_bad_inputs import assert_one_line_error
 from user_project import ALLOW_USER_WRAPPERS, write_project
-
-
-@pytest.fixture
-def work(example, tmp_path):
-    """A private copy of the example model and its batches, in a folder of its own."""
-    dst = tmp_path / "ex"
-    shutil.copytree(example["epc"].parent, dst)
-    return dst
 
 
 @pytest.fixture

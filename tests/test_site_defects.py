@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import textwrap
 import time
@@ -14,23 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, run_resqmp
+from conftest import BIN, one_error_line, run_resqmp
 from k8s_fixtures import helm, helm_template  # noqa: F401 - fixture
 from resqmp.errors import ExitCode
-
-
-def one_error_line(proc, code: int) -> str:
-    assert proc.returncode == code, f"exit {proc.returncode}, expected {code}\n{proc.stderr}"
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("resqmp: error: ")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return errors[0]
-
-
-@pytest.fixture
-def work(example, tmp_path):
-    dst = tmp_path / "ex"
-    shutil.copytree(example["epc"].parent, dst)
-    return dst
 
 
 def launch(profile, batch, output, *extra, env=None, check=None):

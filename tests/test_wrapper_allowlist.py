@@ -3,7 +3,6 @@
 names is imported before that check (issue 9)."""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 import yaml
@@ -13,13 +12,6 @@ from resqmp import batch as batch_mod
 from resqmp.errors import BatchError, ExitCode
 from resqmp.tasks import run_task
 from test_bad_inputs import assert_one_line_error
-
-
-@pytest.fixture
-def work(example, tmp_path):
-    dst = tmp_path / "ex"
-    shutil.copytree(example["epc"].parent, dst)
-    return dst
 
 
 def write(path, data) -> str:
