@@ -50,6 +50,9 @@ class Merger:
         self.serialised = SerialisedParts(model)
         self.relationships = RelationshipIndex(model, on_change=self.serialised.rels_changed)
         self.h5 = H5Copier()
+        # while a share of a group partial merges: uuid int -> the task's related parts, in the
+        # task's own order (what resqpy reads from the task model; see resqmp.premerge)
+        self._related: dict[int, list[str]] | None = None
 
     # -- public -------------------------------------------------------------------------------
     def merge_model(self, other, uuids) -> None:
@@ -62,6 +65,19 @@ class Merger:
                 self.copy_uuid(other, u)
         finally:
             self.h5.close_input()
+        self.serialised.serialise_new_parts()
+
+    def merge_share(self, partial, ordered, related: dict[int, list[str]]) -> None:
+        """Copy one task's uuids from a group partial (resqmp.premerge): `ordered` already in
+        resqpy's consolidation order, `related` the task's related parts by uuid int. The same
+        steps as merge_model on the task's own model; the partial's HDF5 file stays open for the
+        next share of the group."""
+        self._related = related
+        try:
+            for u in ordered:
+                self.copy_uuid(partial, u)
+        finally:
+            self._related = None
         self.serialised.serialise_new_parts()
 
     def copy_uuid(self, other, uuid):
@@ -209,14 +225,20 @@ class Merger:
                 else:
                     reference_node_dict[resident_uuid_int] = uuid_node_list
 
+    def _related_parts(self, other, resident_uuid) -> list:
+        """resqpy's related parts of resident_uuid in `other`, in other's part order. From a group
+        partial, the task's own list: the partial's part order and relations are the group's, and
+        the order decides the order of relationships written."""
+        if self._related is not None:
+            return self._related.get(bu.uuid_from_string(resident_uuid).int, [])
+        return m_c._parts_list_filtered_by_related_uuid(other, m_c._list_of_parts(other), resident_uuid)
+
     def _copy_relationships_for_present_targets(self, other, resident_uuid, root_node) -> None:
         model = self.model
-        other_parts = m_c._list_of_parts(other)
+        related_parts = self._related_parts(other, resident_uuid)
         for source_flag in (True, False):
             # resqpy ignores uuid_is_source: both passes see every related part (the second adds
             # nothing new, the duplicate check sees the first pass's relationships)
-            related_parts = m_c._parts_list_filtered_by_related_uuid(other, other_parts, resident_uuid,
-                                                                     uuid_is_source=source_flag)
             for related_part in related_parts:
                 if related_part in model.parts_forest:
                     resident_related_part = related_part

@@ -19,6 +19,7 @@ import resqpy.model as rq
 from resqmp.errors import OutputError
 from resqmp.merge import Merger
 from resqmp.outputs import h5_of, is_staging_of, new_staging
+from resqmp.premerge import PartialReader
 from resqmp.task_model import load_task_model
 
 
@@ -57,35 +58,54 @@ class Recombiner:
             self.abort()
             raise _output_error(self.out, e) from None
         self.merger = Merger(self.model, consolidate=consolidate)
-        self._pending: dict[int, tuple[str | None, list[str]]] = {}
+        self.partials = PartialReader()
+        self._pending: dict[int, tuple[str | None, list[str], str | None]] = {}
         self._next = 0
         self.seconds = 0.0
 
-    def offer(self, index: int, epc_file: str | None, uuid_list: list[str]) -> None:
-        """Accept task `index`'s result; merge every result now contiguous from the front."""
-        self._pending[index] = (epc_file, uuid_list)
+    def offer(self, index: int, epc_file: str | None, uuid_list: list[str], partial: str | None = None) -> None:
+        """Accept task `index`'s result; merge every result now contiguous from the front.
+        `partial`: the group partial holding the task's output (resqmp.premerge), merged from
+        there when its share is found, else from epc_file."""
+        self._pending[index] = (epc_file, uuid_list, partial)
         while self._next in self._pending:
-            epc, uuids = self._pending.pop(self._next)
+            epc, uuids, partial = self._pending.pop(self._next)
             if epc is not None:
-                self._merge(epc, uuids)
+                self._merge(self._next, epc, uuids, partial)
             self._next += 1
 
     def skip(self, index: int) -> None:
         """A task with nothing to merge (it raised)."""
         self.offer(index, None, [])
 
-    def _merge(self, epc: str, uuids: list[str]) -> None:
+    def _merge(self, index: int, epc: str, uuids: list[str], partial: str | None) -> None:
         start = time.perf_counter()
-        _wait_for(epc)
         try:
-            task_model = load_task_model(epc)
-            self.merger.merge_model(task_model, uuids)
-            task_model.h5_release()
+            share = None
+            if partial is not None:
+                if partial != self.partials.path:
+                    self._release_partial()      # the previous group's shares are all merged
+                    _wait_for(partial)
+                share = self.partials.share(partial, index)
+            if share is not None:
+                self.merger.merge_share(*share)
+            else:
+                self._release_partial()
+                _wait_for(epc)
+                task_model = load_task_model(epc)
+                self.merger.merge_model(task_model, uuids)
+                task_model.h5_release()
         except OSError as e:
             if _is_output_failure(e):
                 raise _output_error(self.out, e) from None
             raise
         self.seconds += time.perf_counter() - start
+
+    def _release_partial(self) -> None:
+        """Done with the group partial: its HDF5 file closed, its model dropped."""
+        if self.partials.path is not None:
+            self.merger.h5.close_input()
+            self.partials.release()
 
     def publish(self, to: str | Path | None = None) -> Path:
         """Write the EPC and move it with its .h5 to `to` (by default OUT). A model already there is
@@ -95,6 +115,7 @@ class Recombiner:
         target = Path(to).resolve() if to is not None else self.out
         start = time.perf_counter()
         try:
+            self._release_partial()
             self.merger.close()
             self.model.h5_release()
             stage_epc, h5_stage = self.stage_epc, h5_of(self.stage_epc)
@@ -143,6 +164,8 @@ class Recombiner:
 
     def abort(self) -> None:
         try:
+            if getattr(self, "partials", None) is not None:
+                self.partials.release()
             if getattr(self, "merger", None) is not None:
                 self.merger.close()
         except Exception:   # noqa: BLE001 - best effort while unwinding
