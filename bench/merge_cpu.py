@@ -11,6 +11,7 @@ files (slow: resqpy's loop is O(N²)).
     .venv/bin/python bench/merge_cpu.py --n 1024
     .venv/bin/python bench/merge_cpu.py --n 1024 --cprofile 25
     .venv/bin/python bench/merge_cpu.py --n 256 --check
+    .venv/bin/python bench/merge_cpu.py --n 1024 --premerge 16   # workers' group partials first
 """
 from __future__ import annotations
 
@@ -48,12 +49,25 @@ def task_outputs(root: Path, n: int) -> list[dict]:
     return ordered
 
 
+def premerged(results: list[dict], size: int, folder: Path) -> tuple[list[dict], float]:
+    """The records as workers hand them back with group partials of `size` tasks (resqmp.premerge),
+    and the workers' CPU seconds for those partials (spent here, one group after another)."""
+    import copy
+    from resqmp.premerge import premerge_group
+    folder.mkdir(parents=True)
+    records = copy.deepcopy(results)
+    t0 = time.thread_time()
+    for k in range(0, len(records), size):
+        premerge_group(records[k:k + size], str(folder))
+    return records, time.thread_time() - t0
+
+
 def recombine(results: list[dict], out: Path) -> dict:
     from resqmp.recombine import Recombiner
     t0 = time.thread_time()
     recombiner = Recombiner(out)
     for r in results:
-        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"])
+        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"], r.get("partial"))
     t1 = time.thread_time()
     recombiner.publish()
     t2 = time.thread_time()
@@ -67,6 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cprofile", type=int, default=0, metavar="K", help="print the K costliest functions")
     parser.add_argument("--check", action="store_true", help="compare with resqpy's recombination, byte for byte")
     parser.add_argument("--root", default=str(HERE / "results"))
+    parser.add_argument("--premerge", type=int, default=0, metavar="G",
+                        help="merge from group partials of G tasks (made first, their CPU reported apart)")
     args = parser.parse_args(argv)
     from resqmp.worker_env import DEFAULTS, expanded_here
     os.environ.update(expanded_here(DEFAULTS))
@@ -75,6 +91,9 @@ def main(argv=None) -> int:
     n = len(results)
     runs = []
     with tempfile.TemporaryDirectory(dir=root) as tmp:
+        if args.premerge:
+            results, worker_s = premerged(results, args.premerge, Path(tmp) / "partials")
+            print(f"N={n}: group partials of {args.premerge}: {1000 * worker_s / n:.2f} ms/task of worker CPU")
         for k in range(args.repeat):
             runs.append(recombine(results, Path(tmp) / f"run{k}" / "out.epc"))
         best = min(runs, key=lambda r: r["merge_s"] + r["publish_s"])

@@ -101,7 +101,7 @@ def function_multiprocessing(function: Callable,
         def on_result(result: dict) -> None:
             results[result["index"]] = result
             if recombiner is not None:
-                recombiner.offer(result["index"], result["epc_file"], result["uuid_list"])
+                recombiner.offer(result["index"], result["epc_file"], result["uuid_list"], result.get("partial"))
 
         if cluster is None:
             run_in_process(function, by_index, str(tmp_dir), on_result, keep_exceptions=True)
@@ -119,7 +119,7 @@ def function_multiprocessing(function: Callable,
                 # short tasks go to Dask in groups when every task slot has many of them
                 # (execute.auto_group_size); a cluster still starting counts as one slot
                 run_on_client(client, function, by_index, str(tmp_dir), on_result, group_size="auto",
-                              keep_exceptions=True)
+                              keep_exceptions=True, premerge=True)
             finally:
                 if client is not cluster:
                     client.close()
@@ -132,7 +132,7 @@ def function_multiprocessing(function: Callable,
                 raise TasksFailed(errors) from errors[min(errors)]
             recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True)
             for i in range(len(kwargs_list)):
-                recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"])
+                recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"], results[i].get("partial"))
         recombiner.publish()
         return success_list
     except BaseException:

@@ -74,13 +74,15 @@ KILL_TIMEOUT = 30
 
 
 def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
-              timeout: float | None = None, announce: str | None = None) -> list[dict]:
+              timeout: float | None = None, announce: str | None = None, premerge: bool = False) -> list[dict]:
     """Run on a worker: the tasks of one group in a row; their records, in order (never raises).
 
     Stops after a task that timed out: its thread is still running and the client restarts this
     worker, so the tasks not yet run are left for the client to send again. With `announce` (the
     run's key prefix), each task's start is logged as a Dask event (STARTED_TOPIC), so the client
-    can say which task runs where when a run stalls."""
+    can say which task runs where when a run stalls. With `premerge`, the successful tasks'
+    outputs are gathered into one group partial (resqmp.premerge) named in their records, so the
+    launcher opens one file per group."""
     records = []
     for index, kwargs in items:
         if announce:
@@ -89,6 +91,9 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
         records.append(record)
         if record.get("timed_out"):
             break
+    if premerge and records and not records[-1].get("timed_out"):    # a worker about to be restarted returns at once
+        from resqmp.premerge import premerge_group
+        premerge_group(records, parent_tmp_dir)
     return records
 
 
@@ -184,7 +189,8 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                   timeout: float | None = None, key_prefix: str | None = None,
                   group_size: int | str = 1, workers: int | None = None, keep_exceptions: bool = False,
                   stall_after: float | None = None,
-                  on_stall: Callable[[float, list[dict], int, float], None] | None = None) -> int:
+                  on_stall: Callable[[float, list[dict], int, float], None] | None = None,
+                  premerge: bool = False) -> int:
     """Run every task; call on_result once per task index with its final record (with "attempts":
     how many times it was sent to a worker, and "lost_workers": the workers that left while holding
     it) as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
@@ -198,7 +204,8 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     the Python API); otherwise it is dropped (records stay JSON data). stall_after: when no task
     has finished for that many seconds, on_stall(idle seconds, running tasks [{index, worker,
     seconds}], tasks not started, seconds of silence before the next call) is called; then again
-    each time the silence doubles."""
+    each time the silence doubles. premerge: groups of several tasks come back with a group
+    partial (run_group), named in each record's "partial"."""
     # Unique per run: two launches on one scheduler (the external backend) must never share a key.
     key_prefix = key_prefix or f"resqmp-{uuid.uuid4().hex[:8]}"
     indexes = sorted(kwargs_by_index)
@@ -218,7 +225,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         attempt = max(attempts[i] for i in group)
         key = f"{key_prefix}-{group[0]}-{group[-1]}-a{attempt}" + (f"-r{again}" if again else "")
         fut = client.submit(run_group, function, [(i, kwargs_by_index[i]) for i in group], run_dir, timeout,
-                            key_prefix if watching else None, key=key, pure=False)
+                            key_prefix if watching else None, premerge and len(group) > 1, key=key, pure=False)
         finished.watch(fut, group, again)
 
     def submit_in_groups(part: list[int], n: int) -> None:

@@ -145,6 +145,8 @@ class Journal:
             # record naming any other file (an edited journal, an earlier storage.shared_directory)
             # would merge a model this batch did not make into OUT; that task runs again
             if record["success"] and (record.get("epc_file") is None or self._ours(record["epc_file"])):
+                if "partial" in record and not (isinstance(record["partial"], str) and self._ours(record["partial"])):
+                    del record["partial"]       # its group partial is gone: the task's own file merges
                 self.done[record["index"]] = record
             else:
                 self.done.pop(record["index"], None)

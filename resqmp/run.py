@@ -128,7 +128,7 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
 
         def merge(i: int, result: dict) -> None:
             preflight.check_room(out, result["epc_file"])
-            recombiner.offer(i, result["epc_file"], result["uuid_list"])
+            recombiner.offer(i, result["epc_file"], result["uuid_list"], result.get("partial"))
 
         for i in sorted(results):
             merge(i, results[i])
@@ -266,7 +266,8 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
             group_size=task_cfg.get("group_size", "auto"),
             workers=_planned_workers(scaling) if cluster.manages_workers else None,
             stall_after=task_cfg.get("stall_after", STALL_AFTER),
-            on_stall=lambda idle, running, waiting, nxt: report.stalled(idle, running, waiting, nxt, batch.names))
+            on_stall=lambda idle, running, waiting, nxt: report.stalled(idle, running, waiting, nxt, batch.names),
+            premerge=True)
         lap("tasks")
     lap("teardown")
 

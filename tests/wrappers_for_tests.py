@@ -140,3 +140,45 @@ def monitor_interval_wrapper(index, parent_tmp_dir, record_file, name=None):
     with open(record_file, "w") as f:
         json.dump({"worker": intervals(get_worker()), "scheduler": get_client().run_on_scheduler(scheduler_intervals)}, f)
     return index, True, None, []
+
+
+def dying_find_faces(index, parent_tmp_dir, die_on: int = -1, marker_dir=None, **kwargs):
+    """resqpy's find-faces wrapper; the first call of task `die_on` kills its own worker process
+    instead (marker_dir/died remembers it), so that Dask sends the task's group again."""
+    import signal
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
+    if index == die_on and marker_dir:
+        marker = os.path.join(marker_dir, "died")
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+    return find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+
+
+def crs_first_surface(index, parent_tmp_dir, name="fault A"):
+    """A task model written in this part order: a new CRS (a fresh uuid, the same units each
+    time), a fault feature and interpretation titled `name`, a small surface referring to both.
+    resqpy's consolidation order puts features and interpretations before CRSs: a model whose own
+    part order differs from it (relationships are added in the task model's order)."""
+    import uuid as uuid_mod
+
+    import numpy as np
+    import resqpy.crs as rqc
+    import resqpy.model as rq
+    import resqpy.surface as rqs
+    folder = os.path.join(parent_tmp_dir, f"task-{index}-{uuid_mod.uuid4().hex[:8]}")
+    os.makedirs(folder)
+    epc = os.path.join(folder, "task.epc")
+    model = rq.new_model(epc, quiet=True)
+    crs = rqc.Crs(model)
+    crs.create_xml()
+    surface = rqs.Surface(model, crs_uuid=crs.uuid, title=name)
+    surface.set_from_triangles_and_points(np.array([[0, 1, 2], [1, 3, 2]], dtype=int),
+                                          np.array([[0, 0, index], [1, 0, 0], [0, 1, 0], [1, 1, 1]], dtype=float))
+    surface.create_interpretation_and_feature(kind="fault", name=name)
+    surface.write_hdf5()
+    surface.create_xml()
+    model.store_epc(quiet=True)
+    model.h5_release()
+    return index, True, epc, [str(surface.uuid)]
