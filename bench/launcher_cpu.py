@@ -134,6 +134,7 @@ COMPONENTS = [
     ("merge: other copy steps (resqpy's algorithm)", "resqmp.recombine", "Recombiner._merge"),
     ("merge: load task EPC", "resqmp.recombine", "load_task_model"),
     ("merge: load task EPC", "resqmp.task_parts", "TaskParts.load"),
+    ("merge: load task EPC", "resqmp.premerge", "load_task_model"),        # a group partial, once per group
     ("merge: consolidation (equivalence)", "resqmp.consolidate", "IndexedConsolidation.equivalent_uuid_int_for_part"),
     ("merge: HDF5 copy", "resqmp.merge", "Merger._copy_h5_paths"),
     ("merge: HDF5 copy", "resqmp.h5_copy", "H5Copier.copy_paths"),

@@ -185,3 +185,33 @@ def test_resume_mid_group_merges_each_task_once(batches, tmp_path, partial_gone)
         journal.close()
     records = [done[0], done[1], *rest]
     assert_identical(out, reference(records, tmp_path))
+
+
+def test_launch_killed_after_a_group_resumes_from_its_partial(slow, tmp_path):
+    """`resqmp launch` in groups of 4, the launcher SIGKILLed once a group is journaled: the same
+    command resumes, merges the journaled tasks from their group's partial without running them
+    again, and gives resqpy's model; --keep-task-files keeps the tasks' files and the partials."""
+    import os
+    import signal
+    from epc_compare import content
+    from proc_watch import new_marker, start_launch, wait_for, wait_until_gone
+    from test_reliability import journal_records
+    out = tmp_path / "faults.epc"
+    marker = new_marker()
+    proc = start_launch(slow["batch"], out, "--workers", "2", "--set", "tasks.group_size=4", marker=marker)
+    wait_for(lambda: len(journal_records(out)) >= 4, what="a first group's results")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    records = journal_records(out)
+    done_before = {r["index"] for r in records if r["success"]}
+    assert len(done_before) in (4, 8) and all(r.get("partial") for r in records)
+    assert wait_until_gone(marker) == []
+    proc2 = start_launch(slow["batch"], out, "--workers", "2", "--set", "tasks.group_size=4", "--keep-task-files")
+    stdout, stderr = proc2.communicate(timeout=300)
+    assert proc2.returncode == 0, stderr
+    report = json.loads(out.with_name("faults.report.json").read_text())
+    assert {t["index"] for t in report["tasks"] if t["resumed"]} == done_before
+    assert report["totals"]["succeeded"] == 8
+    assert content(out) == slow["reference"]
+    partials = list(Path(report["task_directory"]).glob(f"{FOLDER}/*.epc"))
+    assert len(partials) >= 2 and all(manifest_of(p).exists() for p in partials)
