@@ -26,16 +26,22 @@ class SerialisedParts:
         self._xml: dict[str, bytes] = {}                   # part name -> serialised XML (final)
         self._rels: dict[str, tuple[int, bytes]] = {}      # rels part -> (children, serialised)
         self._parts_seen = len(model.parts_forest)
+        self._given: dict[str, bytes] = {}                 # new part -> its XML, known without serialising
 
     def rels_changed(self, rels_name: str) -> None:
         """A relationship was added to (or the tree of) this rels part replaced: serialise again."""
         self._rels.pop(rels_name, None)
+
+    def given(self, part_name: str, xml: bytes) -> None:
+        """The XML of a part just added, as it would serialise (a group partial's stored bytes)."""
+        self._given[part_name] = xml
 
     def serialise_new_parts(self) -> None:
         """Serialise the XML of parts added since the last call, and their rels."""
         model = self.model
         forest = model.parts_forest
         n = len(forest)
+        given, self._given = self._given, {}
         if n < self._parts_seen:          # parts were removed: nothing cached can be trusted
             self._xml.clear()
             self._rels.clear()
@@ -47,7 +53,8 @@ class SerialisedParts:
             part_tree = forest[part_name][2]
             if part_tree is None:
                 continue
-            self._xml[part_name] = _serialised(part_tree, standalone=None)
+            xml = given.get(part_name)
+            self._xml[part_name] = xml if xml is not None else _serialised(part_tree, standalone=None)
             rels_name = rqet.rels_part_name_for_part(part_name)
             entry = model.rels_forest.get(rels_name) if model.rels_present else None
             if entry is not None and entry[1] is not None:

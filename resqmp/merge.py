@@ -53,6 +53,10 @@ class Merger:
         # while a share of a group partial merges: uuid int -> the task's related parts, in the
         # task's own order (what resqpy reads from the task model; see resqmp.premerge)
         self._related: dict[int, list[str]] | None = None
+        # ... and the partial's stored XML by part name, with its HDF5 proxy's uuid: a part
+        # copied without a reference rewritten is those bytes with the proxy's uuid replaced
+        # (what serialising its tree gives; the partial was written by the same serialiser)
+        self._stored: tuple[dict, str] | None = None
 
     # -- public -------------------------------------------------------------------------------
     def merge_model(self, other, uuids) -> None:
@@ -67,17 +71,17 @@ class Merger:
             self.h5.close_input()
         self.serialised.serialise_new_parts()
 
-    def merge_share(self, partial, ordered, related: dict[int, list[str]]) -> None:
+    def merge_share(self, partial, ordered, related: dict[int, list[str]], stored: tuple[dict, str] | None = None) -> None:
         """Copy one task's uuids from a group partial (resqmp.premerge): `ordered` already in
         resqpy's consolidation order, `related` the task's related parts by uuid int. The same
         steps as merge_model on the task's own model; the partial's HDF5 file stays open for the
         next share of the group."""
-        self._related = related
+        self._related, self._stored = related, stored
         try:
             for u in ordered:
                 self.copy_uuid(partial, u)
         finally:
-            self._related = None
+            self._related, self._stored = None, None
         self.serialised.serialise_new_parts()
 
     def copy_uuid(self, other, uuid):
@@ -149,19 +153,22 @@ class Merger:
             in_progress = getattr(model.consolidation, 'in_progress', None) if self.consolidate else None
             if in_progress is not None:
                 in_progress.add(uuid_int)
+            proxy = None               # the HDF5 proxy's uuid now in the part's references
             try:
                 if hdf5_copy_needed:
                     paths = [node.text for node in rqet.list_of_descendant_tag(other_root, 'PathInHdfFile')]
                     count = self.h5.copy_paths(other_h5, self_h5, paths)
-                    self._hdf5_setup(count, root_node)
+                    proxy = self._hdf5_setup(count, root_node) if paths else ''
 
                 if model.uuid_rels_dict.get(uuid.int) is None:
                     model.uuid_rels_dict[uuid.int] = (set(), set(), set())
 
-                self._copy_referenced_parts(other, root_node, uuid, self_h5, other_h5, hdf5_copy_needed)
+                rewritten = self._copy_referenced_parts(other, root_node, uuid, self_h5, other_h5, hdf5_copy_needed)
             finally:
                 if in_progress is not None:
                     in_progress.discard(uuid_int)
+            if self._stored is not None and proxy is not None and not rewritten:
+                self._give_stored(part, proxy)
 
             add_uuid_relations(model, uuid.int, part)
             resident_uuid = uuid
@@ -171,10 +178,22 @@ class Merger:
         self._copy_relationships_for_present_targets(other, resident_uuid, root_node)
         return m_c._part_for_uuid(model, resident_uuid)
 
-    def _hdf5_setup(self, hdf5_count, root_node) -> None:
-        """resqpy's _copy_part_hdf5_setup (h5_uuid not supplied, as function_multiprocessing does)."""
+    def _give_stored(self, part: str, proxy: str) -> None:
+        """The partial's bytes of `part`, its HDF5 proxy's uuid replaced by ours (`proxy`; '' when
+        the part has no HDF5 reference)."""
+        stored, their_proxy = self._stored
+        xml = stored.get(part)
+        if not isinstance(xml, bytes):
+            return                           # serialised from the tree, as any other part
+        if proxy:
+            xml = xml.replace(their_proxy.encode(), proxy.encode())
+        self.serialised.given(part, xml)
+
+    def _hdf5_setup(self, hdf5_count, root_node) -> str | None:
+        """resqpy's _copy_part_hdf5_setup (h5_uuid not supplied, as function_multiprocessing does).
+        Returns the proxy's uuid written in the part's references, None when none was written."""
         if not hdf5_count:
-            return
+            return None
         model = self.model
         h5_uuid = model.h5_uuid()
         if h5_uuid is None:
@@ -185,13 +204,15 @@ class Merger:
         ext_node = m_c._root_for_part(model, ext_part)
         self.relationships.reciprocal(root_node, 'mlToExternalPartProxy', ext_node, 'externalPartProxyToMl',
                          avoid_duplicates=False)
+        return str(h5_uuid)
 
-    def _copy_referenced_parts(self, other, root_node, uuid, self_h5, other_h5, hdf5_copy_needed) -> None:
+    def _copy_referenced_parts(self, other, root_node, uuid, self_h5, other_h5, hdf5_copy_needed) -> bool:
+        """resqpy's _copy_referenced_parts; True when a reference in root_node was rewritten."""
         model = self.model
         reference_node_dict = None
         relatives = other.uuid_rels_dict.get(uuid.int)
         if relatives is None:
-            return
+            return False
         for ref_uuid_int in relatives[0]:
             if ref_uuid_int in model.uuid_part_dict:
                 self.relationships.reciprocal(root_node, 'sourceObject', m_c._root_for_uuid(model, ref_uuid_int),
@@ -224,6 +245,7 @@ class Merger:
                     reference_node_dict[resident_uuid_int] += uuid_node_list
                 else:
                     reference_node_dict[resident_uuid_int] = uuid_node_list
+        return reference_node_dict is not None
 
     def _related_parts(self, other, resident_uuid) -> list:
         """resqpy's related parts of resident_uuid in `other`, in other's part order. From a group

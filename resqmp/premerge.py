@@ -112,6 +112,8 @@ class PartialReader:
         self.path: str | None = None
         self.model = None
         self._manifest: dict = {}
+        self._stored: dict = {}          # the partial's members as stored: its parts' XML
+        self._proxy = ""
 
     def share(self, epc: str, index: int):
         """(partial model, ordered uuids, related parts by uuid int) of task `index`, or None when
@@ -122,15 +124,17 @@ class PartialReader:
             if not (os.path.exists(epc) and manifest.exists()):
                 return None
             self._manifest = json.loads(manifest.read_text())
-            self.model = load_task_model(epc)
+            self._stored = {}
+            self.model = load_task_model(epc, raw=self._stored)
+            self._proxy = str(self.model.h5_uuid())
             self.path = epc
         entry = self._manifest.get(str(index))
         if entry is None:
             return None
         related = {bu.uuid_from_string(u).int: parts for u, parts in entry["related"].items()}
-        return self.model, entry["uuids"], related
+        return self.model, entry["uuids"], related, (self._stored, self._proxy)
 
     def release(self) -> None:
         if self.model is not None:
             self.model.h5_release()
-        self.path, self.model, self._manifest = None, None, {}
+        self.path, self.model, self._manifest, self._stored = None, None, {}, {}

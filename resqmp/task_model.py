@@ -66,19 +66,22 @@ def _inside(node, root, found) -> bool:
     return False
 
 
-def load_task_model(epc_file: str):
-    """resqpy.model.Model(epc_file, quiet=True), read with the steps above."""
+def load_task_model(epc_file: str, raw: dict | None = None):
+    """resqpy.model.Model(epc_file, quiet=True), read with the steps above. `raw`, if given, is
+    filled with each member's bytes as stored (an exception for a member that could not be read)."""
     model = rq.Model(quiet=True)      # initialize() only: empty forests and dictionaries
-    _load_epc(model, epc_file)
+    _load_epc(model, epc_file, raw)
     return model
 
 
-def _load_epc(model, epc_file: str) -> None:
+def _load_epc(model, epc_file: str, raw: dict | None = None) -> None:
     """resqpy's _load_epc(model, epc_file, full_load=True, epc_subdir=None, copy_from=None)."""
     if not epc_file.endswith('.epc'):
         epc_file += '.epc'
     model.set_epc_file_and_directory(epc_file)
     names, members = _read_members(epc_file)
+    if raw is not None:
+        raw.update(members)
     m_f._set_part_names_in_forests(model, None, names)
     model.main_tree = rqet.parse(io.BytesIO(_member(members, '[Content_Types].xml')))
     model.main_root = model.main_tree.getroot()
