@@ -36,10 +36,13 @@ class H5Copier:
         self._in_name = None
         self._out_paths: set[str] = set()      # what the output holds, as h5py's visit() names it
         self.datasets = 0                      # datasets copied so far
+        self.plain: set[str] | None = None     # when a set: output keys copied as stored (plain datasets)
 
-    def copy_paths(self, file_in: str, file_out: str, paths: list[str]) -> int:
+    def copy_paths(self, file_in: str, file_out: str, paths: list[str], plain: set[str] | frozenset = frozenset()) -> int:
         """resqpy's copy_h5_path_list(file_in, file_out, paths, mode='a'), same datasets written;
-        returns how many were copied (a path already present is skipped with a warning)."""
+        returns how many were copied (a path already present is skipped with a warning). `plain`:
+        keys of datasets in file_in known to be plain (a group partial's, copied there as stored):
+        copied as stored without opening them to check again."""
         assert file_out != file_in, 'identical input and output files specified for hdf5 copy'
         assert paths is not None
         chunks = whdf5.global_default_chunks
@@ -57,7 +60,9 @@ class H5Copier:
             if key in existing:
                 log.warning(f'not copying hdf5 data due to pre-existence for: {path}')
                 continue
-            source = _plain_dataset(fp_in, path) if chunks is None or chunks == 'none' else None
+            source = None
+            if chunks is None or chunks == 'none':
+                source = path.encode() if key in plain else _plain_dataset(fp_in, path)
             if source is None:
                 assert path in fp_in, f'internal path {path} not found in hdf5 file {file_in}'
             build = ''
@@ -74,6 +79,8 @@ class H5Copier:
                 # a contiguous, unfiltered numeric dataset: copied as stored, which is what
                 # create_dataset(data=...) rebuilds (same type, shape, layout, no attributes)
                 h5py.h5o.copy(fp_in.id, source, fp_out.id, build.encode(), copypl=_COPY_PLAIN)
+                if self.plain is not None:
+                    self.plain.add(key)
             elif chunks is None or chunks == 'none':
                 fp_out.create_dataset(build, data=fp_in[path])
             elif compression is None or compression == 'none':

@@ -57,6 +57,7 @@ class Merger:
         # copied without a reference rewritten is those bytes with the proxy's uuid replaced
         # (what serialising its tree gives; the partial was written by the same serialiser)
         self._stored: tuple[dict, str] | None = None
+        self._plain: set[str] | frozenset = frozenset()   # the partial's plain datasets (h5_copy)
 
     # -- public -------------------------------------------------------------------------------
     def merge_model(self, other, uuids) -> None:
@@ -71,17 +72,17 @@ class Merger:
             self.h5.close_input()
         self.serialised.serialise_new_parts()
 
-    def merge_share(self, partial, ordered, related: dict[int, list[str]], stored: tuple[dict, str] | None = None) -> None:
-        """Copy one task's uuids from a group partial (resqmp.premerge): `ordered` already in
-        resqpy's consolidation order, `related` the task's related parts by uuid int. The same
-        steps as merge_model on the task's own model; the partial's HDF5 file stays open for the
-        next share of the group."""
-        self._related, self._stored = related, stored
+    def merge_share(self, share) -> None:
+        """Copy one task's share of a group partial (resqmp.premerge.Share): its uuids, already in
+        resqpy's consolidation order, from the partial's model, reading the task's related parts
+        from the share. The same steps as merge_model on the task's own model; the partial's
+        HDF5 file stays open for the group's next share."""
+        self._related, self._stored, self._plain = share.related, (share.stored, share.proxy), share.plain
         try:
-            for u in ordered:
-                self.copy_uuid(partial, u)
+            for u in share.uuids:
+                self.copy_uuid(share.model, u)
         finally:
-            self._related, self._stored = None, None
+            self._related, self._stored, self._plain = None, None, frozenset()
         self.serialised.serialise_new_parts()
 
     def copy_uuid(self, other, uuid):
@@ -157,7 +158,7 @@ class Merger:
             try:
                 if hdf5_copy_needed:
                     paths = [node.text for node in rqet.list_of_descendant_tag(other_root, 'PathInHdfFile')]
-                    count = self.h5.copy_paths(other_h5, self_h5, paths)
+                    count = self.h5.copy_paths(other_h5, self_h5, paths, self._plain)
                     proxy = self._hdf5_setup(count, root_node) if paths else ''
 
                 if model.uuid_rels_dict.get(uuid.int) is None:

@@ -3,13 +3,17 @@ launcher opens one model and one HDF5 file per group instead of one per task.
 
 The partial is the union of the group's task models, copied with resqmp.merge.Merger without
 consolidation: every part keeps its uuid and its XML (HDF5 references aside), and its arrays sit
-in the partial's HDF5 file. Consolidation stays in the launcher, task by task: consolidating in
-two levels (within the group, then against the recombined model) reaches the same parts, but
-rewritten references change which relationships resqpy adds first, so the relationships' order
-would no longer be resqpy's (issue 11, wave 3). Beside the partial, a manifest gives each task's
+in the partial's HDF5 file. Consolidation stays in the launcher, task by task, so its decisions
+are resqpy's flat ones: consolidating in two levels (within the group, then against the
+recombined model) reaches equivalent parts too, but a reference rewritten in the partial turns
+into a relationship added at another step of resqpy's copy, so the order of relationships in a
+rels part could differ from resqpy's (issue 11, wave 3). Beside the partial, a manifest gives each task's
 share: its uuids in resqpy's consolidation order and, for every uuid of the task model, its
 related parts in the task's own part order (all that the merge reads from a task model besides
-parts and arrays). Merger.merge_share copies a share exactly as merge_model copies the task model.
+parts and arrays); and which of the partial's datasets are plain (copied as stored, so the launcher
+copies them without opening each to check). Merger.merge_share copies a share exactly as
+merge_model copies the task model, and takes the XML of a part it copies unchanged from the
+partial's stored bytes instead of serialising it again.
 
 Each attempt of a group writes files of its own (a random token in the name): a group sent again
 after its worker died never reuses a lost attempt's files, and only the partial named in the
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import uuid as uuid_mod
+from dataclasses import dataclass
 from pathlib import Path
 
 import resqpy.model as rq
@@ -67,12 +72,13 @@ def premerge_group(records: list[dict], run_dir: str) -> None:
 def _write(shares: list[dict], epc: Path) -> None:
     model = rq.new_model(str(epc), quiet=True)
     merger = Merger(model, consolidate=False)
-    manifest = {}
+    merger.h5.plain = set()              # listed in the manifest: the launcher need not check them
+    manifest: dict = {"tasks": {}}
     try:
         for r in shares:
             task = load_task_model(r["epc_file"])
             try:
-                manifest[str(r["index"])] = _share(task, r["uuid_list"])
+                manifest["tasks"][str(r["index"])] = _share(task, r["uuid_list"])
                 # every part, not only the share's: the launcher's consolidation may read any
                 # part the task model holds (a related part's object), as it reads the task model
                 merger.merge_model(task, task.uuids())
@@ -80,6 +86,7 @@ def _write(shares: list[dict], epc: Path) -> None:
                 task.h5_release()
         merger.close()
         merger.store_epc(str(epc))
+        manifest["plain"] = sorted(merger.h5.plain)      # the launcher copies these without checking
     finally:
         merger.close()
         model.h5_release()
@@ -104,6 +111,17 @@ def _share(task, uuid_list: list[str]) -> dict:
     return {"uuids": [str(u) for u in ordered], "related": related}
 
 
+@dataclass
+class Share:
+    """One task's share of a group partial, as Merger.merge_share reads it."""
+    model: object                        # the partial's model
+    uuids: list[str]                     # the task's uuids, in resqpy's consolidation order
+    related: dict[int, list[str]]        # uuid int -> related parts, in the task's part order
+    stored: dict                         # the partial's members as stored (its parts' XML)
+    proxy: str                           # the partial's HDF5 proxy uuid, in that XML
+    plain: set[str]                      # the partial's plain datasets (resqmp.h5_copy)
+
+
 class PartialReader:
     """The launcher's side: one group partial open at a time (a group's shares merge one after
     the other), its model loaded once."""
@@ -114,10 +132,11 @@ class PartialReader:
         self._manifest: dict = {}
         self._stored: dict = {}          # the partial's members as stored: its parts' XML
         self._proxy = ""
+        self._plain: set[str] = set()
 
-    def share(self, epc: str, index: int):
-        """(partial model, ordered uuids, related parts by uuid int) of task `index`, or None when
-        the partial or the task's share in it is not there (the task's own file is merged then)."""
+    def share(self, epc: str, index: int) -> Share | None:
+        """Task `index`'s share of the partial `epc`, or None when the partial or the task's share
+        in it is not there (the task's own file is merged then)."""
         if epc != self.path:
             self.release()
             manifest = manifest_of(epc)
@@ -127,14 +146,15 @@ class PartialReader:
             self._stored = {}
             self.model = load_task_model(epc, raw=self._stored)
             self._proxy = str(self.model.h5_uuid())
+            self._plain = set(self._manifest["plain"])
             self.path = epc
-        entry = self._manifest.get(str(index))
+        entry = self._manifest["tasks"].get(str(index))
         if entry is None:
             return None
         related = {bu.uuid_from_string(u).int: parts for u, parts in entry["related"].items()}
-        return self.model, entry["uuids"], related, (self._stored, self._proxy)
+        return Share(self.model, entry["uuids"], related, self._stored, self._proxy, self._plain)
 
     def release(self) -> None:
         if self.model is not None:
             self.model.h5_release()
-        self.path, self.model, self._manifest, self._stored = None, None, {}, {}
+        self.path, self.model, self._manifest, self._stored, self._plain = None, None, {}, {}, set()

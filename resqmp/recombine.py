@@ -88,7 +88,7 @@ class Recombiner:
                     _wait_for(partial)
                 share = self.partials.share(partial, index)
             if share is not None:
-                self.merger.merge_share(*share)
+                self.merger.merge_share(share)
             else:
                 self._release_partial()
                 _wait_for(epc)

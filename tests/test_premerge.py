@@ -105,7 +105,7 @@ def test_a_failing_task_inside_a_group_costs_only_itself(batches, client, tmp_pa
     assert [r["success"] for r in records] == [True] * 5 + [False] + [True] * 2
     assert records[5].get("partial") is None and records[5]["error"]
     # the group 4-7 still has its partial, of the three tasks that succeeded
-    shares = json.loads(manifest_of(records[4]["partial"]).read_text())
+    shares = json.loads(manifest_of(records[4]["partial"]).read_text())["tasks"]
     assert sorted(map(int, shares)) == [4, 6, 7]
     assert_identical(out, reference(records, tmp_path))
 
