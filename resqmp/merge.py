@@ -23,6 +23,7 @@ import resqpy.model._forestry as m_f
 import resqpy.olio.consolidation as cons
 import resqpy.olio.uuid as bu
 import resqpy.olio.xml_et as rqet
+from resqpy.olio.xml_namespaces import curly_namespace as ns
 
 from resqmp.consolidate import IndexedConsolidation
 from resqmp.epc_store import SerialisedParts
@@ -169,7 +170,7 @@ class Merger:
                 if in_progress is not None:
                     in_progress.discard(uuid_int)
             if self._stored is not None and proxy is not None and not rewritten:
-                self._give_stored(part, proxy)
+                self._give_stored(part, other_root, proxy)
 
             add_uuid_relations(model, uuid.int, part)
             resident_uuid = uuid
@@ -179,15 +180,22 @@ class Merger:
         self._copy_relationships_for_present_targets(other, resident_uuid, root_node)
         return m_c._part_for_uuid(model, resident_uuid)
 
-    def _give_stored(self, part: str, proxy: str) -> None:
+    def _give_stored(self, part: str, other_root, proxy: str) -> None:
         """The partial's bytes of `part`, its HDF5 proxy's uuid replaced by ours (`proxy`; '' when
-        the part has no HDF5 reference)."""
+        the part has no HDF5 path and so kept its references as they were)."""
         stored, their_proxy = self._stored
         xml = stored.get(part)
         if not isinstance(xml, bytes):
             return                           # serialised from the tree, as any other part
         if proxy:
-            xml = xml.replace(their_proxy.encode(), proxy.encode())
+            # every HdfProxy reference (what resqpy's change_hdf5_uuid_in_hdf5_references
+            # rewrites) now names ours: the bytes match only if all of them named the partial's
+            # (a part whose arrays the partial did not copy kept its task's) and nothing else does
+            named = [getattr(rqet.find_tag(node, 'UUID'), 'text', None) for node in other_root.iter(ns['eml'] + 'HdfProxy')]
+            theirs = their_proxy.encode()
+            if set(named) != {their_proxy} or xml.count(theirs) != len(named):
+                return
+            xml = xml.replace(theirs, proxy.encode())
         self.serialised.given(part, xml)
 
     def _hdf5_setup(self, hdf5_count, root_node) -> str | None:
