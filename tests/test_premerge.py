@@ -215,3 +215,27 @@ def test_launch_killed_after_a_group_resumes_from_its_partial(slow, tmp_path):
     assert content(out) == slow["reference"]
     partials = list(Path(report["task_directory"]).glob(f"{FOLDER}/*.epc"))
     assert len(partials) >= 2 and all(manifest_of(p).exists() for p in partials)
+
+
+def test_premerge_false_merges_each_tasks_own_files(faults_batch, tmp_path):
+    """tasks.premerge: false (workers short of CPU): groups still run, no partial is written, and
+    the model is the same as with partials."""
+    from conftest import run_resqmp
+    from epc_compare import content
+    runs = {}
+    for premerge in ("true", "false"):
+        out = tmp_path / premerge / "faults.epc"
+        out.parent.mkdir()
+        run_resqmp("launch", "--profile", "local", "--workers", "2", "--set", "tasks.group_size=3",
+                   "--set", f"tasks.premerge={premerge}", "--keep-task-files",
+                   "--batch", faults_batch, "--output", out, check=0)
+        report = json.loads(out.with_name("faults.report.json").read_text())
+        runs[premerge] = (content(out), list(Path(report["task_directory"]).glob(f"{FOLDER}/*.epc")))
+    assert runs["true"][0] == runs["false"][0]
+    assert len(runs["true"][1]) == 2 and runs["false"][1] == []      # 6 tasks: two groups of 3
+
+
+@pytest.fixture(scope="module")
+def faults_batch(tmp_path_factory):
+    from resqmp.example import write_example
+    return write_example(tmp_path_factory.mktemp("faults6"), surfaces=6)["batch"]
