@@ -11,6 +11,7 @@ slower: the table quotes each component's share of the samples times the CPU of 
 
     .venv/bin/python bench/launcher_cpu.py --n 1024                    # CPU and RSS, no profiler
     .venv/bin/python bench/launcher_cpu.py --n 1024 --profile          # + the table by component
+    .venv/bin/python bench/launcher_cpu.py --n 1024 --set tasks.premerge=true   # group partials on local workers
 
 With `--tasks sleepy` the batch is N tasks of bench_wrappers.sleepy_point_set (sleep, then write a
 CRS and a 4-point PointSet): little CPU per task, so many workers can run at once. That is the
@@ -194,6 +195,7 @@ def child(args) -> int:
     try:
         main.main(args=["launch", "--profile", "local", "--workers", str(args.workers), "--batch", args.batch,
                         "--output", args.output, "--fresh", "--set", f"scaling.worker_timeout={args.worker_timeout}",
+                        *[a for kv in args.set for a in ("--set", kv)],
                         # the sleepy tasks' wrapper is the bench's own: allowed by name (see the README)
                         "--allow-wrapper", "bench_wrappers:sleepy_point_set"],
                   standalone_mode=False)
@@ -335,10 +337,11 @@ def table(n: int, r: dict, shares: dict[str, float] | None) -> list[tuple[str, f
     return rows
 
 
-def run_child(batch: Path, out: Path, workers: int, profile_file: Path | None, rate: int) -> dict:
+def run_child(batch: Path, out: Path, workers: int, profile_file: Path | None, rate: int, sets=()) -> dict:
     result_file = out.with_suffix(".cpu.json")
     cmd = [sys.executable, __file__, "--child", "--batch", str(batch), "--output", str(out),
-           "--result", str(result_file), "--workers", str(workers), "--worker-timeout", str(WORKER_TIMEOUT)]
+           "--result", str(result_file), "--workers", str(workers), "--worker-timeout", str(WORKER_TIMEOUT),
+           *[a for kv in sets for a in ("--set", kv)]]
     # local workers inherit this: they import bench_wrappers for the sleepy batch
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     if profile_file is not None:
@@ -385,6 +388,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dask", action="store_true", help="also measure Dask alone (see above)")
     parser.add_argument("--worker-timeout", type=float, default=600,
                         help="scaling.worker_timeout of the launch (many workers start slowly on a busy machine)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to resqmp launch (e.g. tasks.premerge=true: the local profile's workers "
+                             "share the launcher's host, where auto makes no group partials)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dask-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", help=argparse.SUPPRESS)
@@ -413,7 +419,7 @@ def main(argv=None) -> int:
     try:
         for k in range(args.repeat):
             load = load_average()
-            runs.append(summarise(n, run_child(batch, work / f"out{k}.epc", args.workers, None, args.rate)))
+            runs.append(summarise(n, run_child(batch, work / f"out{k}.epc", args.workers, None, args.rate, args.set)))
             runs[-1]["load_before"], runs[-1]["load_after"] = load, load_average()
             r = runs[-1]
             print(f"N={n} run {k + 1}: launcher CPU {r['cpu_s']:.2f} s "
@@ -444,7 +450,7 @@ def main(argv=None) -> int:
         if args.profile:
             raw = work / "pyspy.txt"
             load = load_average()
-            profiled = summarise(n, run_child(batch, work / "profiled.epc", args.workers, raw, args.rate))
+            profiled = summarise(n, run_child(batch, work / "profiled.epc", args.workers, raw, args.rate, args.set))
             shares = loop_shares(raw)
             print(f"profiled run (event-loop split only): CPU {profiled['cpu_s']:.2f} s (load {load} -> "
                   f"{load_average()})")

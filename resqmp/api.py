@@ -119,7 +119,7 @@ def function_multiprocessing(function: Callable,
                 # short tasks go to Dask in groups when every task slot has many of them
                 # (execute.auto_group_size); a cluster still starting counts as one slot
                 run_on_client(client, function, by_index, str(tmp_dir), on_result, group_size="auto",
-                              keep_exceptions=True, premerge=True)
+                              keep_exceptions=True, premerge="auto")
             finally:
                 if client is not cluster:
                     client.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import statistics
 import threading
 import time
@@ -74,7 +75,7 @@ KILL_TIMEOUT = 30
 
 
 def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
-              timeout: float | None = None, announce: str | None = None, premerge: bool = False) -> list[dict]:
+              timeout: float | None = None, announce: str | None = None, premerge: bool | str = False) -> list[dict]:
     """Run on a worker: the tasks of one group in a row; their records, in order (never raises).
 
     Stops after a task that timed out: its thread is still running and the client restarts this
@@ -82,7 +83,8 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
     run's key prefix), each task's start is logged as a Dask event (STARTED_TOPIC), so the client
     can say which task runs where when a run stalls. With `premerge`, the successful tasks'
     outputs are gathered into one group partial (resqmp.premerge) named in their records, so the
-    launcher opens one file per group."""
+    launcher opens one file per group; a host name instead of True: only on a worker on another
+    host than that one (the launcher's: see run_on_client)."""
     records = []
     for index, kwargs in items:
         if announce:
@@ -91,6 +93,8 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
         records.append(record)
         if record.get("timed_out"):
             break
+    if isinstance(premerge, str):
+        premerge = premerge != socket.gethostname()
     if premerge and records and not records[-1].get("timed_out"):    # a worker about to be restarted returns at once
         from resqmp.premerge import premerge_group
         premerge_group(records, parent_tmp_dir)
@@ -190,7 +194,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                   group_size: int | str = 1, workers: int | None = None, keep_exceptions: bool = False,
                   stall_after: float | None = None,
                   on_stall: Callable[[float, list[dict], int, float], None] | None = None,
-                  premerge: bool = False) -> int:
+                  premerge: bool | str = False) -> int:
     """Run every task; call on_result once per task index with its final record (with "attempts":
     how many times it was sent to a worker, and "lost_workers": the workers that left while holding
     it) as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
@@ -205,9 +209,14 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     has finished for that many seconds, on_stall(idle seconds, running tasks [{index, worker,
     seconds}], tasks not started, seconds of silence before the next call) is called; then again
     each time the silence doubles. premerge: groups of several tasks come back with a group
-    partial (run_group), named in each record's "partial"."""
+    partial (run_group), named in each record's "partial"; 'auto': only groups run on a worker
+    on another host than this process's. A partial moves merge work from the launcher to the
+    worker and costs more in all (the worker loads and writes the outputs once more): it pays
+    where the launcher is a ceiling of its own, not where the workers share its cores."""
     # Unique per run: two launches on one scheduler (the external backend) must never share a key.
     key_prefix = key_prefix or f"resqmp-{uuid.uuid4().hex[:8]}"
+    if premerge == "auto":
+        premerge = socket.gethostname()          # each worker compares its own (run_group)
     indexes = sorted(kwargs_by_index)
     auto = group_size is None or group_size == "auto"
     if workers is None:
@@ -225,7 +234,8 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         attempt = max(attempts[i] for i in group)
         key = f"{key_prefix}-{group[0]}-{group[-1]}-a{attempt}" + (f"-r{again}" if again else "")
         fut = client.submit(run_group, function, [(i, kwargs_by_index[i]) for i in group], run_dir, timeout,
-                            key_prefix if watching else None, premerge and len(group) > 1, key=key, pure=False)
+                            key_prefix if watching else None, premerge if len(group) > 1 else False,
+                            key=key, pure=False)
         finished.watch(fut, group, again)
 
     def submit_in_groups(part: list[int], n: int) -> None:

@@ -267,7 +267,7 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
             workers=_planned_workers(scaling) if cluster.manages_workers else None,
             stall_after=task_cfg.get("stall_after", STALL_AFTER),
             on_stall=lambda idle, running, waiting, nxt: report.stalled(idle, running, waiting, nxt, batch.names),
-            premerge=bool(task_cfg.get("premerge", True)))   # group partials (resqmp.premerge)
+            premerge=task_cfg.get("premerge", "auto"))   # group partials (resqmp.premerge)
         lap("tasks")
     lap("teardown")
 
