@@ -111,6 +111,22 @@ def _share(task, uuid_list: list[str]) -> dict:
     return {"uuids": [str(u) for u in ordered], "related": related}
 
 
+def _read_manifest(path: Path) -> dict | None:
+    """The manifest as premerge_group writes it, or None (absent, cut short, edited: the launcher
+    then merges the tasks' own files, which a partial never replaces). Absent is no news: on a
+    shared filesystem that lags it may not be seen yet."""
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if isinstance(manifest, dict) and isinstance(manifest["tasks"], dict) and isinstance(manifest["plain"], list):
+            return manifest
+    except (OSError, ValueError, KeyError):
+        pass
+    log.warning("group partial manifest %s unreadable: the tasks' own files are merged instead", path)
+    return None
+
+
 @dataclass
 class Share:
     """One task's share of a group partial, as Merger.merge_share reads it."""
@@ -139,20 +155,22 @@ class PartialReader:
         in it is not there (the task's own file is merged then)."""
         if epc != self.path:
             self.release()
-            manifest = manifest_of(epc)
-            if not (os.path.exists(epc) and manifest.exists()):
+            manifest = _read_manifest(manifest_of(epc)) if os.path.exists(epc) else None
+            if manifest is None:
                 return None
-            self._manifest = json.loads(manifest.read_text())
+            self._manifest = manifest
             self._stored = {}
             self.model = load_task_model(epc, raw=self._stored)
             self._proxy = str(self.model.h5_uuid())
             self._plain = set(self._manifest["plain"])
             self.path = epc
-        entry = self._manifest["tasks"].get(str(index))
-        if entry is None:
-            return None
-        related = {bu.uuid_from_string(u).int: parts for u, parts in entry["related"].items()}
-        return Share(self.model, entry["uuids"], related, self._stored, self._proxy, self._plain)
+        try:
+            entry = self._manifest["tasks"][str(index)]
+            related = {bu.uuid_from_string(u).int: list(parts) for u, parts in entry["related"].items()}
+            uuids = [str(u) for u in entry["uuids"]]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None               # not this task's share as premerge_group writes it
+        return Share(self.model, uuids, related, self._stored, self._proxy, self._plain)
 
     def release(self) -> None:
         if self.model is not None:
