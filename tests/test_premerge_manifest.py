@@ -3,7 +3,6 @@ or a stray .json beside an EPC the journal names) is not a reason to stop: the l
 task from its own files, and the model is still resqpy's."""
 from __future__ import annotations
 
-
 import pytest
 
 from resqmp.execute import run_group
