@@ -55,13 +55,18 @@ def raise_if_requested() -> None:
 
 
 @contextmanager
-def shielded():
-    """Signals inside are recorded, not raised: what runs here must run to its end."""
+def shielded(saying: str | None = None):
+    """Signals inside are recorded, not raised: what runs here must run to its end. `saying`: the
+    line a signal gets here, instead of install()'s."""
+    message = _state.message
+    if saying:
+        _state.message = (saying.rstrip("\n") + "\n").encode()
     _state.shield += 1
     try:
         yield
     finally:
         _state.shield -= 1
+        _state.message = message
 
 
 class Teardown(ExitStack):

@@ -32,6 +32,8 @@ log = logging.getLogger("resqmp")
 #: tasks.stall_after by default: seconds without a finished task before the launcher says which
 #: tasks run where (then again each time the silence doubles)
 STALL_AFTER = 300
+#: what a Ctrl-C or SIGTERM gets once the recombined model is being written (it is finished, not cut)
+FINISHING = "resqmp: finishing: writing the recombined model, its report and cleaning up; then resqmp exits"
 
 #: Dask settings for the servers the launcher starts in its own process (the scheduler of the local
 #: and jobqueue backends, the local workers' nannies) and the workers they start. Each of them
@@ -150,7 +152,12 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
             report.info(f"nothing left to run: no performance report written at {perf}")
         interrupts.raise_if_requested()     # a Ctrl-C that arrived while nothing could raise it
         complete = len(results) == len(batch.tasks) and all(r["success"] for r in results.values())
-        partial = _publish(recombiner, out, complete, overwrite)
+        # Publish, report, journal and cleanup are one unit that no signal cuts: cut, it left a new
+        # OUT beside the old run's report, or a finished run that said "resume" with its journal gone.
+        with interrupts.shielded(FINISHING):
+            partial = _publish(recombiner, out, complete, overwrite)
+            return _finish(profile, batch, out, shared, run_dir, journal, keep, results, summary, recombiner,
+                           partial, previous, t0)
     except KeyboardInterrupt:
         recombiner and recombiner.abort()
         raise Interrupted("interrupted: cluster torn down, nothing written at OUT; "
@@ -167,6 +174,10 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
     finally:
         report.close()
 
+
+def _finish(profile, batch, out, shared, run_dir, journal, keep, results, summary, recombiner, partial, previous,
+            t0) -> LaunchResult:
+    """After the publish: the report, the journal (gone once complete), the task files."""
     tasks = [results[i] for i in sorted(results)]
     for t in tasks:
         t.setdefault("name", batch.names[t["index"]])
