@@ -7,8 +7,7 @@ import pytest
 
 from resqmp.execute import run_group
 from resqmp.premerge import manifest_of
-from resqmp.recombine import Recombiner
-from test_premerge import FIND_FACES, batches, reference  # noqa: F401 - batches is a fixture
+from test_premerge import FIND_FACES, batches, recombined, reference  # noqa: F401 - batches is a fixture
 from test_recombine import assert_identical
 
 
@@ -20,10 +19,4 @@ def test_an_unreadable_manifest_falls_back_to_the_tasks_own_files(batches, tmp_p
     records = run_group(FIND_FACES, list(enumerate(tasks[:4])), str(run_dir), premerge=True)
     partial = records[0]["partial"]
     manifest_of(partial).write_text(manifest)
-    out = tmp_path / "out" / "out.epc"
-    out.parent.mkdir()
-    recombiner = Recombiner(out)
-    for r in records:
-        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"], r["partial"])
-    recombiner.publish()
-    assert_identical(out, reference(records, tmp_path))
+    assert_identical(recombined(records, tmp_path), reference(records, tmp_path))
