@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -454,20 +454,22 @@ def check(profile_ref: str, overrides: tuple[str, ...] = (), workers: int | None
     outcomes: list[Outcome] = []
     failure: CheckFailed | None = None
     interrupted = False
-    with ExitStack() as stack:
+    # Only a stage's own work can be cut by a signal: one landing between stages (while a line is
+    # printed, the dask config snapshotted) is recorded, and the next stage is marked interrupted;
+    # the loop always reaches the teardown stage, which a Ctrl-C asks for and never breaks into.
+    with interrupts.shielded(), ExitStack() as stack:
         for stage in STAGES:
             if stage == "submission":
                 # as launch: the cluster changes this process's environment and dask config (local
                 # workers' variables); restored afterwards to what it was with the backend imported
                 stack.enter_context(_process_state_restored())
             if stage == "teardown":
-                with interrupts.shielded():      # a Ctrl-C asks for this: it never breaks into it
-                    outcome = _run_stage(c, stage)
+                outcome = _run_stage(c, stage)
             elif failure is None and not interrupted and interrupts.requested():
-                # a Ctrl-C whose KeyboardInterrupt Python swallowed (it landed in a GC callback)
+                # recorded where it could not be raised (between stages, a GC callback)
                 outcome = Outcome(stage, "interrupted", 0.0, INTERRUPTED, ExitCode.INTERRUPTED)
             elif failure is None and not interrupted:
-                outcome = _run_stage(c, stage)
+                outcome = _run_stage(c, stage, cuttable=True)
             else:
                 outcome = Outcome(stage, "skipped", 0.0, "")
             if outcome.status == "interrupted":
@@ -485,11 +487,13 @@ def check(profile_ref: str, overrides: tuple[str, ...] = (), workers: int | None
     return outcomes
 
 
-def _run_stage(c: Check, stage: str) -> Outcome:
+def _run_stage(c: Check, stage: str, cuttable: bool = False) -> Outcome:
+    """cuttable: a signal may interrupt the stage (every stage but the teardown)."""
     start = time.monotonic()
     status, code = "ok", ExitCode.OK
     try:
-        detail = _FUNCTIONS[stage](c)
+        with interrupts.interruptible() if cuttable else nullcontext():
+            detail = _FUNCTIONS[stage](c)
         if any(w.startswith(f"{stage}:") for w in c.warnings):
             status = "warn"
     except KeyboardInterrupt:

@@ -69,6 +69,18 @@ def shielded(saying: str | None = None):
         _state.message = message
 
 
+@contextmanager
+def interruptible():
+    """Inside a shielded section, the one stretch a signal may cut (e.g. a check's stage, while the
+    loop around it and its teardown are shielded). A signal recorded before it is raised here."""
+    shield, _state.shield = _state.shield, 0
+    try:
+        raise_if_requested()
+        yield
+    finally:
+        _state.shield = shield
+
+
 class Teardown(ExitStack):
     """An ExitStack whose unwinding (closing clients, clusters, jobs) no signal breaks into. When
     the body ended normally but a signal was recorded meanwhile, the unwinding is followed by the
