@@ -114,10 +114,11 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
     from resqmp import interrupts
     from resqmp.run import launch as do_launch
     # Ctrl-C, a scheduler's kill, `kill`: the cluster is torn down cleanly, nothing is written at OUT
-    interrupts.install("resqmp: stopping: tearing down the cluster, nothing is written at OUT")
-    result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
-                       keep_task_files=keep_task_files, overwrite=overwrite,
-                       performance_report=performance_report, allowed_wrappers=allowed_wrappers, uploads=uploads)
+    with interrupts.handling("resqmp: stopping: tearing down the cluster, nothing is written at OUT"):
+        result = do_launch(profile_ref, batch_path, output, tuple(overrides), workers=workers, fresh=fresh,
+                           keep_task_files=keep_task_files, overwrite=overwrite,
+                           performance_report=performance_report, allowed_wrappers=allowed_wrappers,
+                           uploads=uploads)
     resumed = f", {result.resumed} resumed" if result.resumed else ""
     click.echo(f"resqmp: {result.succeeded} succeeded, {result.failed} failed{resumed}")
     if result.partial:
@@ -237,8 +238,8 @@ def profiles_check(name, overrides, workers):
     every stage passed."""
     from resqmp import interrupts
     from resqmp.doctor import check
-    interrupts.install("resqmp: stopping: tearing down the check's cluster")
-    check(name, tuple(overrides), workers=workers)
+    with interrupts.handling("resqmp: stopping: tearing down the check's cluster"):
+        check(name, tuple(overrides), workers=workers)
     click.echo(f"resqmp: profile {name}: every stage passed")
 
 

@@ -26,22 +26,35 @@ class _State:
     told = False            # the "stopping" line was written
     shield = 0              # depth of shielded sections
     message = b""
-    previous_hook = None
+    previous_hook = sys.__unraisablehook__     # what _unraisable passes everything else on to
 
 
 _state = _State()
 
 
-def install(stopping_message: str) -> None:
-    """Handle SIGINT and SIGTERM in this process (main thread only). `stopping_message` is written
-    once when a signal arrives that is not raised (a repeat, or during a teardown)."""
+@contextmanager
+def handling(stopping_message: str):
+    """Handle SIGINT and SIGTERM in this process (main thread only) while the command runs.
+    `stopping_message` is written once when a signal arrives that is not raised (a repeat, or
+    during a teardown). Afterwards the handlers and sys.unraisablehook are what they were (an
+    in-process caller, a notebook, gets its Ctrl-C back), unless a signal arrived: then the
+    process is ending because of it, and a repeat must not kill it while it exits."""
     _state.requested = _state.told = False
     _state.message = (stopping_message.rstrip("\n") + "\n").encode()
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    previous_hook = sys.unraisablehook
+    if previous_hook is not _unraisable:        # left installed by an interrupted command before
+        _state.previous_hook = previous_hook
     for sig in SIGNALS:
         signal.signal(sig, _on_signal)
-    if _state.previous_hook is None:
-        _state.previous_hook = sys.unraisablehook
-        sys.unraisablehook = _unraisable
+    sys.unraisablehook = _unraisable
+    try:
+        yield
+    finally:
+        if not _state.requested:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            sys.unraisablehook = previous_hook
 
 
 def requested() -> bool:
@@ -112,4 +125,4 @@ def _on_signal(signum, frame) -> None:
 def _unraisable(args) -> None:
     if _state.requested and args.exc_type is KeyboardInterrupt:
         return        # recorded: the next poll point raises it where it can be handled
-    (_state.previous_hook or sys.__unraisablehook__)(args)
+    _state.previous_hook(args)

@@ -1,0 +1,47 @@
+"""`launch` and `profiles check` handle Ctrl-C and SIGTERM while they run; called in-process
+(click's CliRunner, a notebook calling resqmp.cli.main), they give the caller its own handlers
+and sys.unraisablehook back when they return, whether they succeeded or refused their input."""
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from resqmp.cli import main
+
+
+def mine(signum, frame):          # the caller's own handler
+    raise RuntimeError("the caller's")
+
+
+def my_hook(args):                # the caller's own unraisable hook
+    sys.__unraisablehook__(args)
+
+
+@pytest.fixture
+def callers_handlers():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    for sig in before:
+        signal.signal(sig, mine)
+    sys.unraisablehook = my_hook
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+    sys.unraisablehook = hook
+
+
+@pytest.mark.parametrize("args", [
+    ["launch", "--profile", "local", "--batch", "no-such-batch.yaml", "--output", "out.epc"],
+    ["profiles", "check", "no-such-profile"],
+])
+def test_the_callers_handlers_are_back_after_the_command(tmp_path, monkeypatch, callers_handlers, args):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code not in (0, None) and "resqmp: error:" in result.output, result.output
+    assert signal.getsignal(signal.SIGINT) is mine
+    assert signal.getsignal(signal.SIGTERM) is mine
+    assert sys.unraisablehook is my_hook
+    assert list(tmp_path.iterdir()) == []
