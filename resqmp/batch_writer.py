@@ -27,6 +27,7 @@ import yaml
 from resqmp import datafile, model_parts
 from resqmp.batch import SUPPLIED, load, resolve_wrapper
 from resqmp.errors import BatchError, OutputError
+from resqmp.outputs import create_new
 
 REGULAR_FIND_FACES = "find_faces_to_represent_surface_regular"
 ANY_GRID_FIND_FACES = "resqmp.wrappers:find_faces_to_represent_surface_wrapper"
@@ -190,7 +191,7 @@ def write(plan: Plan, output: str | Path, command: str, force: bool = False) -> 
     tmp = str(folder / f".{out.name}.{secrets.token_hex(6)}.tmp")
     try:
         # not mkstemp: its 0600 would outlive the rename; the user's umask decides, as for any file
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = create_new(tmp)
     except OSError as e:
         raise OutputError(f"batch file {out}: cannot write in {folder} ({e.strerror})") from None
     try:

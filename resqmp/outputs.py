@@ -2,16 +2,26 @@
 
 Preflight checks these before any work (none may be an input, none may be something resqmp did not
 write), the recombiner, journal and report write them, and the stale-staging cleanup removes only
-folders whose name is exactly one of OUT's staging names.
+folders whose name is exactly one of OUT's staging names. A file written under a temporary name
+before it is renamed into place is created by create_new, never opened through what was there.
 """
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from pathlib import Path
 
 #: hex digits that end a staging folder's name (random per run)
 _STAGING_TOKEN = 8
+
+
+def create_new(path: str | os.PathLike, mode: int = 0o666) -> int:
+    """A file descriptor, open for writing, on a file created here by this call: never an existing
+    file, nor a file a symbolic link planted at `path` points to (O_EXCL fails on any name that
+    exists, a link included). `mode` before the umask: 0o666 lets the user's umask decide, as for
+    any file they write. FileExistsError when `path` exists."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 
 def h5_of(epc: Path) -> Path:

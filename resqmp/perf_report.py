@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from resqmp.errors import OutputError
+from resqmp.outputs import create_new
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def recorded(file: Path | None, summary: dict, say):
     partial = str(file.with_name(f".{file.name}.{secrets.token_hex(4)}.partial"))
     try:
         # created here, exclusively, with the user's umask; distributed then writes into it
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.close(create_new(partial))
         recorder.filename = partial
         # the Summary's "Calling Code": what was run, not resqmp's own frame
         get_client().sync(recorder.__aexit__, None, None, None, code=html.escape(_what_ran(summary)))

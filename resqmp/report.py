@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from resqmp.errors import OutputError
-from resqmp.outputs import report_path, report_temp
+from resqmp.outputs import create_new, report_path, report_temp
 
 __all__ = ["report_path", "write_report"]
 
@@ -27,7 +27,7 @@ def write_report(output: Path, summary: dict, tasks: list[dict]) -> Path:
     # a temporary name of its own, created exclusively (never an existing file), renamed over the report
     tmp = report_temp(output)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = create_new(tmp)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps({**summary, "totals": totals, "tasks": rows}, indent=2) + "\n")
