@@ -62,10 +62,11 @@ def premerged(results: list[dict], size: int, folder: Path) -> tuple[list[dict],
     return records, time.thread_time() - t0
 
 
-def recombine(results: list[dict], out: Path) -> dict:
+def recombine(results: list[dict], out: Path, task_directory: Path | None = None) -> dict:
+    """task_directory: where premerged() wrote the group partials (read only there)."""
     from resqmp.recombine import Recombiner
     t0 = time.thread_time()
-    recombiner = Recombiner(out)
+    recombiner = Recombiner(out, task_directory=task_directory)
     for r in results:
         recombiner.offer(r["index"], r["epc_file"], r["uuid_list"], r.get("partial"))
     t1 = time.thread_time()
@@ -91,11 +92,12 @@ def main(argv=None) -> int:
     n = len(results)
     runs = []
     with tempfile.TemporaryDirectory(dir=root) as tmp:
+        partials = Path(tmp) / "partials" if args.premerge else None
         if args.premerge:
-            results, worker_s = premerged(results, args.premerge, Path(tmp) / "partials")
+            results, worker_s = premerged(results, args.premerge, partials)
             print(f"N={n}: group partials of {args.premerge}: {1000 * worker_s / n:.2f} ms/task of worker CPU")
         for k in range(args.repeat):
-            runs.append(recombine(results, Path(tmp) / f"run{k}" / "out.epc"))
+            runs.append(recombine(results, Path(tmp) / f"run{k}" / "out.epc", partials))
         best = min(runs, key=lambda r: r["merge_s"] + r["publish_s"])
         load = Path("/proc/loadavg").read_text().split()[0]
         print(f"N={n} merge {1000 * best['merge_s'] / n:.2f} ms/task, publish {best['publish_s']:.2f} s "
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
             import pstats
             prof = cProfile.Profile(time.thread_time)
             prof.enable()
-            recombine(results, Path(tmp) / "profiled" / "out.epc")
+            recombine(results, Path(tmp) / "profiled" / "out.epc", partials)
             prof.disable()
             stats = pstats.Stats(prof)
             stats.sort_stats("cumulative").print_stats(args.cprofile)

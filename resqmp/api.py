@@ -96,7 +96,8 @@ def function_multiprocessing(function: Callable,
     recombiner = None
     try:
         if not require_success:
-            recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True)
+            recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True,
+                                    task_directory=tmp_dir)
 
         def on_result(result: dict) -> None:
             results[result["index"]] = result
@@ -130,7 +131,8 @@ def function_multiprocessing(function: Callable,
             # resqpy checks before recombining: nothing is written when a task failed
             if errors:
                 raise TasksFailed(errors) from errors[min(errors)]
-            recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True)
+            recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True,
+                                    task_directory=tmp_dir)
             for i in range(len(kwargs_list)):
                 recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"], results[i].get("partial"))
         recombiner.publish()

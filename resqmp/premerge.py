@@ -18,12 +18,28 @@ partial's stored bytes instead of serialising it again.
 Each attempt of a group writes files of its own (a random token in the name): a group sent again
 after its worker died never reuses a lost attempt's files, and only the partial named in the
 records that came back is ever merged. Partials live in the run's task directory, removed with it.
+
+That directory is often a group-writable project folder: whoever else may write there must not
+choose where a partial is written (a symbolic link planted at groups/), nor make a worker write
+through a link into one of the user's files (planted at a partial's name once its .h5 appears),
+nor hand the launcher a partial of their own to merge. So partials live only in a groups/ folder
+that is the user's alone (a real directory, owned by the process's uid, writable by no one else;
+made 0o700), held open by a file descriptor and reached through /proc/self/fd/N, so that a rename
+or a link put at its path after the check changes nothing; the manifest's temporary file is
+created exclusively. When that cannot be had, no partial is written (a warning says why) and the
+launcher merges the tasks' own files. The launcher, likewise, reads a partial only by its name in
+this run's groups/ folder, after the same check (a record is data: a partial named anywhere else
+is not read), so workers running as another uid than the launcher's (their groups/ is not the
+launcher's to read) cost the launcher the partials, not the run.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
+import stat
 import uuid as uuid_mod
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +50,7 @@ import resqpy.olio.consolidation as cons
 import resqpy.olio.uuid as bu
 
 from resqmp.merge import Merger
-from resqmp.outputs import h5_of
+from resqmp.outputs import create_new, h5_of
 from resqmp.task_model import load_task_model
 
 log = logging.getLogger(__name__)
@@ -42,9 +58,54 @@ log = logging.getLogger(__name__)
 #: the partials' folder inside the run's task directory
 FOLDER = "groups"
 
+#: a partial's EPC name as premerge_group makes it (first and last index, a random token); the
+#: launcher reads no other name
+_NAME = re.compile(r"g[0-9]{7,}-[0-9]{7,}-[0-9a-f]{12}\.epc")
+
 
 def manifest_of(epc: str | Path) -> Path:
     return Path(epc).with_suffix(".json")
+
+
+class NotPrivate(Exception):
+    """The partials' folder is not known to be this user's alone: no partial goes there."""
+
+
+def open_private(folder: Path) -> int:
+    """A file descriptor on `folder`, checked to be a directory of this process's uid that no one
+    else may write in; NotPrivate (why) otherwise. Nothing else can then create, replace or link
+    a name in it, and through held_open(fd) it is that directory whatever is later put at its path."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if os.path.islink(folder):
+            raise NotPrivate(f"is a symbolic link (to {os.readlink(folder)})") from None
+        if e.errno == errno.ENOTDIR:
+            raise NotPrivate("is not a directory") from None
+        if e.errno == errno.ENOENT:
+            raise
+        raise NotPrivate(f"cannot be opened ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise NotPrivate(f"belongs to uid {st.st_uid}, not to this process's uid {os.geteuid()}")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise NotPrivate(f"is writable by others than its owner (mode {stat.S_IMODE(st.st_mode):04o})")
+        try:
+            same = os.path.samestat(os.stat(held_open(fd)), st)
+        except OSError:
+            same = False
+        if not same:
+            raise NotPrivate("cannot be held open on this system (no /proc/self/fd)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def held_open(fd: int) -> Path:
+    """The directory open at `fd`, by a path no rename or link elsewhere can redirect (Linux)."""
+    return Path(f"/proc/self/fd/{fd}")
 
 
 def premerge_group(records: list[dict], run_dir: str) -> None:
@@ -55,18 +116,31 @@ def premerge_group(records: list[dict], run_dir: str) -> None:
     if len(shares) < 2:
         return
     folder = Path(run_dir) / FOLDER
-    epc = folder / f"g{shares[0]['index']:07d}-{shares[-1]['index']:07d}-{uuid_mod.uuid4().hex[:12]}.epc"
+    name = f"g{shares[0]['index']:07d}-{shares[-1]['index']:07d}-{uuid_mod.uuid4().hex[:12]}.epc"
     try:
-        folder.mkdir(exist_ok=True)
-        _write(shares, epc)
-    except Exception as e:   # noqa: BLE001 - an optimisation: the launcher merges task files instead
-        log.warning("group partial %s not written (%s: %s); the launcher merges the tasks' own files",
-                    epc.name, type(e).__name__, e)
-        for path in (epc, h5_of(epc), manifest_of(epc)):
-            path.unlink(missing_ok=True)
+        try:
+            os.mkdir(folder, 0o700)        # only the user may create a name in it
+        except FileExistsError:
+            pass                           # another group's: checked as any other
+        fd = open_private(folder)
+    except (OSError, NotPrivate) as e:
+        log.warning("group partials folder %s %s: no group partial written; the launcher merges the "
+                    "tasks' own files", folder, e if isinstance(e, NotPrivate) else f"cannot be made ({e.strerror})")
         return
+    try:
+        epc = held_open(fd) / name
+        try:
+            _write(shares, epc)
+        except Exception as e:   # noqa: BLE001 - an optimisation: the launcher merges task files instead
+            log.warning("group partial %s not written (%s: %s); the launcher merges the tasks' own files",
+                        folder / name, type(e).__name__, e)
+            for path in (epc, h5_of(epc), manifest_of(epc)):
+                path.unlink(missing_ok=True)
+            return
+    finally:
+        os.close(fd)
     for r in shares:
-        r["partial"] = str(epc)
+        r["partial"] = str(folder / name)
 
 
 def _write(shares: list[dict], epc: Path) -> None:
@@ -91,8 +165,14 @@ def _write(shares: list[dict], epc: Path) -> None:
         merger.close()
         model.h5_release()
     tmp = manifest_of(epc).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest))
-    os.replace(tmp, manifest_of(epc))     # present only complete
+    fd = create_new(tmp, 0o600)          # never through a link planted at that name
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(manifest))
+        os.replace(tmp, manifest_of(epc))     # present only complete
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _share(task, uuid_list: list[str]) -> dict:
@@ -111,10 +191,10 @@ def _share(task, uuid_list: list[str]) -> dict:
     return {"uuids": [str(u) for u in ordered], "related": related}
 
 
-def _read_manifest(path: Path) -> dict | None:
+def _read_manifest(path: Path, shown: Path | None = None) -> dict | None:
     """The manifest as premerge_group writes it, or None (absent, cut short, edited: the launcher
     then merges the tasks' own files, which a partial never replaces). Absent is no news: on a
-    shared filesystem that lags it may not be seen yet."""
+    shared filesystem that lags it may not be seen yet. `shown`: its name in a warning."""
     if not path.exists():
         return None
     try:
@@ -123,7 +203,7 @@ def _read_manifest(path: Path) -> dict | None:
             return manifest
     except (OSError, ValueError, KeyError):
         pass
-    log.warning("group partial manifest %s unreadable: the tasks' own files are merged instead", path)
+    log.warning("group partial manifest %s unreadable: the tasks' own files are merged instead", shown or path)
     return None
 
 
@@ -140,30 +220,31 @@ class Share:
 
 class PartialReader:
     """The launcher's side: one group partial open at a time (a group's shares merge one after
-    the other), its model loaded once."""
+    the other), its model loaded once. Only partials in `task_directory`/groups are read, that
+    folder checked as the workers check it (open_private) and held open while a partial is in
+    use; without a task directory, none is. `wait(path)` returns once `path` exists (a shared
+    filesystem may show a worker's files late), or raises."""
 
-    def __init__(self):
+    def __init__(self, task_directory: str | Path | None = None, wait=None):
+        self.folder = Path(task_directory) / FOLDER if task_directory is not None else None
+        self._wait = wait or (lambda path: None)
         self.path: str | None = None
         self.model = None
+        self._fd: int | None = None      # the folder, held open while its partial is in use
         self._manifest: dict = {}
         self._stored: dict = {}          # the partial's members as stored: its parts' XML
         self._proxy = ""
         self._plain: set[str] = set()
+        self._refused: set[str] = set()  # partials not read (said once each)
+        self._folder_refused = False     # the folder is not the user's alone: no partial is read
 
     def share(self, epc: str, index: int) -> Share | None:
         """Task `index`'s share of the partial `epc`, or None when the partial or the task's share
-        in it is not there (the task's own file is merged then)."""
+        in it is not there, or not to be read (the task's own file is merged then)."""
         if epc != self.path:
             self.release()
-            manifest = _read_manifest(manifest_of(epc)) if os.path.exists(epc) else None
-            if manifest is None:
+            if not self._open(epc):
                 return None
-            self._manifest = manifest
-            self._stored = {}
-            self.model = load_task_model(epc, raw=self._stored)
-            self._proxy = str(self.model.h5_uuid())
-            self._plain = set(self._manifest["plain"])
-            self.path = epc
         try:
             entry = self._manifest["tasks"][str(index)]
             related = {bu.uuid_from_string(u).int: list(parts) for u, parts in entry["related"].items()}
@@ -172,7 +253,51 @@ class PartialReader:
             return None               # not this task's share as premerge_group writes it
         return Share(self.model, uuids, related, self._stored, self._proxy, self._plain)
 
+    def _open(self, epc: str) -> bool:
+        """Load the partial `epc` if it is to be read; False (said once) if not."""
+        if self.folder is None or self._folder_refused or epc in self._refused:
+            return False
+        if not isinstance(epc, str) or Path(epc).parent != self.folder or not _NAME.fullmatch(Path(epc).name):
+            self._refused.add(epc)
+            log.warning("group partial %s is not one of this run's (in %s): the tasks' own files are merged "
+                        "instead", epc, self.folder)
+            return False
+        self._wait(str(self.folder))
+        try:
+            self._fd = open_private(self.folder)
+        except (OSError, NotPrivate) as e:
+            self._folder_refused = True
+            log.warning("group partials folder %s %s: no group partial is read; the tasks' own files are "
+                        "merged instead", self.folder, e if isinstance(e, NotPrivate) else f"cannot be read ({e})")
+            return False
+        found = held_open(self._fd) / Path(epc).name
+        try:
+            self._wait(str(found))
+            for path in (found, h5_of(found)):
+                if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+                    self._refused.add(epc)
+                    log.warning("group partial %s: %s is not a regular file; the tasks' own files are merged "
+                                "instead", epc, path.name)
+                    self.release()
+                    return False
+            manifest = _read_manifest(manifest_of(found), shown=manifest_of(epc))
+            if manifest is None:
+                self.release()
+                return False
+            self._manifest = manifest
+            self._stored = {}
+            self.model = load_task_model(str(found), raw=self._stored)
+            self._proxy = str(self.model.h5_uuid())
+            self._plain = set(self._manifest["plain"])
+            self.path = epc
+            return True
+        except BaseException:
+            self.release()
+            raise
+
     def release(self) -> None:
         if self.model is not None:
             self.model.h5_release()
-        self.path, self.model, self._manifest, self._stored, self._plain = None, None, {}, {}, set()
+        if self._fd is not None:
+            os.close(self._fd)
+        self.path, self.model, self._fd, self._manifest, self._stored, self._plain = None, None, None, {}, {}, set()

@@ -23,11 +23,11 @@ from resqmp.premerge import PartialReader
 from resqmp.task_model import load_task_model
 
 
-def _wait_for(path: str, timeout: float = 300.0) -> None:
+def _wait_for(path: str, timeout: float = 300.0, exists=os.path.exists) -> None:
     """Task files written by workers can take time to appear to the client on NFS-like storage."""
     deadline = time.monotonic() + timeout
     delay = 0.05
-    while not os.path.exists(path):
+    while not exists(path):
         if time.monotonic() > deadline:
             raise FileNotFoundError(f"task output {path} did not appear within {timeout:.0f} s")
         time.sleep(delay)
@@ -37,7 +37,10 @@ def _wait_for(path: str, timeout: float = 300.0) -> None:
 class Recombiner:
     """Builds the recombined model in a staging folder beside OUT, then renames it into place."""
 
-    def __init__(self, out_epc: str | Path, consolidate: bool = True, update_existing: bool = False):
+    def __init__(self, out_epc: str | Path, consolidate: bool = True, update_existing: bool = False,
+                 task_directory: str | Path | None = None):
+        """task_directory: the run's (run_on_client's run_dir), where workers write group partials
+        (resqmp.premerge); only partials in its groups/ folder are read, none without it."""
         self.out = Path(out_epc).resolve()
         self.consolidate = consolidate
         self.staging = new_staging(self.out)
@@ -58,7 +61,8 @@ class Recombiner:
             self.abort()
             raise _output_error(self.out, e) from None
         self.merger = Merger(self.model, consolidate=consolidate)
-        self.partials = PartialReader()
+        # a link at a partial's path is no partial: waited for as a name (lexists), then refused
+        self.partials = PartialReader(task_directory, wait=lambda path: _wait_for(path, exists=os.path.lexists))
         self._pending: dict[int, tuple[str | None, list[str], str | None]] = {}
         self._next = 0
         self.seconds = 0.0
@@ -85,8 +89,7 @@ class Recombiner:
             if partial is not None:
                 if partial != self.partials.path:
                     self._release_partial()      # the previous group's shares are all merged
-                    _wait_for(partial)
-                share = self.partials.share(partial, index)
+                share = self.partials.share(partial, index)      # waits for it, in this run's groups/ only
             if share is not None:
                 self.merger.merge_share(share)
             else:

@@ -126,7 +126,7 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
         summary["performance_report"] = None       # set once written (nothing to run: none)
     recombiner = None
     try:
-        recombiner = Recombiner(out)
+        recombiner = Recombiner(out, task_directory=run_dir)     # its group partials, only there
 
         def merge(i: int, result: dict) -> None:
             preflight.check_room(out, result["epc_file"])

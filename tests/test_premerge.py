@@ -58,7 +58,7 @@ def launch_like(client, wrapper, tasks, folder: Path, group_size, **kwargs) -> t
     run_dir.mkdir(parents=True)
     out = folder / "out" / "out.epc"
     out.parent.mkdir()
-    recombiner = Recombiner(out)
+    recombiner = Recombiner(out, task_directory=run_dir)
     records = {}
 
     def on_result(r):
@@ -72,11 +72,11 @@ def launch_like(client, wrapper, tasks, folder: Path, group_size, **kwargs) -> t
 
 
 def recombined(records, folder: Path) -> Path:
-    """The launcher's recombination of `records` (in index order, from their partials where named)
-    at FOLDER/out/out.epc."""
+    """The launcher's recombination of `records` (in index order, from their partials where named,
+    in the run's task directory FOLDER/tasks) at FOLDER/out/out.epc."""
     out = folder / "out" / "out.epc"
     out.parent.mkdir()
-    recombiner = Recombiner(out)
+    recombiner = Recombiner(out, task_directory=folder / "tasks")
     for r in records:
         recombiner.offer(r["index"], r["epc_file"], r["uuid_list"], r.get("partial"))
     recombiner.publish()
@@ -179,7 +179,7 @@ def test_resume_mid_group_merges_each_task_once(batches, tmp_path, partial_gone)
         done = journal.done
         assert sorted(done) == [0, 1]
         assert all(("partial" in r) != partial_gone for r in done.values())
-        recombiner = Recombiner(out)
+        recombiner = Recombiner(out, task_directory=run_dir)
         for i in sorted(done):
             recombiner.offer(i, done[i]["epc_file"], done[i]["uuid_list"], done[i].get("partial"))
         rest = run_group(FIND_FACES, list(enumerate(tasks))[2:4], str(run_dir), premerge=True) + \

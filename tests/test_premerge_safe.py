@@ -161,3 +161,15 @@ def test_partials_of_workers_running_as_another_uid_are_not_read(batches, tmp_pa
         out = recombined(records, tmp_path)
     assert_identical(out, reference(records, tmp_path))
     assert warned(caplog, str(run_dir / FOLDER), "54321")
+
+
+def test_a_partial_in_the_private_groups_folder_is_read(batches, tmp_path):
+    """The checks keep the optimisation: with the tasks' own EPCs gone, the model still comes out
+    of the partial, resqpy's."""
+    run_dir = tmp_path / "tasks"
+    run_dir.mkdir()
+    records = four_tasks(batches, run_dir)
+    ref = reference(records, tmp_path)
+    for r in records:
+        os.unlink(r["epc_file"])
+    assert_identical(recombined(records, tmp_path), ref)
