@@ -255,9 +255,9 @@ class PartialReader:
 
     def _open(self, epc: str) -> bool:
         """Load the partial `epc` if it is to be read; False (said once) if not."""
-        if self.folder is None or self._folder_refused or epc in self._refused:
+        if self.folder is None or self._folder_refused or not isinstance(epc, str) or epc in self._refused:
             return False
-        if not isinstance(epc, str) or Path(epc).parent != self.folder or not _NAME.fullmatch(Path(epc).name):
+        if Path(epc).parent != self.folder or not _NAME.fullmatch(Path(epc).name):
             self._refused.add(epc)
             log.warning("group partial %s is not one of this run's (in %s): the tasks' own files are merged "
                         "instead", epc, self.folder)
