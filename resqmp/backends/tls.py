@@ -15,6 +15,7 @@ from typing import Any
 from distributed.security import Security
 
 from resqmp.errors import ClusterError, ProfileError
+from resqmp.outputs import create_new
 from resqmp.paths import expand
 
 TLS_PREFIX = ".resqmp-tls-"
@@ -33,7 +34,7 @@ def write_tls_files(shared: str) -> str:
     sec = Security.temporary()
     cert, key = sec.tls_ca_file, sec.tls_worker_key
     for name, text in zip(FILES, (cert, cert, key)):
-        fd = os.open(os.path.join(tls_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_new(os.path.join(tls_dir, name), 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
     return tls_dir
