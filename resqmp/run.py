@@ -133,6 +133,7 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
             recombiner.offer(i, result["epc_file"], result["uuid_list"], result.get("partial"))
 
         for i in sorted(results):
+            interrupts.raise_if_requested()     # merging a long journal takes minutes: a Ctrl-C stops it
             merge(i, results[i])
 
         def on_result(result: dict) -> None:
