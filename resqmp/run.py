@@ -48,6 +48,27 @@ LAUNCHER_DASK_CONFIG = {"distributed.admin.system-monitor.interval": ("500ms", "
 
 
 @dataclass
+class RunState:
+    """One launch, from its checks to its report: what every phase after the checks reads."""
+    profile: profiles.Profile
+    backend: object                      # resqmp.backends: starts the cluster
+    batch: batch_mod.Batch
+    out: Path
+    shared: Path                         # the shared directory (task files, TLS files)
+    run_dir: Path                        # this output's task directory in it (run_directory)
+    journal: Journal                     # holds OUT's lock
+    started: dt.datetime
+    t0: float                            # time.monotonic() at the start, for wall_seconds
+    keep: bool                           # keep the task files of a successful run
+    overwrite: bool = False
+    previous: dict | None = None         # the report of the run that wrote OUT, if resqmp's
+    perf: Path | None = None             # --performance-report
+    code: tuple = ()                     # uploads (resqmp.upload), shipped to every worker
+    results: dict[int, dict] = field(default_factory=dict)     # final record by task index
+    summary: dict = field(default_factory=dict)                # the report's summary
+
+
+@dataclass
 class LaunchResult:
     output: Path
     report: Path
@@ -97,36 +118,38 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     except BaseException:
         preflight.remove_folders(made)      # refused before any work: nothing new left behind
         raise
+    keep = profile.storage.get("keep_task_files", False) if keep_task_files is None else keep_task_files
+    run = RunState(profile, backend, batch, out, shared, run_dir, journal, started, t0, keep, overwrite,
+                   previous, perf, code)
     try:
-        return _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh,
-                              keep_task_files, progress, started, t0, overwrite, previous, perf, code=code)
+        return _launch_locked(run, fresh, progress)
     finally:
         journal.close()
 
 
-def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh, keep_task_files,
-                   progress, started, t0, overwrite=False, previous=None, perf=None, code=()) -> LaunchResult:
+def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) -> LaunchResult:
+    profile, batch, out, journal = run.profile, run.batch, run.out, run.journal
     if fresh:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(run.run_dir, ignore_errors=True)
     remove_stale_staging(out)     # left by a launcher that was killed; ours: we hold OUT's journal lock
-    keep = profile.storage.get("keep_task_files", False) if keep_task_files is None else keep_task_files
 
-    results: dict[int, dict] = {i: {**record, "resumed": True} for i, record in journal.done.items()}
+    results = run.results
+    results.update({i: {**record, "resumed": True} for i, record in journal.done.items()})
     todo = {i: kwargs for i, kwargs in enumerate(batch.tasks) if i not in results}
     report = progress or ProgressReport(total=len(batch.tasks), already_done=len(results))
     for warning in profile.warnings:
         report.warn(warning)
     if results:
         report.info(f"resuming: {len(results)} of {len(batch.tasks)} tasks already done ({journal.path})")
-    summary = {"output": str(out), "batch": str(batch.path), "wrapper": batch.wrapper,
-               "profile": profile.name, "profile_source": str(profile.source), "backend": profile.backend,
-               "started": started.isoformat(), "task_directory": str(run_dir),
-               "uploads": [u.summary() for u in code]}
-    if perf:
-        summary["performance_report"] = None       # set once written (nothing to run: none)
+    run.summary.update({"output": str(out), "batch": str(batch.path), "wrapper": batch.wrapper,
+                        "profile": profile.name, "profile_source": str(profile.source), "backend": profile.backend,
+                        "started": run.started.isoformat(), "task_directory": str(run.run_dir),
+                        "uploads": [u.summary() for u in run.code]})
+    if run.perf:
+        run.summary["performance_report"] = None       # set once written (nothing to run: none)
     recombiner = None
     try:
-        recombiner = Recombiner(out, task_directory=run_dir)     # its group partials, only there
+        recombiner = Recombiner(out, task_directory=run.run_dir)     # its group partials, only there
 
         def merge(i: int, result: dict) -> None:
             preflight.check_room(out, result["epc_file"])
@@ -146,19 +169,17 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
             report.advance(result, batch.names[i])
 
         if todo:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary, perf,
-                            code)
-        elif perf:
-            report.info(f"nothing left to run: no performance report written at {perf}")
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            _run_on_cluster(run, todo, on_result, report)
+        elif run.perf:
+            report.info(f"nothing left to run: no performance report written at {run.perf}")
         interrupts.raise_if_requested()     # a Ctrl-C that arrived while nothing could raise it
         complete = len(results) == len(batch.tasks) and all(r["success"] for r in results.values())
         # Publish, report, journal and cleanup are one unit that no signal cuts: cut, it left a new
         # OUT beside the old run's report, or a finished run that said "resume" with its journal gone.
         with interrupts.shielded(FINISHING):
-            partial = _publish(recombiner, out, complete, overwrite)
-            return _finish(profile, batch, out, shared, run_dir, journal, keep, results, summary, recombiner,
-                           partial, previous, t0)
+            partial = _publish(recombiner, out, complete, run.overwrite)
+            return _finish(run, recombiner, partial)
     except KeyboardInterrupt:
         recombiner and recombiner.abort()
         raise Interrupted("interrupted: cluster torn down, nothing written at OUT; "
@@ -176,28 +197,28 @@ def _launch_locked(profile, backend, batch, out, shared, run_dir, journal, fresh
         report.close()
 
 
-def _finish(profile, batch, out, shared, run_dir, journal, keep, results, summary, recombiner, partial, previous,
-            t0) -> LaunchResult:
+def _finish(run: RunState, recombiner: Recombiner, partial: Path | None) -> LaunchResult:
     """After the publish: the report, the journal (gone once complete), the task files."""
-    tasks = [results[i] for i in sorted(results)]
+    out = run.out
+    tasks = [run.results[i] for i in sorted(run.results)]
     for t in tasks:
-        t.setdefault("name", batch.names[t["index"]])
+        t.setdefault("name", run.batch.names[t["index"]])
     ok = all(t["success"] for t in tasks)
     exit_code = ExitCode.OK if ok else ExitCode.TASKS_FAILED
-    summary.update(finished=dt.datetime.now(dt.timezone.utc).isoformat(),
-                   wall_seconds=round(time.monotonic() - t0, 3),
-                   recombine_seconds=round(recombiner.seconds, 3), exit_code=exit_code,
-                   task_files_kept=(not ok) or keep, partial_output=partial and str(partial))
-    report_file = write_report(out, summary, tasks)
-    if ok and previous and previous.get("partial_output") == str(partial_path(out)):
+    run.summary.update(finished=dt.datetime.now(dt.timezone.utc).isoformat(),
+                       wall_seconds=round(time.monotonic() - run.t0, 3),
+                       recombine_seconds=round(recombiner.seconds, 3), exit_code=exit_code,
+                       task_files_kept=(not ok) or run.keep, partial_output=partial and str(partial))
+    report_file = write_report(out, run.summary, tasks)
+    if ok and run.previous and run.previous.get("partial_output") == str(partial_path(out)):
         for stale in (partial_path(out), h5_of(partial_path(out))):   # an earlier run's, now superseded
             stale.unlink(missing_ok=True)
     if ok:
-        journal.remove()               # nothing left to resume: the output is complete
-        if not keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            if not profile.storage.get("shared_directory"):
-                _remove_if_empty(shared)      # the default folder beside OUT
+        run.journal.remove()           # nothing left to resume: the output is complete
+        if not run.keep:
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+            if not run.profile.storage.get("shared_directory"):
+                _remove_if_empty(run.shared)      # the default folder beside OUT
     return LaunchResult(output=out, report=report_file, exit_code=exit_code,
                         succeeded=sum(t["success"] for t in tasks),
                         failed=sum(not t["success"] for t in tasks),
@@ -215,8 +236,8 @@ def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool)
     return recombiner.publish(partial_path(out))
 
 
-def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, report, summary,
-                    perf=None, code=()) -> None:
+def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, report: ProgressReport) -> None:
+    profile, batch, summary = run.profile, run.batch, run.summary
     scaling = profile.scaling
     task_cfg = profile.tasks
     phases = summary.setdefault("phase_seconds", {})
@@ -235,7 +256,7 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         # (OMP_NUM_THREADS=1 among them); a caller of launch() gets its process back as it was.
         stack.enter_context(_process_state_restored())
         try:
-            cluster = backend.start()
+            cluster = run.backend.start()
             stack.callback(_close_quietly, cluster)
             client = cluster.connect()
             stack.callback(_close_quietly, client)
@@ -252,10 +273,10 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
             report.info(line)
         client.register_plugin(logging_plugin(profile), name="resqmp-logging")
         # tasks.upload / --upload: on every worker, also those joining later, before any task
-        shipment = upload.ship(client, list(code), workers_outlive_run=not cluster.manages_workers)
+        shipment = upload.ship(client, list(run.code), workers_outlive_run=not cluster.manages_workers)
         stack.callback(shipment.withdraw)
         # everything from here on, warm-up and every task, is in the report (exits before the client)
-        stack.enter_context(perf_report.recorded(perf, summary, report.info))
+        stack.enter_context(perf_report.recorded(run.perf, summary, report.info))
         if "adaptive" in scaling:
             adaptive = scaling["adaptive"]
             cluster.adapt(minimum=max(1, adaptive.get("minimum", 0)), maximum=min(adaptive["maximum"], len(todo)))
@@ -263,7 +284,7 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
             cluster.scale(min(int(scaling.get("workers", 1)), len(todo)))
         lap("cluster_start")
         _wait_for_first_worker(client, cluster, float(scaling.get("worker_timeout", 300)), profile)
-        seen = preflight.check_workers_see(client, shared, batch.input_paths(), planned=len(cluster.plan),
+        seen = preflight.check_workers_see(client, run.shared, batch.input_paths(), planned=len(cluster.plan),
                                            timeout=float(scaling.get("worker_timeout", 300)))
         preflight.check_wrapper_on_workers(client, batch.wrapper, shipment.plugin, shipment.digests)
         summary["first_worker"] = seen["worker"]
@@ -273,7 +294,7 @@ def _run_on_cluster(profile, backend, batch, todo, run_dir, shared, on_result, r
         report.begin()
         # tasks per Dask task (tasks.group_size); auto decides after timing the first tasks
         summary["group_size"] = run_on_client(
-            client, batch.wrapper, todo, str(run_dir), on_result, retries=int(task_cfg.get("retries", 2)),
+            client, batch.wrapper, todo, str(run.run_dir), on_result, retries=int(task_cfg.get("retries", 2)),
             retry_on_error=bool(task_cfg.get("retry_on_error", False)), timeout=task_cfg.get("timeout"),
             group_size=task_cfg.get("group_size", "auto"),
             workers=_planned_workers(scaling) if cluster.manages_workers else None,
