@@ -75,6 +75,14 @@ def main(ctx, debug):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def console_main() -> None:
+    """The `resqmp` command (pyproject's console script): main() in a process that ends with it,
+    so a signal that stopped a command leaves signals ignored while the process exits."""
+    from resqmp import interrupts
+    interrupts.process_ends_with_the_command()
+    main()
+
+
 def _allow_entries(values) -> tuple[str, ...]:
     from resqmp.batch import check_allow_entry
     try:

@@ -27,34 +27,46 @@ class _State:
     shield = 0              # depth of shielded sections
     message = b""
     previous_hook = sys.__unraisablehook__     # what _unraisable passes everything else on to
+    process_ends = False    # the `resqmp` console script: the process ends with the command
 
 
 _state = _State()
+
+
+def process_ends_with_the_command() -> None:
+    """For the console script: once a signal stopped the command, the process is ending, and a
+    repeat must not kill it while it exits (distributed's exit hooks still close what is left).
+    Without this (CliRunner, a notebook calling resqmp.cli.main), handling() always gives the
+    caller its own handlers back."""
+    _state.process_ends = True
 
 
 @contextmanager
 def handling(stopping_message: str):
     """Handle SIGINT and SIGTERM in this process (main thread only) while the command runs.
     `stopping_message` is written once when a signal arrives that is not raised (a repeat, or
-    during a teardown). Afterwards the handlers and sys.unraisablehook are what they were (an
-    in-process caller, a notebook, gets its Ctrl-C back), unless a signal arrived: then the
-    process is ending because of it, and a repeat must not kill it while it exits."""
+    during a teardown). Afterwards the handlers and sys.unraisablehook are what they were, except
+    in a process that ends with the command and was signalled: there signals stay ignored."""
     _state.requested = _state.told = False
+    _state.shield = 0
     _state.message = (stopping_message.rstrip("\n") + "\n").encode()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    previous_hook = sys.unraisablehook
-    if previous_hook is not _unraisable:        # left installed by an interrupted command before
-        _state.previous_hook = previous_hook
-    for sig in SIGNALS:
-        signal.signal(sig, _on_signal)
-    sys.unraisablehook = _unraisable
+    outer_hook, previous_hook = _state.previous_hook, sys.unraisablehook
+    _state.previous_hook = previous_hook
     try:
+        for sig in SIGNALS:
+            signal.signal(sig, _on_signal)
+        sys.unraisablehook = _unraisable
         yield
     finally:
-        if not _state.requested:
+        if _state.requested and _state.process_ends:
+            for sig in SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+        else:
             for sig, handler in previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
             sys.unraisablehook = previous_hook
+            _state.previous_hook = outer_hook
 
 
 def requested() -> bool:
@@ -72,10 +84,10 @@ def shielded(saying: str | None = None):
     """Signals inside are recorded, not raised: what runs here must run to its end. `saying`: the
     line a signal gets here, instead of install()'s."""
     message = _state.message
-    if saying:
-        _state.message = (saying.rstrip("\n") + "\n").encode()
-    _state.shield += 1
+    _state.shield += 1       # first: a signal from here on is recorded, never raised
     try:
+        if saying:
+            _state.message = (saying.rstrip("\n") + "\n").encode()
         yield
     finally:
         _state.shield -= 1
@@ -86,8 +98,9 @@ def shielded(saying: str | None = None):
 def interruptible():
     """Inside a shielded section, the one stretch a signal may cut (e.g. a check's stage, while the
     loop around it and its teardown are shielded). A signal recorded before it is raised here."""
-    shield, _state.shield = _state.shield, 0
+    shield = _state.shield
     try:
+        _state.shield = 0        # inside the try: a signal landing right here cannot skip the restore
         raise_if_requested()
         yield
     finally:

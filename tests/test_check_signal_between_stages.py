@@ -35,7 +35,7 @@ def main():
             time.sleep(0.2)             # the handler runs here, between two stages
 
     doctor._print = print_then_signal
-    from resqmp.cli import main as resqmp_main
+    from resqmp.cli import console_main as resqmp_main
     sys.argv = ["resqmp", "profiles", "check", "local"]
     resqmp_main()
 

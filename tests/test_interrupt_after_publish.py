@@ -33,7 +33,7 @@ def main():
             os.kill(os.getpid(), signal.SIGINT)
 
     sys.addaudithook(hook)
-    from resqmp.cli import main as resqmp_main
+    from resqmp.cli import console_main as resqmp_main
     sys.argv = ["resqmp", *sys.argv[1:]]
     resqmp_main()
 

@@ -45,3 +45,24 @@ def test_the_callers_handlers_are_back_after_the_command(tmp_path, monkeypatch, 
     assert signal.getsignal(signal.SIGTERM) is mine
     assert sys.unraisablehook is my_hook
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_callers_handlers_are_back_after_an_interrupted_command(tmp_path, monkeypatch, callers_handlers):
+    # a Ctrl-C after the check's first stage: the check stops (exit 130) and, in-process, the
+    # caller's handlers are back (only the `resqmp` console script keeps ignoring them as it exits)
+    import os
+    import resqmp.doctor as doctor
+    printing = doctor._print
+
+    def print_then_signal(console, outcome):
+        printing(console, outcome)
+        if outcome.stage == "profile":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(doctor, "_print", print_then_signal)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["profiles", "check", "local"])
+    assert result.exit_code == 130, result.output
+    assert signal.getsignal(signal.SIGINT) is mine
+    assert signal.getsignal(signal.SIGTERM) is mine
+    assert sys.unraisablehook is my_hook

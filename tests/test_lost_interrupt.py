@@ -36,7 +36,7 @@ def main():
 
     gc.callbacks.append(during_collection)
     gc.set_threshold(20)              # frequent collections: the main thread's next one comes soon
-    from resqmp.cli import main as resqmp_main
+    from resqmp.cli import console_main as resqmp_main
     sys.argv = ["resqmp", *sys.argv[1:]]
     resqmp_main()
 

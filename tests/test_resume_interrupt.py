@@ -42,7 +42,7 @@ def main():
             gc.collect()
 
     Recombiner.offer = offer_then_collect
-    from resqmp.cli import main as resqmp_main
+    from resqmp.cli import console_main as resqmp_main
     sys.argv = ["resqmp", *sys.argv[1:]]
     resqmp_main()
 

@@ -1,0 +1,78 @@
+"""resqmp.interrupts keeps its bookkeeping right wherever a signal lands.
+
+These tests deliver SIGINT at every line of interrupts' context managers in turn, up to their
+`finally` (a trace function sends it there, so Python raises the KeyboardInterrupt at that line),
+and check that the shield depth and the message are what they must be afterwards. A shield left
+at -1 (a signal between saving the depth and entering the `try`) would make every later command
+of the process unstoppable. The `finally` clauses are left out: they only assign (CPython runs a
+signal handler at a call or a backward jump, never between two plain assignments), and nothing
+written in Python can restore state in a `finally` that a signal may cut before its first line."""
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+import sys
+
+import pytest
+
+from resqmp import interrupts
+
+
+def lines_of(function) -> list[int]:
+    """The lines of `function`'s body before its `finally:`."""
+    function = getattr(function, "__wrapped__", function)
+    source, first = inspect.getsourcelines(function)
+    end = first + next(i for i, text in enumerate(source) if text.strip() == "finally:")
+    code = function.__code__
+    return sorted({line for _, _, line in code.co_lines() if line is not None and first < line < end})
+
+
+def signal_at(function, line: int):
+    """A trace function that sends this process SIGINT when `function`'s frame reaches `line`."""
+    code = getattr(function, "__wrapped__", function).__code__
+    fired = []
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno == line and not fired:
+            fired.append(line)
+            os.kill(os.getpid(), signal.SIGINT)
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code is code else None
+
+    return tracer, fired
+
+
+@pytest.mark.parametrize("line", lines_of(interrupts.interruptible))
+def test_a_signal_anywhere_in_interruptible_leaves_the_shield_as_it_was(line):
+    with interrupts.handling("stopping"):
+        with interrupts.shielded():
+            tracer, fired = signal_at(interrupts.interruptible, line)
+            sys.settrace(tracer)
+            try:
+                with interrupts.interruptible():
+                    pass
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.settrace(None)
+            assert interrupts._state.shield == 1, (line, fired)
+        assert interrupts._state.shield == 0, (line, fired)
+
+
+@pytest.mark.parametrize("line", lines_of(interrupts.shielded))
+def test_a_signal_anywhere_in_shielded_leaves_the_shield_and_message_as_they_were(line):
+    with interrupts.handling("stopping"):
+        tracer, fired = signal_at(interrupts.shielded, line)
+        sys.settrace(tracer)
+        try:
+            with interrupts.shielded(saying="finishing"):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        assert interrupts._state.shield == 0, (line, fired)
+        assert interrupts._state.message == b"stopping\n", (line, fired)
