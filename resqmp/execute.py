@@ -22,7 +22,7 @@ import statistics
 import threading
 import time
 import uuid
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from resqmp import interrupts
 from resqmp.tasks import pickled, run_task
@@ -121,10 +121,14 @@ def _lost(index: int, error: BaseException) -> dict:
 class _Finished:
     """Each Dask task's records, fetched as soon as it finishes (in distributed's callback thread)
     and its future released at once. A worker restarted after a timeout then holds no result the
-    client still wants, so Dask never recomputes a finished task because of a restart."""
+    client still wants, so Dask never recomputes a finished task because of a restart.
+
+    Waiting (`wait`) and taking (`take`) are apart: a signal that lands while the launcher waits
+    leaves every fetched item in the queue, where run_on_client's way out still finds it."""
 
     def __init__(self):
         self._queue: queue.Queue = queue.Queue()
+        self._arrived = threading.Semaphore(0)      # released once per item queued
         self.outstanding = 0
 
     def watch(self, fut, group: list[int], again: int) -> None:
@@ -137,14 +141,19 @@ class _Finished:
                 item = (f.key, group, again, None, e)
             f.release()
             self._queue.put(item)
+            self._arrived.release()
 
         fut.add_done_callback(done)
 
-    def next(self, wait: float):
-        """(key, group, times sent again uncounted, records or None, error or None); None when
-        nothing finished in `wait` s."""
+    def wait(self, seconds: float) -> bool:
+        """True once an item is queued for the next `take`; False after `seconds` without one."""
+        return self._arrived.acquire(timeout=seconds)
+
+    def take(self):
+        """(key, group, times sent again uncounted, records or None, error or None), taken out of
+        the queue; None when it is empty."""
         try:
-            item = self._queue.get(timeout=wait)
+            item = self._queue.get_nowait()
         except queue.Empty:
             return None
         self.outstanding -= 1
@@ -194,7 +203,8 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                   group_size: int | str = 1, workers: int | None = None, keep_exceptions: bool = False,
                   stall_after: float | None = None,
                   on_stall: Callable[[float, list[dict], int, float], None] | None = None,
-                  premerge: bool | str = False) -> int:
+                  premerge: bool | str = False,
+                  on_final: Callable[[list[dict]], None] | None = None) -> int:
     """Run every task; call on_result once per task index with its final record (with "attempts":
     how many times it was sent to a worker, and "lost_workers": the workers that left while holding
     it) as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
@@ -212,7 +222,16 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     partial (run_group), named in each record's "partial"; 'auto': only groups run on a worker
     on another host than this process's. A partial moves merge work from the launcher to the
     worker and costs more in all (the worker loads and writes the outputs once more): it pays
-    where the launcher is a ceiling of its own, not where the workers share its cores."""
+    where the launcher is a ceiling of its own, not where the workers share its cores.
+
+    on_final (the launcher's journal): called with all the final records of each Dask task at once,
+    as soon as it is taken from the queue and before on_result gets any of them, where no signal
+    cuts it (interrupts.shielded); a signal recorded meanwhile is raised right after, before
+    on_result. When the run ends with an exception (a Ctrl-C in on_result, say), on_final also
+    gets the final records of every Dask task already fetched and still queued, nothing merged
+    and nothing sent: a task that would be sent again (retry_on_error with attempts left, a
+    timed-out group's tasks not run, a group lost to resqmp's own restart) is not final and is
+    left out. Final means on_result would have got it with the same fields."""
     # Unique per run: two launches on one scheduler (the external backend) must never share a key.
     key_prefix = key_prefix or f"resqmp-{uuid.uuid4().hex[:8]}"
     if premerge == "auto":
@@ -261,6 +280,44 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                 if isinstance(key, str) and key.startswith(key_prefix):
                     lost.setdefault(key, []).append(msg.get("worker"))
 
+    def settle(item) -> _Settled:
+        """One finished Dask task's final records, what it needs sent again and which worker to
+        restart; only bookkeeping: nothing is sent, nothing called back."""
+        key, group, again, records, error = item
+        given_up = False           # KilledWorker: the last worker lost was the last attempt
+        if records is None:
+            if _killed_by_our_restart(error, restarted):
+                # an innocent bystander: queued on a worker resqmp restarted for another
+                # task's timeout; not a death of its own, so it is sent again uncounted
+                return _Settled(None, [], [(group, again + 1)], None)
+            records = [_lost(i, error) for i in group]
+            given_up = type(error).__name__ == "KilledWorker"
+        gone = lost.pop(key, [])
+        for i in group:
+            lost_workers[i] += gone
+            resent[i] += max(0, len(gone) - given_up)
+        stuck = next((r for r in records if r.get("timed_out")), None)
+        send = []
+        not_run = group[len(records):]           # after a timeout: sent again, to a fresh worker
+        if not_run:
+            send.append((not_run, 0))
+        final = []
+        for result in records:
+            i = result["index"]
+            running.ended(i)
+            if result.get("error") and retry_on_error and attempts[i] <= retries:
+                attempts[i] += 1
+                send.append(([i], 0))               # alone: the rest of its group is done
+                continue
+            # a worker that left while holding the task (job cancelled, node lost, OOM kill) made
+            # the scheduler send it again: that was an attempt too
+            result["attempts"] = attempts[i] + resent[i]
+            result["lost_workers"] = lost_workers[i]
+            if not keep_exceptions:
+                result.pop("exception", None)
+            final.append(result)
+        return _Settled(records, final, send, stuck.get("worker") if stuck is not None else None)
+
     client.subscribe_topic(WORKER_EVENTS, on_event)
     submit_in_groups(sizer.first, sizer.size)
     remaining = len(kwargs_by_index)
@@ -268,56 +325,38 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     try:
         while finished.outstanding:
             interrupts.raise_if_requested()      # before taking a result: none is taken and dropped
-            item = finished.next(wait=1.0)
-            if item is None:
+            if not finished.wait(1.0):
                 idle = time.monotonic() - quiet_since
                 if watching and idle >= next_report:
                     now_running, finished_early = running.snapshot()
                     on_stall(idle, now_running, remaining - len(now_running) - finished_early, next_report * 2)
                     next_report *= 2
                 continue
-            key, group, again, records, error = item
-            given_up = False           # KilledWorker: the last worker lost was the last attempt
-            if records is None:
-                if _killed_by_our_restart(error, restarted):
-                    # an innocent bystander: queued on a worker resqmp restarted for another
-                    # task's timeout; not a death of its own, so it is sent again uncounted
-                    submit(group, again + 1)
-                    continue
-                records = [_lost(i, error) for i in group]
-                given_up = type(error).__name__ == "KilledWorker"
-            gone = lost.pop(key, [])
-            for i in group:
-                lost_workers[i] += gone
-                resent[i] += max(0, len(gone) - given_up)
-            if sizer.held:
-                rest = sizer.timed(records, last=not finished.outstanding)
+            # from the queue to on_final, no signal cuts in: a result taken is a result journaled
+            with interrupts.shielded():
+                settled = settle(finished.take())
+                if settled.final and on_final is not None:
+                    on_final(settled.final)
+            interrupts.raise_if_requested()      # a signal meanwhile: before anything is merged
+            if settled.records is not None and sizer.held:
+                rest = sizer.timed(settled.records, last=not finished.outstanding)
                 if rest:
                     submit_in_groups(rest, sizer.size)
-            stuck = next((r for r in records if r.get("timed_out")), None)
-            if stuck is not None and stuck.get("worker"):
-                restarted.add(stuck["worker"])
-                running.left(stuck["worker"])
-                _restart(client, stuck["worker"])
-            not_run = group[len(records):]           # after a timeout: sent again, to a fresh worker
-            if not_run:
-                submit(not_run)
-            for result in records:
-                i = result["index"]
-                running.ended(i)
-                if result.get("error") and retry_on_error and attempts[i] <= retries:
-                    attempts[i] += 1
-                    submit([i])                      # alone: the rest of its group is done
-                    continue
-                # a worker that left while holding the task (job cancelled, node lost, OOM kill) made
-                # the scheduler send it again: that was an attempt too
-                result["attempts"] = attempts[i] + resent[i]
-                result["lost_workers"] = lost_workers[i]
-                if not keep_exceptions:
-                    result.pop("exception", None)
+            if settled.restart:
+                restarted.add(settled.restart)
+                running.left(settled.restart)
+                _restart(client, settled.restart)
+            for group, again in settled.send:
+                submit(group, again)
+            for result in settled.final:
                 remaining -= 1
                 quiet_since, next_report = time.monotonic(), stall_after
                 on_result(result)
+    except BaseException:
+        if on_final is not None:
+            with interrupts.shielded():          # later signals are recorded, never cut this
+                _hand_on_fetched(finished, settle, on_final)
+        raise
     finally:
         for topic in (WORKER_EVENTS, STARTED_TOPIC) if watching else (WORKER_EVENTS,):
             try:
@@ -325,6 +364,26 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
             except Exception:   # noqa: BLE001 - a closing client; never hide why the loop ended
                 log.debug("could not unsubscribe from %s", topic, exc_info=True)
     return sizer.size
+
+
+class _Settled(NamedTuple):
+    records: list[dict] | None           # all its records (None: lost to resqmp's own restart)
+    final: list[dict]                    # those handed on (on_final, on_result)
+    send: list[tuple[list[int], int]]    # (tasks, times sent again uncounted) to send again
+    restart: str | None                  # the worker of a timed-out task
+
+
+def _hand_on_fetched(finished: _Finished, settle, on_final) -> None:
+    """On the way out of a run that ended with an exception: the final records of every Dask task
+    already fetched go to on_final (the journal), so a resume does not run them again."""
+    while (item := finished.take()) is not None:
+        try:
+            settled = settle(item)
+            if settled.final:
+                on_final(settled.final)
+        except Exception:   # noqa: BLE001 - never hide why the run ended (e.g. a full disk)
+            log.debug("could not hand on the records already fetched", exc_info=True)
+            return
 
 
 class _GroupSizer:

@@ -176,7 +176,10 @@ class Journal:
                                         f"'uuid_list' (a list of uuids)")
 
     def _write(self, record: dict, sync: bool = True) -> None:
-        self._file.write((json.dumps(record) + "\n").encode())
+        self._write_lines([record], sync)
+
+    def _write_lines(self, records: list[dict], sync: bool) -> None:
+        self._file.write("".join(json.dumps(record) + "\n" for record in records).encode())
         self._file.flush()
         if sync or time.monotonic() - self._synced >= SYNC_SECONDS:
             self._sync()
@@ -186,7 +189,12 @@ class Journal:
         self._synced = time.monotonic()
 
     def record(self, result: dict) -> None:
-        self._write({k: v for k, v in result.items() if k != "traceback"}, sync=False)
+        self.record_all([result])
+
+    def record_all(self, results: list[dict]) -> None:
+        """Several results in one write (a group's: run.py journals them before merging any)."""
+        self._write_lines([{k: v for k, v in result.items() if k != "traceback"} for result in results],
+                          sync=False)
 
     def close(self) -> None:
         if not self._file.closed:

@@ -159,18 +159,23 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
             interrupts.raise_if_requested()     # merging a long journal takes minutes: a Ctrl-C stops it
             merge(i, results[i])
 
+        def journal_first(records: list[dict]) -> None:
+            """A group's final records, journaled before any is merged: a Ctrl-C during a merge
+            (ms per task) then costs a resume nothing that came back (run_on_client's on_final)."""
+            for result in records:
+                result["name"] = batch.names[result["index"]]
+                result["resumed"] = False
+            journal.record_all(records)
+
         def on_result(result: dict) -> None:
             i = result["index"]
-            result["name"] = batch.names[i]
-            result["resumed"] = False
             results[i] = result
-            journal.record(result)
             merge(i, result)
             report.advance(result, batch.names[i])
 
         if todo:
             run.run_dir.mkdir(parents=True, exist_ok=True)
-            _run_on_cluster(run, todo, on_result, report)
+            _run_on_cluster(run, todo, on_result, journal_first, report)
         elif run.perf:
             report.info(f"nothing left to run: no performance report written at {run.perf}")
         interrupts.raise_if_requested()     # a Ctrl-C that arrived while nothing could raise it
@@ -236,7 +241,7 @@ def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool)
     return recombiner.publish(partial_path(out))
 
 
-def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, report: ProgressReport) -> None:
+def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, on_final, report: ProgressReport) -> None:
     profile, batch, summary = run.profile, run.batch, run.summary
     scaling = profile.scaling
     task_cfg = profile.tasks
@@ -300,7 +305,8 @@ def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, report: Pro
             workers=_planned_workers(scaling) if cluster.manages_workers else None,
             stall_after=task_cfg.get("stall_after", STALL_AFTER),
             on_stall=lambda idle, running, waiting, nxt: report.stalled(idle, running, waiting, nxt, batch.names),
-            premerge=task_cfg.get("premerge", "auto"))   # group partials (resqmp.premerge)
+            premerge=task_cfg.get("premerge", "auto"),   # group partials (resqmp.premerge)
+            on_final=on_final)        # the journal: every record fetched, before any merge
         lap("tasks")
     lap("teardown")
 
