@@ -151,3 +151,39 @@ def test_an_interrupt_journals_the_final_records_already_fetched(client, tmp_pat
         assert r["attempts"] == 1 and r["lost_workers"] == [] and "exception" not in r
     # nothing was sent again on the way out: each task ran once
     assert sorted(int(n.split(".")[0]) for n in os.listdir(log_dir)) == list(range(6))
+
+
+def test_an_interrupt_leaves_a_timed_out_groups_tasks_not_run_out_of_the_journal(tmp_path):
+    """Groups of 3 with tasks.timeout 1 s; task 3 runs past it, so its group comes back with task
+    3's timed-out record alone (4 and 5 were not run: run_on_client would send them again). The
+    run is stopped in on_result of the first group's first record, once that group is back too:
+    task 3's failure is final and journaled, tasks 4 and 5 are not, and nothing is sent again.
+    A cluster of its own: the worker that timed out is left not taking tasks (never restarted)."""
+    from distributed import LocalCluster
+    log_dir = tmp_path / "calls"
+    log_dir.mkdir()
+    by_index = {i: {"log_dir": str(log_dir), "seconds": 3.0 if i == 3 else 0.05} for i in range(6)}
+    events: list[tuple[str, object]] = []
+    journaled: list[dict] = []
+
+    def on_final(records: list[dict]) -> None:
+        events.append(("journal", [r["index"] for r in records]))
+        journaled.extend(records)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+
+        def on_result(record: dict) -> None:
+            events.append(("merge", record["index"]))
+            wait_until_all_back(client, "jt-")
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run_on_client(client, "wrappers_for_tests:logged_wrapper", by_index, str(tmp_path), on_result,
+                          key_prefix="jt", group_size=3, timeout=1.0, on_final=on_final)
+
+    assert events == [("journal", [0, 1, 2]), ("merge", 0), ("journal", [3])]
+    assert [(r["index"], r["success"], bool(r.get("timed_out"))) for r in journaled] == [
+        (0, True, False), (1, True, False), (2, True, False), (3, False, True)]
+    assert all(r["attempts"] == 1 and "exception" not in r for r in journaled)
+    assert sorted(int(n.split(".")[0]) for n in os.listdir(log_dir)) == [0, 1, 2, 3]     # 4, 5: never run
