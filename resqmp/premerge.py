@@ -262,7 +262,10 @@ class PartialReader:
             log.warning("group partial %s is not one of this run's (in %s): the tasks' own files are merged "
                         "instead", epc, self.folder)
             return False
-        self._wait(str(self.folder))
+        try:
+            self._wait(str(self.folder))
+        except FileNotFoundError:
+            return self._not_there(epc)
         try:
             self._fd = open_private(self.folder)
         except (OSError, NotPrivate) as e:
@@ -272,7 +275,10 @@ class PartialReader:
             return False
         found = held_open(self._fd) / Path(epc).name
         try:
-            self._wait(str(found))
+            try:
+                self._wait(str(found))
+            except FileNotFoundError:
+                return self._not_there(epc)
             for path in (found, h5_of(found)):
                 if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
                     self._refused.add(epc)
@@ -294,6 +300,16 @@ class PartialReader:
         except BaseException:
             self.release()
             raise
+
+    def _not_there(self, epc: str) -> bool:
+        """A partial (or its folder) that did not appear in time: a partial is only a shortcut, so
+        the tasks' own files are merged, and no partial is read from now on (one wait, not one per
+        group, when someone removed the folder)."""
+        self.release()
+        self._folder_refused = True
+        log.warning("group partial %s did not appear: the tasks' own files are merged instead, for "
+                    "every group from now on", epc)
+        return False
 
     def release(self) -> None:
         if self.model is not None:

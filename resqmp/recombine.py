@@ -23,8 +23,13 @@ from resqmp.premerge import PartialReader
 from resqmp.task_model import load_task_model
 
 
-def _wait_for(path: str, timeout: float = 300.0, exists=os.path.exists) -> None:
+#: how long a worker's file may take to appear to the launcher (NFS-like storage shows files late)
+APPEAR_SECONDS = 300.0
+
+
+def _wait_for(path: str, timeout: float | None = None, exists=os.path.exists) -> None:
     """Task files written by workers can take time to appear to the client on NFS-like storage."""
+    timeout = APPEAR_SECONDS if timeout is None else timeout
     deadline = time.monotonic() + timeout
     delay = 0.05
     while not exists(path):
