@@ -16,12 +16,14 @@ group that was only queued on it is sent again without counting as a death.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import statistics
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from resqmp import interrupts
@@ -74,8 +76,32 @@ STARTED_TOPIC = "resqmp-task-started"
 KILL_TIMEOUT = 30
 
 
+@dataclass(frozen=True)
+class Premerge:
+    """Which workers make group partials (resqmp.premerge): those running as `uid`, the launcher's
+    (it reads the partials, and removes them with the task folder: another uid's 0700 groups/ it
+    can do neither), and with `away_from`, only those on another host than that one (the
+    launcher's: where workers share its cores, a partial costs more than it saves)."""
+    uid: int
+    away_from: str | None = None
+
+    def admits_this_worker(self) -> bool:
+        return os.geteuid() == self.uid and (self.away_from is None or socket.gethostname() != self.away_from)
+
+
+def premerge_rule(setting: bool | str | None) -> Premerge | None:
+    """tasks.premerge as a rule for this launcher's workers: true -> every worker of its uid;
+    'auto' (or unset) -> those of its uid on another host; false -> none."""
+    if setting is None or setting == "auto":
+        return Premerge(os.geteuid(), away_from=socket.gethostname())
+    if setting is True or setting == "true":
+        return Premerge(os.geteuid())
+    return None
+
+
 def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
-              timeout: float | None = None, announce: str | None = None, premerge: bool | str = False) -> list[dict]:
+              timeout: float | None = None, announce: str | None = None,
+              premerge: "bool | Premerge" = False) -> list[dict]:
     """Run on a worker: the tasks of one group in a row; their records, in order (never raises).
 
     Stops after a task that timed out: its thread is still running and the client restarts this
@@ -83,8 +109,8 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
     run's key prefix), each task's start is logged as a Dask event (STARTED_TOPIC), so the client
     can say which task runs where when a run stalls. With `premerge`, the successful tasks'
     outputs are gathered into one group partial (resqmp.premerge) named in their records, so the
-    launcher opens one file per group; a host name instead of True: only on a worker on another
-    host than that one (the launcher's: see run_on_client)."""
+    launcher opens one file per group; a Premerge rule instead of True: only on a worker it
+    admits (see premerge_rule)."""
     records = []
     for index, kwargs in items:
         if announce:
@@ -93,8 +119,8 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
         records.append(record)
         if record.get("timed_out"):
             break
-    if isinstance(premerge, str):
-        premerge = premerge != socket.gethostname()
+    if isinstance(premerge, Premerge):
+        premerge = premerge.admits_this_worker()
     if premerge and records and not records[-1].get("timed_out"):    # a worker about to be restarted returns at once
         from resqmp.premerge import premerge_group
         premerge_group(records, parent_tmp_dir)
@@ -203,7 +229,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                   group_size: int | str = 1, workers: int | None = None, keep_exceptions: bool = False,
                   stall_after: float | None = None,
                   on_stall: Callable[[float, list[dict], int, float], None] | None = None,
-                  premerge: bool | str = False,
+                  premerge: bool | str | None = False,
                   on_final: Callable[[list[dict]], None] | None = None) -> int:
     """Run every task; call on_result once per task index with its final record (with "attempts":
     how many times it was sent to a worker, and "lost_workers": the workers that left while holding
@@ -219,8 +245,8 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     has finished for that many seconds, on_stall(idle seconds, running tasks [{index, worker,
     seconds}], tasks not started, seconds of silence before the next call) is called; then again
     each time the silence doubles. premerge: groups of several tasks come back with a group
-    partial (run_group), named in each record's "partial"; 'auto': only groups run on a worker
-    on another host than this process's. A partial moves merge work from the launcher to the
+    partial (run_group), named in each record's "partial", made only by workers of this process's
+    uid; 'auto': only by those on another host than this process's (premerge_rule). A partial moves merge work from the launcher to the
     worker and costs more in all (the worker loads and writes the outputs once more): it pays
     where the launcher is a ceiling of its own, not where the workers share its cores.
 
@@ -234,8 +260,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     left out. Final means on_result would have got it with the same fields."""
     # Unique per run: two launches on one scheduler (the external backend) must never share a key.
     key_prefix = key_prefix or f"resqmp-{uuid.uuid4().hex[:8]}"
-    if premerge == "auto":
-        premerge = socket.gethostname()          # each worker compares its own (run_group)
+    premerge = premerge_rule(premerge)          # each worker applies it to itself (run_group)
     indexes = sorted(kwargs_by_index)
     auto = group_size is None or group_size == "auto"
     if workers is None:
@@ -253,7 +278,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         attempt = max(attempts[i] for i in group)
         key = f"{key_prefix}-{group[0]}-{group[-1]}-a{attempt}" + (f"-r{again}" if again else "")
         fut = client.submit(run_group, function, [(i, kwargs_by_index[i]) for i in group], run_dir, timeout,
-                            key_prefix if watching else None, premerge if len(group) > 1 else False,
+                            key_prefix if watching else None, premerge if len(group) > 1 else None,
                             key=key, pure=False)
         finished.watch(fut, group, again)
 

@@ -245,17 +245,6 @@ def test_premerge_setting_decides_where_partials_are_made(faults_batch, tmp_path
     assert len(runs["true"][1]) == 2 and runs["false"][1] == [] and runs[None][1] == []   # 6 tasks: two groups of 3
 
 
-def test_auto_makes_partials_only_away_from_the_launchers_host(batches, tmp_path):
-    """run_group given the launcher's host name (premerge 'auto' in run_on_client)."""
-    import socket
-    _, tasks = batches["find_faces"]
-    items = list(enumerate(tasks[:2]))
-    here = run_group(FIND_FACES, items, str(tmp_path), premerge=socket.gethostname())
-    away = run_group(FIND_FACES, items, str(tmp_path), premerge="launcher-elsewhere")
-    assert [r.get("partial") for r in here] == [None, None]
-    assert away[0]["partial"] and away[0]["partial"] == away[1]["partial"]
-
-
 @pytest.fixture(scope="module")
 def faults_batch(tmp_path_factory):
     from resqmp.example import write_example
