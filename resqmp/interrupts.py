@@ -67,6 +67,9 @@ def handling(stopping_message: str):
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
             sys.unraisablehook = previous_hook
             _state.previous_hook = outer_hook
+            # this command's signal is handled: the caller's next work (an API call's poll points)
+            # must not raise it again
+            _state.requested = _state.told = False
 
 
 def requested() -> bool:

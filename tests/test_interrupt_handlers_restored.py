@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -66,3 +67,17 @@ def test_the_callers_handlers_are_back_after_an_interrupted_command(tmp_path, mo
     assert signal.getsignal(signal.SIGINT) is mine
     assert signal.getsignal(signal.SIGTERM) is mine
     assert sys.unraisablehook is my_hook
+
+
+def test_an_interrupted_command_leaves_no_signal_behind_for_the_callers_next_work(tmp_path, monkeypatch):
+    # the caller's next resqmp work in the same process (here the API's poll point) is not
+    # interrupted by the command's old signal
+    from resqmp import interrupts
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.handling("stopping"):
+            import os
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    interrupts.raise_if_requested()          # nothing pending: returns
+    assert not interrupts.requested()
