@@ -15,6 +15,7 @@ group that was only queued on it is sent again without counting as a death.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -74,6 +75,8 @@ WORKER_EVENTS = "all"
 STARTED_TOPIC = "resqmp-task-started"
 #: seconds the scheduler gives a nanny to kill a worker whose task timed out
 KILL_TIMEOUT = 30
+#: seconds a kill waits for the scheduler to let go of the run's results on that worker (_restart)
+RELEASE_WAIT = 5
 
 
 @dataclass(frozen=True)
@@ -370,7 +373,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
             if settled.restart:
                 restarted.add(settled.restart)
                 running.left(settled.restart)
-                _restart(client, settled.restart)
+                _restart(client, settled.restart, key_prefix)
             for group, again in settled.send:
                 submit(group, again)
             for result in settled.final:
@@ -455,12 +458,21 @@ def _killed_by_our_restart(error: BaseException | None, restarted: set[str]) -> 
     return getattr(last, "address", None) in restarted
 
 
-def _restart(client, worker: str) -> None:
-    """Have the worker still running a timed-out task killed; its nanny starts a fresh one. Waits
-    for nothing: the worker already stopped taking tasks (tasks._stop_taking_tasks), so the batch
-    goes on with the other workers while it is killed and replaced."""
+def _restart(client, worker: str, key_prefix: str) -> None:
+    """Have the worker still running a timed-out task killed; its nanny starts a fresh one. The
+    batch waits for nothing: the worker already stopped taking tasks (tasks._stop_taking_tasks), so
+    it goes on with the other workers while this one is killed and replaced. The kill itself first
+    waits (RELEASE_WAIT at most) until the scheduler holds none of this run's results on that
+    worker: a result the client fetched is released over another connection than this request,
+    and a worker removed before the release arrives makes the scheduler compute it again."""
     async def kill() -> None:
         try:
+            deadline = time.monotonic() + RELEASE_WAIT
+            while time.monotonic() < deadline:
+                held = (await client.scheduler.has_what(workers=[worker])).get(worker, ())
+                if not any(str(key).startswith(key_prefix) for key in held):
+                    break
+                await asyncio.sleep(0.05)
             await client.scheduler.restart_workers(workers=[worker], timeout=KILL_TIMEOUT, wait_for_workers=False,
                                                    on_error="return", stimulus_id=f"resqmp-timeout-{time.time()}")
         except Exception:   # noqa: BLE001 - the worker may already be gone
