@@ -118,10 +118,10 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     except BaseException:
         preflight.remove_folders(made)      # refused before any work: nothing new left behind
         raise
-    keep = profile.storage.get("keep_task_files", False) if keep_task_files is None else keep_task_files
-    run = RunState(profile, backend, batch, out, shared, run_dir, journal, started, t0, keep, overwrite,
-                   previous, perf, code)
     try:
+        keep = profile.storage.get("keep_task_files", False) if keep_task_files is None else keep_task_files
+        run = RunState(profile, backend, batch, out, shared, run_dir, journal, started, t0, keep, overwrite,
+                       previous, perf, code)
         return _launch_locked(run, fresh, progress)
     finally:
         journal.close()
