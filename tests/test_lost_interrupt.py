@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
-import time
 
 from conftest import ALLOW_TEST_WRAPPERS, BIN, TESTS
 from proc_watch import new_marker, wait_for, wait_until_gone
@@ -61,22 +59,29 @@ def results_in_journal(out) -> int:
     return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
-def test_launch_acts_on_a_ctrl_c_swallowed_by_a_gc_callback(slow, tmp_path):
-    out = tmp_path / "faults.epc"
+def launch_interrupted(tmp_path, args, out, after: int) -> tuple[int, str, str]:
+    """`resqmp ARGS` (a launch writing OUT), sent a Ctrl-C inside a GC callback once `after` results
+    are journaled; (exit code, stdout, stderr), once no process of it is left."""
     marker = new_marker()
-    proc, trigger = start(tmp_path, ["launch", "--profile", "local", "--batch", slow["batch"], "--output", out,
-                                     *ALLOW_TEST_WRAPPERS], marker)
+    proc, trigger = start(tmp_path, args, marker)
     try:
-        wait_for(lambda: results_in_journal(out) >= 1 or proc.poll() is not None, what="a first result")
+        wait_for(lambda: results_in_journal(out) >= after or proc.poll() is not None, what=f"{after} results")
         trigger.touch()
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == ExitCode.INTERRUPTED, stdout + stderr
+    assert wait_until_gone(marker, timeout=60) == []
+    return proc.returncode, stdout, stderr
+
+
+def test_launch_acts_on_a_ctrl_c_swallowed_by_a_gc_callback(slow, tmp_path):
+    out = tmp_path / "faults.epc"
+    args = ["launch", "--profile", "local", "--batch", slow["batch"], "--output", out, *ALLOW_TEST_WRAPPERS]
+    code, stdout, stderr = launch_interrupted(tmp_path, args, out, after=1)
+    assert code == ExitCode.INTERRUPTED, stdout + stderr
     assert "Exception ignored" not in stderr and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1].startswith("resqmp: error: interrupted"), stderr
-    assert wait_until_gone(marker, timeout=60) == []
     assert not out.exists()
     # what ran is kept: the same command resumes
     assert results_in_journal(out) >= 1

@@ -13,9 +13,9 @@ import os
 import subprocess
 
 from conftest import ALLOW_TEST_WRAPPERS, BIN, TESTS
-from proc_watch import new_marker, wait_for, wait_until_gone
+from proc_watch import new_marker, wait_until_gone
 from resqmp.errors import ExitCode
-from test_lost_interrupt import results_in_journal, start
+from test_lost_interrupt import launch_interrupted, results_in_journal
 
 # Runs `resqmp ARGS...`; the first merge of a journaled task is followed by a SIGINT that lands
 # inside a garbage-collector callback (swallowed by Python, recorded by resqmp).
@@ -56,17 +56,8 @@ def test_a_ctrl_c_swallowed_during_the_resume_merge_stops_before_any_cluster(slo
     out = tmp_path / "faults.epc"
     args = ["launch", "--profile", "local", "--batch", slow["batch"], "--output", out, *ALLOW_TEST_WRAPPERS]
     # a first run, interrupted once two tasks are journaled
-    marker = new_marker()
-    proc, trigger = start(tmp_path, args, marker)
-    try:
-        wait_for(lambda: results_in_journal(out) >= 2 or proc.poll() is not None, what="two results")
-        trigger.touch()
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == ExitCode.INTERRUPTED, stdout + stderr
-    assert wait_until_gone(marker, timeout=60) == []
+    code, stdout, stderr = launch_interrupted(tmp_path, args, out, after=2)
+    assert code == ExitCode.INTERRUPTED, stdout + stderr
     journaled = results_in_journal(out)
     assert 2 <= journaled < 8
 
