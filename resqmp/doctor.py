@@ -226,7 +226,7 @@ def stage_environment(c: Check) -> str:
                 found.append(f"NUMBA_CACHE_DIR {r['cache_dir']!r} is not writable ({r['cache_error']}); "
                                 f"numba would cache elsewhere or compile on every start")
             elif not r["cache_enabled"]:
-                found.append(f"resqpy does not cache its numba functions (RESQPY_NUMBA_CACHE "
+                found.append("resqpy does not cache its numba functions (RESQPY_NUMBA_CACHE "
                                 f"was not true when resqpy was imported)")
     if problems:
         raise ClusterError("; ".join(f"worker{'s' * (len(w) != 1)} {', '.join(w)}: {text}" for text, w in problems.items()))

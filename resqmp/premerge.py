@@ -108,6 +108,10 @@ def held_open(fd: int) -> Path:
     return Path(f"/proc/self/fd/{fd}")
 
 
+#: partials folders this worker process found not private (said once each)
+_refused_folders: set[str] = set()
+
+
 def premerge_group(records: list[dict], run_dir: str) -> None:
     """On the worker, after the group ran: gather the successful tasks' outputs into one partial
     and name it in their records ("partial"). Fewer than two: nothing to gain, nothing written.
@@ -124,8 +128,10 @@ def premerge_group(records: list[dict], run_dir: str) -> None:
             pass                           # another group's: checked as any other
         fd = open_private(folder)
     except (OSError, NotPrivate) as e:
-        log.warning("group partials folder %s %s: no group partial written; the launcher merges the "
-                    "tasks' own files", folder, e if isinstance(e, NotPrivate) else f"cannot be made ({e.strerror})")
+        if str(folder) not in _refused_folders:       # once per worker, not once per group
+            _refused_folders.add(str(folder))
+            log.warning("group partials folder %s %s: no group partial written; the launcher merges the "
+                        "tasks' own files", folder, e if isinstance(e, NotPrivate) else f"cannot be made ({e.strerror})")
         return
     try:
         epc = held_open(fd) / name

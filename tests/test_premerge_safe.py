@@ -28,8 +28,12 @@ def four_tasks(batches, run_dir: Path) -> list[dict]:
     return run_group(FIND_FACES, list(enumerate(tasks[:4])), str(run_dir), premerge=True)
 
 
+def warned_record(record, *words) -> bool:
+    return record.levelno >= logging.WARNING and all(w in record.getMessage() for w in words)
+
+
 def warned(caplog, *words) -> bool:
-    return any(r.levelno >= logging.WARNING and all(w in r.getMessage() for w in words) for r in caplog.records)
+    return any(warned_record(r, *words) for r in caplog.records)
 
 
 def test_a_symlink_planted_at_groups_gets_no_partial(batches, tmp_path, caplog):
@@ -173,3 +177,15 @@ def test_a_partial_in_the_private_groups_folder_is_read(batches, tmp_path):
     for r in records:
         os.unlink(r["epc_file"])
     assert_identical(recombined(records, tmp_path), ref)
+
+
+def test_a_folder_refused_is_said_once_per_worker_not_once_per_group(batches, tmp_path, caplog):
+    """A thousand groups on a worker whose groups/ others can write: one warning, not a thousand."""
+    run_dir = tmp_path / "tasks"
+    (run_dir / FOLDER).mkdir(parents=True)
+    os.chmod(run_dir / FOLDER, 0o777)
+    with caplog.at_level(logging.WARNING, logger="resqmp.premerge"):
+        first = four_tasks(batches, run_dir)
+        second = four_tasks(batches, run_dir)
+    assert [r.get("partial") for r in first + second] == [None] * 8
+    assert sum(warned_record(r, str(run_dir / FOLDER), "writable") for r in caplog.records) == 1
