@@ -227,7 +227,7 @@ def stage_environment(c: Check) -> str:
                                 f"numba would cache elsewhere or compile on every start")
             elif not r["cache_enabled"]:
                 found.append("resqpy does not cache its numba functions (RESQPY_NUMBA_CACHE "
-                                f"was not true when resqpy was imported)")
+                                "was not true when resqpy was imported)")
     if problems:
         raise ClusterError("; ".join(f"worker{'s' * (len(w) != 1)} {', '.join(w)}: {text}" for text, w in problems.items()))
     first = seen[c.first_worker] if c.first_worker in seen else next(iter(seen.values()))
