@@ -28,8 +28,10 @@ def lines_of(function) -> list[int]:
     return sorted({line for _, _, line in code.co_lines() if line is not None and first < line < end})
 
 
-def signal_at(function, line: int):
-    """A trace function that sends this process SIGINT when `function`'s frame reaches `line`."""
+def enter_with_a_signal_at(function, line: int, *args) -> list[int]:
+    """`with function(*args): pass`, with SIGINT sent when `function`'s frame reaches `line` (a trace
+    function sends it there, so Python raises the KeyboardInterrupt at that line); the lines it
+    was sent at ([] if the frame never reached `line`)."""
     code = getattr(function, "__wrapped__", function).__code__
     fired = []
 
@@ -39,25 +41,22 @@ def signal_at(function, line: int):
             os.kill(os.getpid(), signal.SIGINT)
         return local
 
-    def tracer(frame, event, arg):
-        return local if frame.f_code is code else None
-
-    return tracer, fired
+    sys.settrace(lambda frame, event, arg: local if frame.f_code is code else None)
+    try:
+        with function(*args):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    return fired
 
 
 @pytest.mark.parametrize("line", lines_of(interrupts.interruptible))
 def test_a_signal_anywhere_in_interruptible_leaves_the_shield_as_it_was(line):
     with interrupts.handling("stopping"):
         with interrupts.shielded():
-            tracer, fired = signal_at(interrupts.interruptible, line)
-            sys.settrace(tracer)
-            try:
-                with interrupts.interruptible():
-                    pass
-            except KeyboardInterrupt:
-                pass
-            finally:
-                sys.settrace(None)
+            fired = enter_with_a_signal_at(interrupts.interruptible, line)
             assert interrupts._state.shield == 1, (line, fired)
         assert interrupts._state.shield == 0, (line, fired)
 
@@ -65,14 +64,6 @@ def test_a_signal_anywhere_in_interruptible_leaves_the_shield_as_it_was(line):
 @pytest.mark.parametrize("line", lines_of(interrupts.shielded))
 def test_a_signal_anywhere_in_shielded_leaves_the_shield_and_message_as_they_were(line):
     with interrupts.handling("stopping"):
-        tracer, fired = signal_at(interrupts.shielded, line)
-        sys.settrace(tracer)
-        try:
-            with interrupts.shielded(saying="finishing"):
-                pass
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sys.settrace(None)
+        fired = enter_with_a_signal_at(interrupts.shielded, line, "finishing")
         assert interrupts._state.shield == 0, (line, fired)
         assert interrupts._state.message == b"stopping\n", (line, fired)
