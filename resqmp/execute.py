@@ -473,6 +473,9 @@ def _restart(client, worker: str, key_prefix: str) -> None:
                 if not any(str(key).startswith(key_prefix) for key in held):
                     break
                 await asyncio.sleep(0.05)
+        except Exception:   # noqa: BLE001 - only a courtesy: the worker is killed all the same
+            log.debug("could not ask what %s holds", worker, exc_info=True)
+        try:
             await client.scheduler.restart_workers(workers=[worker], timeout=KILL_TIMEOUT, wait_for_workers=False,
                                                    on_error="return", stimulus_id=f"resqmp-timeout-{time.time()}")
         except Exception:   # noqa: BLE001 - the worker may already be gone

@@ -28,6 +28,7 @@ class _State:
     message = b""
     previous_hook = sys.__unraisablehook__     # what _unraisable passes everything else on to
     process_ends = False    # the `resqmp` console script: the process ends with the command
+    restoring = False       # handling() is giving the caller its handlers back: signals wait for those
 
 
 _state = _State()
@@ -50,8 +51,11 @@ def handling(stopping_message: str):
     _state.requested = _state.told = False
     _state.shield = 0
     _state.message = (stopping_message.rstrip("\n") + "\n").encode()
+    _state.restoring = False
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     outer_hook, previous_hook = _state.previous_hook, sys.unraisablehook
+    if previous_hook is _unraisable:          # never pass unraisables on to ourselves
+        previous_hook = outer_hook
     _state.previous_hook = previous_hook
     try:
         for sig in SIGNALS:
@@ -59,6 +63,9 @@ def handling(stopping_message: str):
         sys.unraisablehook = _unraisable
         yield
     finally:
+        # first, before any call: a signal from here on neither raises out of this finally nor
+        # changes a handler half-way (resqmp's handler lets it pass: the command is over)
+        _state.restoring = True
         if _state.requested and _state.process_ends:
             for sig in SIGNALS:
                 signal.signal(sig, signal.SIG_IGN)
@@ -70,6 +77,7 @@ def handling(stopping_message: str):
             # this command's signal is handled: the caller's next work (an API call's poll points)
             # must not raise it again
             _state.requested = _state.told = False
+        _state.restoring = False
 
 
 def requested() -> bool:
@@ -124,6 +132,8 @@ class Teardown(ExitStack):
 
 
 def _on_signal(signum, frame) -> None:
+    if _state.restoring:
+        return          # the command is over; see handling()
     first = not _state.requested
     _state.requested = True
     if first and not _state.shield:

@@ -67,3 +67,50 @@ def test_a_signal_anywhere_in_shielded_leaves_the_shield_and_message_as_they_wer
         fired = enter_with_a_signal_at(interrupts.shielded, line, "finishing")
         assert interrupts._state.shield == 0, (line, fired)
         assert interrupts._state.message == b"stopping\n", (line, fired)
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_a_signal_while_handling_gives_the_handlers_back_changes_nothing(monkeypatch, interrupted):
+    """A SIGTERM that arrives while handling() is putting the caller's handlers back (after the
+    first is back, before the second): it neither escapes as a KeyboardInterrupt nor leaves one
+    handler resqmp's and the other ignored; the caller gets both its handlers, its hook, and no
+    pending signal."""
+    def mine(signum, frame):
+        pass
+
+    def my_hook(args):
+        sys.__unraisablehook__(args)
+
+    before = {sig: signal.getsignal(sig) for sig in interrupts.SIGNALS}
+    hook = sys.unraisablehook
+    real_signal = signal.signal
+    for sig in interrupts.SIGNALS:
+        real_signal(sig, mine)
+    sys.unraisablehook = my_hook
+    sent = []
+
+    def signal_then_send(sig, handler):
+        previous = real_signal(sig, handler)
+        if handler is mine and not sent:          # the first handler just given back
+            sent.append(sig)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return previous
+
+    try:
+        with interrupts.handling("stopping"):
+            if interrupted:
+                with pytest.raises(KeyboardInterrupt):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    import time
+                    time.sleep(1)
+            monkeypatch.setattr(signal, "signal", signal_then_send)
+        monkeypatch.undo()
+        assert sent
+        assert [signal.getsignal(sig) for sig in interrupts.SIGNALS] == [mine, mine]
+        assert sys.unraisablehook is my_hook
+        assert not interrupts.requested()
+    finally:
+        monkeypatch.undo()
+        for sig, handler in before.items():
+            real_signal(sig, handler)
+        sys.unraisablehook = hook
