@@ -24,20 +24,28 @@ import os, signal, sys, time
 
 
 def main():
-    import resqmp.doctor as doctor
+    import resqmp.cli as cli
     after = os.environ["RESQMP_TEST_SIGINT_AFTER"]
-    printing = doctor._print
+    command = cli.profiles_check.callback
 
-    def print_then_signal(console, outcome):
-        printing(console, outcome)
-        if outcome.stage == after:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)             # the handler runs here, between two stages
+    def check_with_a_signal_after(*args, **kwargs):
+        # imported where the command imports it: after the CLI has set distributed's log levels
+        # (imported earlier, distributed would log at INFO, tracebacks of the teardown included)
+        import resqmp.doctor as doctor
+        printing = doctor._print
 
-    doctor._print = print_then_signal
-    from resqmp.cli import console_main as resqmp_main
+        def print_then_signal(console, outcome):
+            printing(console, outcome)
+            if outcome.stage == after:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)             # the handler runs here, between two stages
+
+        doctor._print = print_then_signal
+        return command(*args, **kwargs)
+
+    cli.profiles_check.callback = check_with_a_signal_after
     sys.argv = ["resqmp", "profiles", "check", "local"]
-    resqmp_main()
+    cli.console_main()
 
 
 if __name__ == "__main__":        # local workers are spawned: they import this file again
