@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 from distributed import Client
 
 from conftest import ALLOW_TEST_WRAPPERS, BIN, TESTS, run_resqmp
 from epc_compare import content
-from proc_watch import new_marker, wait_until_gone
+from proc_watch import new_marker, wait_for, wait_until_gone
 from resqmp.errors import ExitCode
 from resqmp.execute import run_on_client
 from test_reliability import journal_records
@@ -103,15 +102,12 @@ def client(cluster):
         yield c
 
 
-def wait_until_all_back(client, prefix: str, timeout: float = 120.0) -> None:
+def wait_until_all_back(client, prefix: str) -> None:
     """Until the scheduler holds none of the run's Dask tasks: each finished and its future was
     released, which _Finished does right before it queues the records."""
     def ours(dask_scheduler, prefix=prefix) -> int:
         return sum(str(k).startswith(prefix) for k in dask_scheduler.tasks)
-    deadline = time.monotonic() + timeout
-    while client.run_on_scheduler(ours):
-        assert time.monotonic() < deadline, "the run's Dask tasks did not all finish"
-        time.sleep(0.05)
+    wait_for(lambda: not client.run_on_scheduler(ours), what="the run's Dask tasks to finish")
 
 
 @pytest.mark.parametrize("retries", [0, 1])
