@@ -70,7 +70,9 @@ def fingerprint(epc) -> tuple[list[str], dict[str, str], dict[str, tuple]]:
         exts = [n[len(_EXT):-4] for n in names if n.startswith(_EXT)]
         def norm(text):
             for i, e in enumerate(exts):
-                text = text.replace(e, f"EXT{i}")
+                # a relationship's Id is the uuid, '_'-prefixed when it starts with a digit
+                # (resqpy's fesapi quirk): the fresh uuid decides that too
+                text = text.replace(f'Id="_{e}"', f'Id="{e}"').replace(e, f"EXT{i}")
             return text.replace(epc.with_suffix(".h5").name, "OUT.h5")
         entries = {}
         for n in names:
