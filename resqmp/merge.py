@@ -61,16 +61,22 @@ class Merger:
         self._plain: set[str] | frozenset = frozenset()   # the partial's plain datasets (h5_copy)
 
     # -- public -------------------------------------------------------------------------------
-    def merge_model(self, other, uuids) -> None:
-        """Copy `uuids` of task model `other`, in resqpy's consolidation order."""
+    def merge_model(self, other, uuids, stored: dict | None = None) -> None:
+        """Copy `uuids` of task model `other`, in resqpy's consolidation order. `stored`: the task
+        EPC's members as stored (load_task_model's `raw`): a part copied without a reference
+        rewritten takes its bytes, HDF5 proxy uuid replaced, instead of being serialised again
+        (resqpy wrote them with the serialiser the launcher would use, from the same XML)."""
         ordered = cons.sort_uuids_list(other, uuids)
         if ordered is None:
             ordered = other.uuids()
+        if stored is not None:
+            self._stored = (stored, str(other.h5_uuid()))
         try:
             for u in ordered:
                 self.copy_uuid(other, u)
         finally:
             self.h5.close_input()
+            self._stored = None
         self.serialised.serialise_new_parts()
 
     def merge_share(self, share) -> None:
@@ -185,7 +191,7 @@ class Merger:
         the part has no HDF5 path and so kept its references as they were)."""
         stored, their_proxy = self._stored
         xml = stored.get(part)
-        if not isinstance(xml, bytes):
+        if not isinstance(xml, bytes) or not _round_trips(xml):
             return                           # serialised from the tree, as any other part
         if proxy:
             # every HdfProxy reference (what resqpy's change_hdf5_uuid_in_hdf5_references
@@ -291,3 +297,10 @@ class Merger:
                 else:
                     sd_b, sd_a = 'sourceObject', 'destinationObject'
                 self.relationships.reciprocal(root_node, sd_a, related_node, sd_b)
+
+
+def _round_trips(xml: bytes) -> bool:
+    """Would serialising the tree parsed from `xml` give `xml` back? resqpy's writer escapes text
+    but writes attribute values as they are, and a parser turns CR LF into LF: bytes with an
+    entity or a CR may come back otherwise, so such a part is serialised from its tree."""
+    return b'&' not in xml and b'\r' not in xml

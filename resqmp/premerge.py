@@ -156,12 +156,13 @@ def _write(shares: list[dict], epc: Path) -> None:
     manifest: dict = {"tasks": {}}
     try:
         for r in shares:
-            task = load_task_model(r["epc_file"])
+            stored: dict = {}
+            task = load_task_model(r["epc_file"], raw=stored)
             try:
                 manifest["tasks"][str(r["index"])] = _share(task, r["uuid_list"])
                 # every part, not only the share's: the launcher's consolidation may read any
                 # part the task model holds (a related part's object), as it reads the task model
-                merger.merge_model(task, task.uuids())
+                merger.merge_model(task, task.uuids(), stored=stored)
             finally:
                 task.h5_release()
         merger.close()

@@ -100,8 +100,9 @@ class Recombiner:
             else:
                 self._release_partial()
                 _wait_for(epc)
-                task_model = load_task_model(epc)
-                self.merger.merge_model(task_model, uuids)
+                stored: dict = {}
+                task_model = load_task_model(epc, raw=stored)
+                self.merger.merge_model(task_model, uuids, stored=stored)
                 task_model.h5_release()
         except OSError as e:
             if _is_output_failure(e):
