@@ -30,7 +30,11 @@ created exclusively. When that cannot be had, no partial is written (a warning s
 launcher merges the tasks' own files. The launcher, likewise, reads a partial only by its name in
 this run's groups/ folder, after the same check (a record is data: a partial named anywhere else
 is not read), so workers running as another uid than the launcher's (their groups/ is not the
-launcher's to read) cost the launcher the partials, not the run.
+launcher's to read) cost the launcher the partials, not the run. Nor does a partial that is not
+all there: one whose EPC or .h5 does not appear in time (the launcher waits for both as for any
+worker's file) is a partial gone, and no partial is read after it; one whose .h5 cannot give every
+array its parts name is checked before any of its shares is copied (a copy stopped half-way through
+a share would leave part of a task in the model) and costs its own group only.
 """
 from __future__ import annotations
 
@@ -44,10 +48,12 @@ import uuid as uuid_mod
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import resqpy.model as rq
 import resqpy.model._catalogue as m_c
 import resqpy.olio.consolidation as cons
 import resqpy.olio.uuid as bu
+import resqpy.olio.xml_et as rqet
 
 from resqmp.merge import Merger
 from resqmp.outputs import create_new, h5_of
@@ -214,6 +220,24 @@ def _read_manifest(path: Path, shown: Path | None = None) -> dict | None:
     return None
 
 
+def _h5_problem(model, h5: Path) -> str | None:
+    """Why the partial's HDF5 file `h5` cannot give every array its parts name (what a share's
+    copy reads), or None. Checked before any share of the partial is merged: a copy that stopped
+    half-way through a share would leave the recombined model with part of a task."""
+    named = model.h5_file_name(file_must_exist=False)
+    if named is None or Path(named) != h5:
+        return f"is not the one its EPC names ({named})"
+    try:
+        with h5py.File(h5, "r") as f:
+            for part in model.parts():
+                for node in rqet.list_of_descendant_tag(model.root_for_part(part), "PathInHdfFile"):
+                    if not node.text or not isinstance(f.get(node.text), h5py.Dataset):
+                        return f"lacks the dataset {node.text} of part {part}"
+    except (OSError, ValueError) as e:
+        return f"cannot be read ({e})"
+    return None
+
+
 @dataclass
 class Share:
     """One task's share of a group partial, as Merger.merge_share reads it."""
@@ -282,10 +306,12 @@ class PartialReader:
             return False
         found = held_open(self._fd) / Path(epc).name
         try:
-            try:
-                self._wait(str(found))
-            except FileNotFoundError:
-                return self._not_there(epc)
+            for path, what in ((found, ""), (h5_of(found), " (its HDF5 file)")):
+                try:
+                    # the .h5 is written before the EPC, but a shared filesystem may show it later
+                    self._wait(str(path))
+                except FileNotFoundError:
+                    return self._not_there(epc, what)
             for path in (found, h5_of(found)):
                 if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
                     self._refused.add(epc)
@@ -300,6 +326,13 @@ class PartialReader:
             self._manifest = manifest
             self._stored = {}
             self.model = load_task_model(str(found), raw=self._stored)
+            problem = _h5_problem(self.model, h5_of(found))
+            if problem is not None:
+                self._refused.add(epc)
+                log.warning("group partial %s: its HDF5 file %s; the tasks' own files are merged instead",
+                            epc, problem)
+                self.release()
+                return False
             self._proxy = str(self.model.h5_uuid())
             self._plain = set(self._manifest["plain"])
             self.path = epc
@@ -308,14 +341,15 @@ class PartialReader:
             self.release()
             raise
 
-    def _not_there(self, epc: str) -> bool:
-        """A partial (or its folder) that did not appear in time: a partial is only a shortcut, so
-        the tasks' own files are merged, and no partial is read from now on (one wait, not one per
-        group, when someone removed the folder)."""
+    def _not_there(self, epc: str, what: str = "") -> bool:
+        """A partial (its folder, its EPC or its HDF5 file) that did not appear in time: a partial
+        is only a shortcut, so the tasks' own files are merged, and no partial is read from now on
+        (one wait, not one per group, when someone removed the folder or the filesystem does not
+        show the workers' partials)."""
         self.release()
         self._folder_refused = True
-        log.warning("group partial %s did not appear: the tasks' own files are merged instead, for "
-                    "every group from now on", epc)
+        log.warning("group partial %s%s did not appear: the tasks' own files are merged instead, for "
+                    "every group from now on", epc, what)
         return False
 
     def release(self) -> None:
