@@ -104,7 +104,7 @@ def premerge_rule(setting: bool | str | None) -> Premerge | None:
 
 def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
               timeout: float | None = None, announce: str | None = None,
-              premerge: "bool | Premerge" = False) -> list[dict]:
+              premerge: "bool | Premerge" = False, run: str | None = None) -> list[dict]:
     """Run on a worker: the tasks of one group in a row; their records, in order (never raises).
 
     Stops after a task that timed out: its thread is still running and the client restarts this
@@ -113,7 +113,7 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
     can say which task runs where when a run stalls. With `premerge`, the successful tasks'
     outputs are gathered into one group partial (resqmp.premerge) named in their records, so the
     launcher opens one file per group; a Premerge rule instead of True: only on a worker it
-    admits (see premerge_rule)."""
+    admits (see premerge_rule). `run`: the run's key prefix (premerge_group warns once per run)."""
     records = []
     for index, kwargs in items:
         if announce:
@@ -126,7 +126,7 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
         premerge = premerge.admits_this_worker()
     if premerge and records and not records[-1].get("timed_out"):    # a worker about to be restarted returns at once
         from resqmp.premerge import premerge_group
-        premerge_group(records, parent_tmp_dir)
+        premerge_group(records, parent_tmp_dir, run)
     return records
 
 
@@ -281,7 +281,7 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
         attempt = max(attempts[i] for i in group)
         key = f"{key_prefix}-{group[0]}-{group[-1]}-a{attempt}" + (f"-r{again}" if again else "")
         fut = client.submit(run_group, function, [(i, kwargs_by_index[i]) for i in group], run_dir, timeout,
-                            key_prefix if watching else None, premerge if len(group) > 1 else None,
+                            key_prefix if watching else None, premerge if len(group) > 1 else None, key_prefix,
                             key=key, pure=False)
         finished.watch(fut, group, again)
 

@@ -114,14 +114,20 @@ def held_open(fd: int) -> Path:
     return Path(f"/proc/self/fd/{fd}")
 
 
-#: partials folders this worker process found not private (said once each)
-_refused_folders: set[str] = set()
+#: (run, partials folder) this worker process found not private, said once each: once per run, not
+#: once per group. Per run, not per worker: a worker of the user's own cluster outlives runs, and
+#: a later run of the same run directory (a resume, the same OUT again) must be told in its own
+#: log why it gets no partials. Not per folder identity: a folder still refused is news to each run.
+#: The oldest are forgotten past REFUSED_KEPT (a worker serving run after run).
+_refused_folders: dict[tuple[str | None, str], None] = {}
+REFUSED_KEPT = 64
 
 
-def premerge_group(records: list[dict], run_dir: str) -> None:
+def premerge_group(records: list[dict], run_dir: str, run: str | None = None) -> None:
     """On the worker, after the group ran: gather the successful tasks' outputs into one partial
     and name it in their records ("partial"). Fewer than two: nothing to gain, nothing written.
-    Any failure leaves the records as they were: the launcher then merges each task's own file."""
+    Any failure leaves the records as they were: the launcher then merges each task's own file.
+    `run`: the run's identity (its key prefix), the scope of a refused folder's warning."""
     shares = [r for r in records if r.get("success") and r.get("epc_file")]
     if len(shares) < 2:
         return
@@ -134,8 +140,10 @@ def premerge_group(records: list[dict], run_dir: str) -> None:
             pass                           # another group's: checked as any other
         fd = open_private(folder)
     except (OSError, NotPrivate) as e:
-        if str(folder) not in _refused_folders:       # once per worker, not once per group
-            _refused_folders.add(str(folder))
+        if (run, str(folder)) not in _refused_folders:       # once per run, not once per group
+            _refused_folders[(run, str(folder))] = None
+            while len(_refused_folders) > REFUSED_KEPT:
+                del _refused_folders[next(iter(_refused_folders))]
             log.warning("group partials folder %s %s: no group partial written; the launcher merges the "
                         "tasks' own files", folder, e if isinstance(e, NotPrivate) else f"cannot be made ({e.strerror})")
         return
