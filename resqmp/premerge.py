@@ -67,6 +67,8 @@ FOLDER = "groups"
 #: a partial's EPC name as premerge_group makes it (first and last index, a random token); the
 #: launcher reads no other name
 _NAME = re.compile(r"g[0-9]{7,}-[0-9]{7,}-[0-9a-f]{12}\.epc")
+#: any file premerge_group makes for a partial: its EPC, .h5, manifest and the manifest's temporary
+_ATTEMPT_FILE = re.compile(r"(?P<group>g[0-9]{7,}-[0-9]{7,})-(?P<token>[0-9a-f]{12})\.(?:epc|h5|json|json\.tmp)")
 
 
 def manifest_of(epc: str | Path) -> Path:
@@ -359,6 +361,44 @@ class PartialReader:
         log.warning("group partial %s%s did not appear: the tasks' own files are merged instead, for "
                     "every group from now on", epc, what)
         return False
+
+    def remove_other_attempts(self, epc: str, named) -> list[str]:
+        """After a group's records came back from an attempt that was not its first (a worker died
+        holding it): the files other attempts of that group left, named as `epc` but for their
+        token, that no record names (`named`: every partial the launcher was handed, the journal's
+        too), are removed; their names. Those were never going to be read (only a partial a record
+        names is), and no record can name them any more: a group's records come back once. Only in
+        this run's groups/, checked and held open as for reading, only regular files, each removed
+        by its name in that folder (a link is never followed); nothing when anything is in doubt."""
+        if self.folder is None or self._folder_refused or not isinstance(epc, str):
+            return []
+        found = _NAME.fullmatch(Path(epc).name)
+        if Path(epc).parent != self.folder or not found:
+            return []
+        group, token = Path(epc).stem.rsplit("-", 1)
+        try:
+            fd = open_private(self.folder)
+        except (OSError, NotPrivate):
+            return []
+        removed = []
+        try:
+            for entry in os.listdir(fd):
+                other = _ATTEMPT_FILE.fullmatch(entry)
+                if other is None or other["group"] != group or other["token"] == token:
+                    continue
+                if str(self.folder / f"{group}-{other['token']}.epc") in named:
+                    continue
+                try:
+                    if stat.S_ISREG(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
+                        os.unlink(entry, dir_fd=fd)
+                        removed.append(entry)
+                except OSError:
+                    continue
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return removed
 
     def release(self) -> None:
         if self.model is not None:

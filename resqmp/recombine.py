@@ -69,6 +69,8 @@ class Recombiner:
         # a link at a partial's path is no partial: waited for as a name (lexists), then refused
         self.partials = PartialReader(task_directory, wait=lambda path: _wait_for(path, exists=os.path.lexists))
         self._pending: dict[int, tuple[str | None, list[str], str | None]] = {}
+        self._named: set[str] = set()        # every partial a record handed to offer() names
+        self._tidied: set[str] = set()       # partials whose group's other attempts were removed
         self._next = 0
         self.seconds = 0.0
 
@@ -77,11 +79,22 @@ class Recombiner:
         `partial`: the group partial holding the task's output (resqmp.premerge), merged from
         there when its share is found, else from epc_file."""
         self._pending[index] = (epc_file, uuid_list, partial)
+        if partial is not None:
+            self._named.add(partial)
         while self._next in self._pending:
             epc, uuids, partial = self._pending.pop(self._next)
             if epc is not None:
                 self._merge(self._next, epc, uuids, partial)
             self._next += 1
+
+    def remove_lost_attempts(self, partial: str) -> list[str]:
+        """The group whose records name `partial` was sent again after a worker died holding it:
+        remove the files its lost attempts left in groups/ (premerge.PartialReader.remove_other_
+        attempts; never a partial any record offered so far names). Call after offer()."""
+        if partial in self._tidied:
+            return []
+        self._tidied.add(partial)
+        return self.partials.remove_other_attempts(partial, self._named)
 
     def skip(self, index: int) -> None:
         """A task with nothing to merge (it raised)."""

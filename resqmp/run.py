@@ -171,6 +171,10 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
             i = result["index"]
             results[i] = result
             merge(i, result)
+            if result.get("partial") and result.get("lost_workers") and not run.keep:
+                # its group ran again after a worker died holding it: the files a lost attempt left
+                # are never read (only after the journal's records: every partial named is known)
+                recombiner.remove_lost_attempts(result["partial"])
             report.advance(result, batch.names[i])
 
         if todo:
