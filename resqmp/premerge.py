@@ -53,7 +53,6 @@ import resqpy.model as rq
 import resqpy.model._catalogue as m_c
 import resqpy.olio.consolidation as cons
 import resqpy.olio.uuid as bu
-import resqpy.olio.xml_et as rqet
 
 from resqmp.merge import Merger
 from resqmp.outputs import create_new, h5_of
@@ -240,12 +239,23 @@ def _h5_problem(model, h5: Path) -> str | None:
     try:
         with h5py.File(h5, "r") as f:
             for part in model.parts():
-                for node in rqet.list_of_descendant_tag(model.root_for_part(part), "PathInHdfFile"):
-                    if not node.text or not isinstance(f.get(node.text), h5py.Dataset):
+                # what the merge copies: rqet.list_of_descendant_tag(root, 'PathInHdfFile'), found
+                # by lxml (any namespace) at a fraction of the cost; each opened as a dataset
+                # without building h5py's objects (about 15 µs each)
+                for node in model.root_for_part(part).iter("{*}PathInHdfFile"):
+                    if not node.text or not _is_dataset(f, node.text):
                         return f"lacks the dataset {node.text} of part {part}"
     except (OSError, ValueError) as e:
         return f"cannot be read ({e})"
     return None
+
+
+def _is_dataset(f, path: str) -> bool:
+    try:
+        h5py.h5d.open(f.id, path.encode()).close()
+    except (KeyError, ValueError, TypeError, RuntimeError):
+        return False
+    return True
 
 
 @dataclass
