@@ -191,6 +191,15 @@ class IndexedConsolidation(cons.Consolidation):
                 self._pending.setdefault(obj_type, []).append(info[1].int)
         self._scanned = n
 
+    def file_keyed_by_xml(self) -> None:
+        """File now the residents keyed from their XML (features, interpretations), as the next
+        query of their type would: their trees may then leave memory (resqmp.epc_store) without
+        being read back only to be filed."""
+        self._catch_up()
+        for obj_type, pending in self._pending.items():
+            if pending and (obj_type.endswith('Feature') or obj_type.endswith('Interpretation')):
+                self._type_index(obj_type)
+
     def _type_index(self, obj_type: str) -> _TypeIndex:
         index = self._index.get(obj_type)
         if index is None:

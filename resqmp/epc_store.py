@@ -5,28 +5,109 @@ A copied part's XML no longer changes, so it is serialised once, right after its
 while other tasks still run; a rels part is serialised then too and written again only if a
 later relationship changed it. Publishing after the last task then costs little more than
 writing bytes into the zip.
+
+With a spill file (the Recombiner's, in its staging folder), those bytes are not kept in memory,
+and neither are the trees they were serialised from: right after serialising, each new part's
+tree and rels tree is replaced in the model's forest by a ``SpilledTree`` naming where its bytes
+are in the file. The launcher then holds, per task, a few small Python objects instead of every
+part's lxml tree. A spilled tree is given back the moment anything uses it as a tree (resqpy
+included: its catalogue, consolidation, relationship and HDF5 code all call ``getroot()`` on the
+forest's entry): its bytes are parsed, as resqpy's ``load_part`` parses a part, the tree is put
+back in the forest and stays there. So a part is parsed again at most once, and only a resident
+that a later task reads comes back (the CRS or grid every task refers to, or consolidates into).
+resqpy's own reload of a part whose tree is None reads ``model.epc_file``, which is not written
+before the publish (or, adding to an existing model, does not hold the new parts); and resqpy
+calls ``getroot()`` on forest entries without checking for None, hence a stand-in, not None.
+
+Parsing the bytes gives the tree that was serialised: what resqpy's writer leaves out (tails,
+blank text) is what a parsed task model had not had to begin with. A part's bytes are final, so
+it is written from them even once its tree is back; a rels part that comes back and then
+changes is serialised again at the publish, from its tree, as now.
 """
 from __future__ import annotations
 
 import io
 import itertools
 import logging
+import os
 import zipfile as zf
+from pathlib import Path
 
 import resqpy.olio.xml_et as rqet
 
 log = logging.getLogger(__name__)
 
 
-class SerialisedParts:
-    """Serialised XML of `model`'s parts, kept up to date as parts and relationships are added."""
+class SpillFile:
+    """Bytes appended to a file and read back by (offset, length)."""
 
-    def __init__(self, model):
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = open(self.path, "xb+")     # only ours: never a file already there
+        self._end = 0
+        self._unflushed = False
+
+    def append(self, data: bytes) -> int:
+        offset = self._end
+        self._file.write(data)
+        self._end += len(data)
+        self._unflushed = True
+        return offset
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._unflushed:
+            self._file.flush()
+            self._unflushed = False
+        data = os.pread(self._file.fileno(), length, offset)
+        if len(data) != length:
+            raise OSError(f"spill file {self.path}: {length} bytes expected at {offset}, {len(data)} read")
+        return data
+
+    @property
+    def size(self) -> int:
+        return self._end
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class SpilledTree:
+    """In a model's parts or rels forest in place of a part's XML tree, whose bytes are in the
+    spill file. Used as a tree (getroot(), or anything else a tree has), it puts the parsed tree
+    back in the forest and answers from it."""
+
+    __slots__ = ("owner", "name", "offset", "length")
+
+    def __init__(self, owner: "SerialisedParts", name: str, offset: int, length: int):
+        self.owner, self.name, self.offset, self.length = owner, name, offset, length
+
+    def data(self) -> bytes:
+        return self.owner.spill.read(self.offset, self.length)
+
+    def tree(self):
+        return self.owner._restore(self)
+
+    def getroot(self):
+        return self.owner._restore(self).getroot()
+
+    def __getattr__(self, attr):
+        return getattr(self.owner._restore(self), attr)
+
+
+class SerialisedParts:
+    """Serialised XML of `model`'s parts, kept up to date as parts and relationships are added.
+    With `spill` (a path, not yet existing), new parts' bytes and trees leave memory (see above)."""
+
+    def __init__(self, model, spill: str | Path | None = None):
         self.model = model
-        self._xml: dict[str, bytes] = {}                   # part name -> serialised XML (final)
-        self._rels: dict[str, tuple[int, bytes]] = {}      # rels part -> (children, serialised)
+        # part name -> serialised XML (final): bytes, or a SpilledTree naming them in the spill file
+        self._xml: dict[str, bytes | SpilledTree] = {}
+        # rels part -> (children, serialised: bytes or SpilledTree)
+        self._rels: dict[str, tuple[int, bytes | SpilledTree]] = {}
         self._parts_seen = len(model.parts_forest)
         self._given: dict[str, bytes] = {}                 # new part -> its XML, known without serialising
+        self.spill = SpillFile(spill) if spill is not None else None
+        self.restored = 0                                  # spilled trees parsed back (for tests and bench)
 
     def rels_changed(self, rels_name: str) -> None:
         """A relationship was added to (or the tree of) this rels part replaced: serialise again."""
@@ -36,8 +117,10 @@ class SerialisedParts:
         """The XML of a part just added, as it would serialise (a group partial's stored bytes)."""
         self._given[part_name] = xml
 
-    def serialise_new_parts(self) -> None:
-        """Serialise the XML of parts added since the last call, and their rels."""
+    def serialise_new_parts(self) -> list[str]:
+        """Serialise the XML of parts added since the last call, and their rels. With a spill
+        file, their bytes go there and their trees leave the forests; returns the rels parts
+        so spilled."""
         model = self.model
         forest = model.parts_forest
         n = len(forest)
@@ -46,19 +129,84 @@ class SerialisedParts:
             self._xml.clear()
             self._rels.clear()
             self._parts_seen = n
-            return
+            return []
         new = list(itertools.islice(reversed(forest), n - self._parts_seen))
         self._parts_seen = n
+        spilled_rels = []
         for part_name in reversed(new):
-            part_tree = forest[part_name][2]
-            if part_tree is None:
+            entry = forest[part_name]
+            part_tree = entry[2]
+            if part_tree is None or isinstance(part_tree, SpilledTree):
                 continue
             xml = given.get(part_name)
-            self._xml[part_name] = xml if xml is not None else _serialised(part_tree, standalone=None)
+            if xml is None:
+                xml = _serialised(part_tree, standalone=None)
+            if self.spill is None:
+                self._xml[part_name] = xml
+            else:
+                forest[part_name] = (entry[0], entry[1], self._spilled(part_name, xml))
             rels_name = rqet.rels_part_name_for_part(part_name)
-            entry = model.rels_forest.get(rels_name) if model.rels_present else None
-            if entry is not None and entry[1] is not None:
-                self._rels[rels_name] = (len(entry[1].getroot()), _serialised(entry[1], standalone='yes'))
+            rels_entry = model.rels_forest.get(rels_name) if model.rels_present else None
+            if rels_entry is not None and rels_entry[1] is not None and not isinstance(rels_entry[1], SpilledTree):
+                xml = _serialised(rels_entry[1], standalone='yes')
+                if self.spill is None:
+                    self._rels[rels_name] = (len(rels_entry[1].getroot()), xml)
+                else:
+                    self._rels.pop(rels_name, None)
+                    model.rels_forest[rels_name] = (rels_entry[0], self._spilled(rels_name, xml))
+                    spilled_rels.append(rels_name)
+        return spilled_rels
+
+    def _spilled(self, name: str, xml: bytes) -> SpilledTree:
+        return SpilledTree(self, name, self.spill.append(xml), len(xml))
+
+    def _restore(self, spilled: SpilledTree):
+        """The tree of a spilled part, parsed and back in its forest (where it stays)."""
+        model, name = self.model, spilled.name
+        is_rels = name.endswith('.rels')
+        forest = model.rels_forest if is_rels else model.parts_forest
+        entry = forest.get(name)
+        if entry is not None and entry[-1] is not spilled:
+            return entry[-1]                      # back already (or replaced since)
+        tree = rqet.parse(io.BytesIO(spilled.data()))       # as resqpy's load_part parses a part
+        self.restored += 1
+        if entry is None:
+            return tree                           # no longer in the model: nothing to put back
+        if is_rels:
+            forest[name] = (entry[0], tree)
+            self._rels[name] = (len(tree.getroot()), spilled)     # until a relationship is added
+        else:
+            forest[name] = (entry[0], entry[1], tree)
+            self._xml[name] = spilled             # final: written from its bytes
+        return tree
+
+    def resident_trees(self) -> tuple[int, int]:
+        """How many part and rels trees are in memory (the others are spilled)."""
+        model = self.model
+        parts = sum(1 for entry in model.parts_forest.values() if not isinstance(entry[2], SpilledTree))
+        rels = sum(1 for entry in model.rels_forest.values() if not isinstance(entry[1], SpilledTree))
+        return parts, rels
+
+    def change_filename_in_hdf5_rels(self, new_hdf5_filename: str) -> None:
+        """resqpy's Model.change_filename_in_hdf5_rels(name), without bringing back the trees of
+        spilled rels parts that have no HDF5 file relationship (all but the HDF5 proxy's); a rels
+        part changed is serialised again when stored."""
+        model = self.model
+        count = 0
+        for rels_name, (_, tree) in list(model.rels_forest.items()):
+            if isinstance(tree, SpilledTree) and b'Hdf5File' not in tree.data():
+                continue
+            changed = 0
+            for child in tree.getroot():
+                if child.attrib['Id'] == 'Hdf5File' and child.attrib['TargetMode'] == 'External':
+                    child.attrib['Target'] = new_hdf5_filename
+                    changed += 1
+            if changed:
+                self.rels_changed(rels_name)
+                count += changed
+        log.info(f'{count} hdf5 filename{"" if count == 1 else "s"} set to: {new_hdf5_filename}')
+        if count > 0:
+            model.set_modified()
 
     def store_epc(self, epc_file=None) -> None:
         """As resqpy's Model.store_epc(quiet=True): the same entries, in the same order."""
@@ -76,12 +224,12 @@ class SerialisedParts:
                 if part_tree is None:
                     log.warning('No xml tree present to write for part: ' + part_name)
                     continue
-                cached = self._xml.get(part_name)
+                cached = part_tree if isinstance(part_tree, SpilledTree) else self._xml.get(part_name)
                 if part_name[0] == '/':
                     part_name = part_name[1:]
                 with epc.open(part_name, mode='w') as part_xml:
                     if cached is not None:
-                        part_xml.write(cached)
+                        part_xml.write(_bytes(cached))
                     else:
                         rqet.write_xml(part_xml, part_tree, standalone=None)
             for part_name, (_, part_tree) in model.other_forest.items():
@@ -97,14 +245,26 @@ class SerialisedParts:
                     if part_tree is None:
                         log.warning('No xml tree present to write for rels part: ' + part_name)
                         continue
-                    cached = self._rels.get(part_name)
                     with epc.open(part_name, mode='w') as part_xml:
+                        if isinstance(part_tree, SpilledTree):
+                            part_xml.write(part_tree.data())
+                            continue
+                        cached = self._rels.get(part_name)
                         if cached is not None and cached[0] == len(part_tree.getroot()):
-                            part_xml.write(cached[1])
+                            part_xml.write(_bytes(cached[1]))
                         else:
                             rqet.write_xml(part_xml, part_tree, standalone='yes')
         model.set_epc_file_and_directory(epc_file)
         model.modified = False
+
+    def close(self) -> None:
+        """Close the spill file (the model's spilled trees can no longer come back)."""
+        if self.spill is not None:
+            self.spill.close()
+
+
+def _bytes(cached) -> bytes:
+    return cached.data() if isinstance(cached, SpilledTree) else cached
 
 
 def _serialised(tree, standalone) -> bytes:

@@ -11,7 +11,8 @@ same. What differs is only how each step finds what it needs:
 * "does this relationship already exist" is a set lookup (resqmp.relationships);
 * "is the referenced part already here" is a dict lookup instead of building the list of all parts;
 * a part's references are found by one XPath query (resqmp.task_model.obj_references);
-* part XML is serialised as each task's merge ends and the EPC written from it (resqmp.epc_store).
+* part XML is serialised as each task's merge ends and the EPC written from it (resqmp.epc_store);
+  given a spill file, the new parts' trees then leave memory until something reads them again.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ _EXT = 'obj_EpcExternalPartReference'
 class Merger:
     """Merges task models into `model` (a resqpy Model: new, or loaded to be added to)."""
 
-    def __init__(self, model, consolidate: bool = True):
+    def __init__(self, model, consolidate: bool = True, spill=None):
+        """spill: a file to create (in a staging folder) where the XML of each task's parts goes
+        once its merge ends, the parts' trees leaving memory (resqmp.epc_store); None: kept."""
         self.model = model
         self.consolidate = consolidate
         if consolidate:
@@ -48,7 +51,7 @@ class Merger:
                 model.consolidation = IndexedConsolidation(model)
                 if old is not None:
                     model.consolidation.map.update(old.map)
-        self.serialised = SerialisedParts(model)
+        self.serialised = SerialisedParts(model, spill)
         self.relationships = RelationshipIndex(model, on_change=self.serialised.rels_changed)
         self.h5 = H5Copier()
         # while a share of a group partial merges: uuid int -> the task's related parts, in the
@@ -77,7 +80,7 @@ class Merger:
         finally:
             self.h5.close_input()
             self._stored = None
-        self.serialised.serialise_new_parts()
+        self._task_done()
 
     def merge_share(self, share) -> None:
         """Copy one task's share of a group partial (resqmp.premerge.Share): its uuids, already in
@@ -90,7 +93,15 @@ class Merger:
                 self.copy_uuid(share.model, u)
         finally:
             self._related, self._stored, self._plain = None, None, frozenset()
-        self.serialised.serialise_new_parts()
+        self._task_done()
+
+    def _task_done(self) -> None:
+        """The task's parts are final: serialise them (and, with a spill file, let their trees go,
+        once consolidation has read from them what it files residents by)."""
+        if self.serialised.spill is not None and isinstance(self.model.consolidation, IndexedConsolidation):
+            self.model.consolidation.file_keyed_by_xml()
+        for rels_name in self.serialised.serialise_new_parts():
+            self.relationships.forget(rels_name)      # its targets are read again if it comes back
 
     def copy_uuid(self, other, uuid):
         """As Model.copy_uuid_from_other_model(other, uuid, consolidate=self.consolidate)."""
@@ -121,6 +132,10 @@ class Merger:
     def close(self) -> None:
         """Close the HDF5 files (call before the model stores or reads its own HDF5 file)."""
         self.h5.close()
+
+    def close_spill(self) -> None:
+        """Close the spill file (after the last store_epc)."""
+        self.serialised.close()
 
     def store_epc(self, epc_file=None) -> None:
         """As resqpy's Model.store_epc(quiet=True): the same entries, in the same order."""

@@ -26,6 +26,9 @@ from resqmp.task_model import load_task_model
 #: how long a worker's file may take to appear to the launcher (NFS-like storage shows files late)
 APPEAR_SECONDS = 300.0
 
+#: in the staging folder: the XML of merged parts, out of memory until the publish (resqmp.epc_store)
+SPILL = "parts.spill"
+
 
 def _wait_for(path: str, timeout: float | None = None, exists=os.path.exists) -> None:
     """Task files written by workers can take time to appear to the client on NFS-like storage."""
@@ -62,10 +65,11 @@ class Recombiner:
                 self.model = rq.Model(epc_file=str(self.stage_epc), quiet=True)
             else:
                 self.model = rq.new_model(epc_file=str(self.stage_epc), quiet=True)
+            # each task's part XML goes to a file here once merged, its trees leaving memory (epc_store)
+            self.merger = Merger(self.model, consolidate=consolidate, spill=self.staging / SPILL)
         except OSError as e:
             self.abort()
             raise _output_error(self.out, e) from None
-        self.merger = Merger(self.model, consolidate=consolidate)
         # a link at a partial's path is no partial: waited for as a name (lexists), then refused
         self.partials = PartialReader(task_directory, wait=lambda path: _wait_for(path, exists=os.path.lexists))
         self._pending: dict[int, tuple[str | None, list[str], str | None]] = {}
@@ -147,9 +151,10 @@ class Recombiner:
                     os.replace(h5_stage, h5_of(stage_epc))
                 h5_stage = h5_of(stage_epc)
                 # resqpy reads the .h5 beside the EPC; other readers follow this reference
-                self.model.change_filename_in_hdf5_rels(h5_stage.name)
+                self.merger.serialised.change_filename_in_hdf5_rels(h5_stage.name)
                 self.model.h5_dict.clear()    # its cached .h5 paths (resqpy 5.2's h5_clear_filename_cache fails)
             self.merger.store_epc(str(stage_epc))
+            self.merger.close_spill()
             self.model.h5_release()
             self._move_into_place(stage_epc, h5_stage, target)
         except OSError as e:
@@ -190,6 +195,7 @@ class Recombiner:
                 self.partials.release()
             if getattr(self, "merger", None) is not None:
                 self.merger.close()
+                self.merger.close_spill()
         except Exception:   # noqa: BLE001 - best effort while unwinding
             pass
         try:
