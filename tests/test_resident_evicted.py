@@ -202,3 +202,15 @@ def _h5_targets(epc: Path) -> list[str]:
     with zipfile.ZipFile(epc) as z:
         return [rel.get("Target") for name in z.namelist() if name.endswith(".rels")
                 for rel in etree.fromstring(z.read(name)) if rel.get("Id") == "Hdf5File"]
+
+
+def test_output_hdf5_metadata_cache_stays_small(point_sets, tmp_path):
+    """The output HDF5 file is only appended to: its metadata cache is held at a small fixed
+    size (HDF5's adaptive default grows to 32 MB, and the process keeps what it held)."""
+    from resqmp.h5_copy import METADATA_CACHE
+    recombiner = Recombiner(tmp_path / "out.epc")
+    for r in point_sets[:3]:
+        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"])
+    config = recombiner.merger.h5._out.id.get_mdc_config()
+    assert config.max_size == METADATA_CACHE and config.incr_mode == 0
+    recombiner.abort()
