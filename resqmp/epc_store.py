@@ -19,10 +19,12 @@ resqpy's own reload of a part whose tree is None reads ``model.epc_file``, which
 before the publish (or, adding to an existing model, does not hold the new parts); and resqpy
 calls ``getroot()`` on forest entries without checking for None, hence a stand-in, not None.
 
-Parsing the bytes gives the tree that was serialised: what resqpy's writer leaves out (tails,
-blank text) is what a parsed task model had not had to begin with. A part's bytes are final, so
-it is written from them even once its tree is back; a rels part that comes back and then
-changes is serialised again at the publish, from its tree, as now.
+The tree parsed back reads as the one serialised: resqpy's writer drops or rewrites only what it
+did when the task's own EPC was written (blank text and tails; an empty Title written as
+'untitled'), and the task model the part was copied from was parsed from that file; the merge
+itself changes only uuids in it. A part's bytes are final, so it is written from them even once
+its tree is back; a rels part that comes back and then changes is serialised again at the
+publish, from its tree, as before.
 """
 from __future__ import annotations
 
@@ -141,7 +143,7 @@ class SerialisedParts:
             xml = given.get(part_name)
             if xml is None:
                 xml = _serialised(part_tree, standalone=None)
-            if self.spill is None:
+            if self.spill is None or not round_trips(xml):
                 self._xml[part_name] = xml
             else:
                 forest[part_name] = (entry[0], entry[1], self._spilled(part_name, xml))
@@ -149,7 +151,7 @@ class SerialisedParts:
             rels_entry = model.rels_forest.get(rels_name) if model.rels_present else None
             if rels_entry is not None and rels_entry[1] is not None and not isinstance(rels_entry[1], SpilledTree):
                 xml = _serialised(rels_entry[1], standalone='yes')
-                if self.spill is None:
+                if self.spill is None or not round_trips(xml):
                     self._rels[rels_name] = (len(rels_entry[1].getroot()), xml)
                 else:
                     self._rels.pop(rels_name, None)
@@ -261,6 +263,14 @@ class SerialisedParts:
         """Close the spill file (the model's spilled trees can no longer come back)."""
         if self.spill is not None:
             self.spill.close()
+
+
+def round_trips(xml: bytes) -> bool:
+    """Would serialising the tree parsed from `xml` give `xml` back? resqpy's writer escapes text
+    but writes attribute values as they are, and a parser turns CR LF into LF: bytes with an
+    entity or a CR may come back otherwise (or not parse), so such a part is serialised from its
+    tree, and its tree is kept (not spilled)."""
+    return b'&' not in xml and b'\r' not in xml
 
 
 def _bytes(cached) -> bytes:

@@ -27,7 +27,7 @@ import resqpy.olio.xml_et as rqet
 from resqpy.olio.xml_namespaces import curly_namespace as ns
 
 from resqmp.consolidate import IndexedConsolidation
-from resqmp.epc_store import SerialisedParts
+from resqmp.epc_store import SerialisedParts, round_trips
 from resqmp.h5_copy import H5Copier
 from resqmp.relationships import RelationshipIndex
 from resqmp.task_model import add_uuid_relations, obj_references
@@ -206,7 +206,7 @@ class Merger:
         the part has no HDF5 path and so kept its references as they were)."""
         stored, their_proxy = self._stored
         xml = stored.get(part)
-        if not isinstance(xml, bytes) or not _round_trips(xml):
+        if not isinstance(xml, bytes) or not round_trips(xml):
             return                           # serialised from the tree, as any other part
         if proxy:
             # every HdfProxy reference (what resqpy's change_hdf5_uuid_in_hdf5_references
@@ -312,10 +312,3 @@ class Merger:
                 else:
                     sd_b, sd_a = 'sourceObject', 'destinationObject'
                 self.relationships.reciprocal(root_node, sd_a, related_node, sd_b)
-
-
-def _round_trips(xml: bytes) -> bool:
-    """Would serialising the tree parsed from `xml` give `xml` back? resqpy's writer escapes text
-    but writes attribute values as they are, and a parser turns CR LF into LF: bytes with an
-    entity or a CR may come back otherwise, so such a part is serialised from its tree."""
-    return b'&' not in xml and b'\r' not in xml
