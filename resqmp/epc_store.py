@@ -65,10 +65,6 @@ class SpillFile:
             raise OSError(f"spill file {self.path}: {length} bytes expected at {offset}, {len(data)} read")
         return data
 
-    @property
-    def size(self) -> int:
-        return self._end
-
     def close(self) -> None:
         self._file.close()
 
@@ -85,9 +81,6 @@ class SpilledTree:
 
     def data(self) -> bytes:
         return self.owner.spill.read(self.offset, self.length)
-
-    def tree(self):
-        return self.owner._restore(self)
 
     def getroot(self):
         return self.owner._restore(self).getroot()
@@ -181,13 +174,6 @@ class SerialisedParts:
             forest[name] = (entry[0], entry[1], tree)
             self._xml[name] = spilled             # final: written from its bytes
         return tree
-
-    def resident_trees(self) -> tuple[int, int]:
-        """How many part and rels trees are in memory (the others are spilled)."""
-        model = self.model
-        parts = sum(1 for entry in model.parts_forest.values() if not isinstance(entry[2], SpilledTree))
-        rels = sum(1 for entry in model.rels_forest.values() if not isinstance(entry[1], SpilledTree))
-        return parts, rels
 
     def change_filename_in_hdf5_rels(self, new_hdf5_filename: str) -> None:
         """resqpy's Model.change_filename_in_hdf5_rels(name), without bringing back the trees of
