@@ -112,7 +112,6 @@ class H5Copier:
             self._out = None
         if self._out is None:
             self._out = h5py.File(name, 'a')
-            _small_metadata_cache(self._out)
             self._out_name = name
             # what the file holds: the output is written only through this handle from now on
             self._out_paths = set()
@@ -140,26 +139,6 @@ def _create_group(fp_out, name: str) -> None:
 def _h5_key(path: str) -> str:
     """An HDF5 path as h5py's visit() names it: no leading slash, no empty components."""
     return '/'.join(w for w in path.split('/') if w)
-
-
-#: the output file's HDF5 metadata cache, in bytes (HDF5's default grows to 32 MB)
-METADATA_CACHE = 256 * 1024
-
-
-def _small_metadata_cache(fp) -> None:
-    """Keep the output file's metadata cache small. The output is only appended to: a group and
-    its datasets per part, never read back, so a large cache gains nothing; yet HDF5's adaptive
-    cache grows (to 32 MB), and what it held stays with the process after it is evicted, some
-    7 KB per task (issue 11 goal 4). The data written is the same: only when metadata reaches
-    the file changes."""
-    config = fp.id.get_mdc_config()
-    config.set_initial_size = True
-    config.initial_size = METADATA_CACHE
-    config.min_size = min(config.min_size, METADATA_CACHE)
-    config.max_size = METADATA_CACHE
-    config.incr_mode = 0            # H5C_incr__off: a fixed size
-    config.flash_incr_mode = 0      # H5C_flash_incr__off
-    fp.id.set_mdc_config(config)
 
 
 def _plain_dataset(fp_in, path):

@@ -204,18 +204,6 @@ def _h5_targets(epc: Path) -> list[str]:
                 for rel in etree.fromstring(z.read(name)) if rel.get("Id") == "Hdf5File"]
 
 
-def test_output_hdf5_metadata_cache_stays_small(point_sets, tmp_path):
-    """The output HDF5 file is only appended to: its metadata cache is held at a small fixed
-    size (HDF5's adaptive default grows to 32 MB, and the process keeps what it held)."""
-    from resqmp.h5_copy import METADATA_CACHE
-    recombiner = Recombiner(tmp_path / "out.epc")
-    for r in point_sets[:3]:
-        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"])
-    config = recombiner.merger.h5._out.id.get_mdc_config()
-    assert config.max_size == METADATA_CACHE and config.incr_mode == 0
-    recombiner.abort()
-
-
 @pytest.mark.parametrize("title", ["R&D <crs>", "line one\r\nline two"])
 def test_a_part_that_would_not_parse_back_the_same_is_not_spilled(tmp_path, title):
     """Bytes with an entity or a CR may not parse back into the tree they were serialised from
