@@ -26,7 +26,7 @@ from resqmp import batch as batch_mod
 from resqmp import interrupts, preflight, profiles
 from resqmp.backends import for_profile
 from resqmp.errors import ClusterError, ExitCode, Interrupted, ResqmpError
-from resqmp.worker_env import logging_plugin, references, worker_environment
+from resqmp.worker_env import references, register_logging, worker_environment
 
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 #: stages in the order a launch meets them
@@ -77,6 +77,7 @@ class Check:
     worker_pids: dict[str, int] = field(default_factory=dict)     # local workers: address -> pid
     first_worker: str | None = None
     warnings: list[str] = field(default_factory=list)
+    withdraw_logging: object = None     # the workers' own logging back (external scheduler)
 
     @property
     def manages_workers(self) -> bool:
@@ -125,7 +126,7 @@ def stage_submission(c: Check) -> str:
         raise ClusterError(f"profile {c.profile.source}: the {c.profile.backend} cluster did not start: "
                            f"{type(e).__name__}: {e}") from e
     c.warnings.extend(f"submission: {w}" for w in c.cluster.warnings)   # what connect() found
-    c.client.register_plugin(logging_plugin(c.profile), name="resqmp-logging")
+    c.withdraw_logging = register_logging(c.client, c.profile, workers_outlive_run=not c.manages_workers)
     if not c.manages_workers:
         return (f"external scheduler {c.client.scheduler.address}: nothing to submit (its workers are "
                 f"started elsewhere)")
@@ -306,6 +307,8 @@ def stage_run(c: Check) -> str:
 def stage_teardown(c: Check) -> str:
     """Client and cluster closed; the resource manager lists none of the check's jobs any more
     (local: every worker process has ended); the check's folder removed."""
+    if c.withdraw_logging is not None:
+        c.withdraw_logging()           # before the client closes: it is the one that registered it
     for obj in (c.client, c.cluster if c.manages_workers else None):
         if obj is not None:
             try:

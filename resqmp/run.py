@@ -25,7 +25,7 @@ from resqmp.outputs import h5_of, partial_path, written_files
 from resqmp.progress import ProgressReport
 from resqmp.recombine import Recombiner, remove_stale_staging
 from resqmp.report import write_report
-from resqmp.worker_env import logging_plugin, worker_environment
+from resqmp.worker_env import register_logging, worker_environment
 
 log = logging.getLogger("resqmp")
 
@@ -280,7 +280,8 @@ def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, on_final, r
         report.info(f"{profile.backend} cluster up ({profile.name}); {about[0]}")
         for line in about[1:]:
             report.info(line)
-        client.register_plugin(logging_plugin(profile), name="resqmp-logging")
+        # workers that outlive the run (an external scheduler's) get their own logging back at its end
+        stack.callback(register_logging(client, profile, workers_outlive_run=not cluster.manages_workers))
         # tasks.upload / --upload: on every worker, also those joining later, before any task
         shipment = upload.ship(client, list(run.code), workers_outlive_run=not cluster.manages_workers)
         stack.callback(shipment.withdraw)

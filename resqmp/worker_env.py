@@ -18,6 +18,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from resqmp.errors import ProfileError
 
+log = logging.getLogger(__name__)
+
 # numba reads NUMBA_NUM_THREADS once, at import: it must be in the environment before the worker
 # interpreter starts (client.run afterwards has no effect). resqpy reads RESQPY_NUMBA_CACHE to
 # compile with cache=True; the cache directory must be writable.
@@ -129,7 +131,9 @@ def expanded_here(env: dict[str, str]) -> dict[str, str]:
 
 
 class LoggingPlugin(WorkerPlugin):
-    """Configures logging on every worker, including workers that join later."""
+    """Configures logging on every worker, including workers that join later. Taken down (a run's
+    end on workers that outlive it, or the same name registered again), it leaves the worker's
+    logging as it found it: its file handler closed and removed, levels and formats restored."""
 
     name = "resqmp-logging"
 
@@ -137,9 +141,14 @@ class LoggingPlugin(WorkerPlugin):
         self.level = level
         self.fmt = fmt or "%(asctime)s %(levelname)s %(name)s: %(message)s"
         self.file = file
+        self._handler: logging.Handler | None = None
+        self._saved: tuple | None = None
 
     def setup(self, worker):
         root = logging.getLogger()
+        # what teardown puts back: the worker's own settings, not resqmp's
+        self._saved = (root.level, [(h, h.formatter) for h in root.handlers],
+                       {n: logging.getLogger(n).level for n in ("numba", "resqpy")})
         root.setLevel(self.level)
         formatter = logging.Formatter(self.fmt)
         for handler in root.handlers:
@@ -147,16 +156,71 @@ class LoggingPlugin(WorkerPlugin):
         if self.file:
             path = os.path.expanduser(os.path.expandvars(self.file))
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            handler = logging.FileHandler(path)
-            handler.setFormatter(formatter)
-            handler.set_name("resqmp-file")
-            if not any(h.get_name() == "resqmp-file" for h in root.handlers):
-                root.addHandler(handler)
+            self._handler = logging.FileHandler(path)
+            self._handler.setFormatter(formatter)
+            self._handler.set_name(f"resqmp-file:{path}")
+            root.addHandler(self._handler)
         # numba's compiler logs at INFO/DEBUG are noise at scale
         logging.getLogger("numba").setLevel(logging.WARNING)
         logging.getLogger("resqpy").setLevel(self.level)
+
+    def teardown(self, worker):
+        root = logging.getLogger()
+        if self._handler is not None:
+            root.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+        if self._saved is not None:
+            level, formatters, levels = self._saved
+            root.setLevel(level)
+            for handler, formatter in formatters:
+                handler.setFormatter(formatter)
+            for name, value in levels.items():
+                logging.getLogger(name).setLevel(value)
+            self._saved = None
 
 
 def logging_plugin(profile) -> LoggingPlugin:
     cfg = profile.logging
     return LoggingPlugin(level=cfg.get("level", "INFO"), fmt=cfg.get("format"), file=cfg.get("file"))
+
+
+#: the logging plugin of one launcher: its client's id follows (runs on one long-lived cluster
+#: each have their own, so one run's end never takes down another's)
+LOGGING_PREFIX = "resqmp-logging-"
+
+
+def register_logging(client, profile, workers_outlive_run: bool):
+    """Put the profile's logging on every worker, now and joining later; returns what takes it
+    down again. Where the workers outlive the run (an external scheduler's), that is the run's
+    end, and the plugin of a launcher killed before its end is removed here first."""
+    if workers_outlive_run:
+        for stale in _stale_logging_plugins(client):
+            _unregister(client, stale)
+    name = LOGGING_PREFIX + client.id
+    client.register_plugin(logging_plugin(profile), name=name)
+    if not workers_outlive_run:
+        return lambda: None          # the workers end with the run
+    return lambda: _unregister(client, name)
+
+
+def _logging_plugins_of_gone_clients(dask_scheduler=None) -> list[str]:
+    """Run on the scheduler: logging plugins of launchers whose client is gone."""
+    return [n for n in dask_scheduler.worker_plugins
+            if n.startswith(LOGGING_PREFIX) and n[len(LOGGING_PREFIX):] not in dask_scheduler.clients]
+
+
+def _stale_logging_plugins(client) -> list[str]:
+    try:
+        return client.run_on_scheduler(_logging_plugins_of_gone_clients)
+    except Exception:   # noqa: BLE001 - a scheduler without resqmp installed: nothing of ours to find
+        log.debug("could not list stale logging plugins", exc_info=True)
+        return []
+
+
+def _unregister(client, name: str) -> None:
+    try:
+        client.unregister_worker_plugin(name)
+    except Exception:   # noqa: BLE001 - already gone, or the cluster is closing
+        log.debug("unregistering %s", name, exc_info=True)
+
