@@ -229,6 +229,28 @@ def _read_manifest(path: Path, shown: Path | None = None) -> dict | None:
     return None
 
 
+def _epc_problem(model, stored: dict, manifest: dict) -> str | None:
+    """Why the partial's EPC, loaded as `model`, cannot give every share whole, or None. Loading
+    drops a member it cannot read or parse, as resqpy's load does ("okay to continue?"): a share
+    merged from what is left would lack that part and the run would end well without it, so every
+    member must have loaded and every uuid the manifest names must have its part."""
+    loaded = set(model.parts_forest) | set(model.rels_forest) | set(model.other_forest)
+    for name, body in stored.items():
+        if isinstance(body, Exception):
+            return f"its member {name} cannot be read ({body})"
+        if name != "[Content_Types].xml" and name not in loaded:
+            return f"its member {name} cannot be parsed"
+    for entry in manifest["tasks"].values():
+        try:
+            uuids = [bu.uuid_from_string(u) for u in entry["uuids"]]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue                  # not a share as premerge_group writes it: share() refuses it
+        for uuid in uuids:
+            if model.part_for_uuid(uuid) is None:
+                return f"it lacks the part of {uuid}"
+    return None
+
+
 def _h5_problem(model, h5: Path) -> str | None:
     """Why the partial's HDF5 file `h5` cannot give every array its parts name (what a share's
     copy reads), or None. Checked before any share of the partial is merged: a copy that stopped
@@ -345,12 +367,18 @@ class PartialReader:
                 return False
             self._manifest = manifest
             self._stored = {}
-            self.model = load_task_model(str(found), raw=self._stored)
-            problem = _h5_problem(self.model, h5_of(found))
+            try:
+                self.model = load_task_model(str(found), raw=self._stored)
+            except Exception as e:   # noqa: BLE001 - cut short, not a zip: only the shortcut is lost
+                problem = f"its EPC cannot be read ({type(e).__name__}: {e})"
+            else:
+                problem = _epc_problem(self.model, self._stored, manifest)
+                if problem is None:
+                    problem = _h5_problem(self.model, h5_of(found))
+                    problem = problem and f"its HDF5 file {problem}"
             if problem is not None:
                 self._refused.add(epc)
-                log.warning("group partial %s: its HDF5 file %s; the tasks' own files are merged instead",
-                            epc, problem)
+                log.warning("group partial %s: %s; the tasks' own files are merged instead", epc, problem)
                 self.release()
                 return False
             self._proxy = str(self.model.h5_uuid())

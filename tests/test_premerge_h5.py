@@ -72,6 +72,7 @@ def test_an_h5_that_never_appears_falls_back_for_this_group_and_every_later_one(
         out = recombined(records, tmp_path)
     assert_identical(out, ref)
     assert warned(caplog, first[0]["partial"], "did not appear")
+    assert not any(second[0]["partial"] in r.getMessage() for r in caplog.records)    # never opened
     assert no_proc_paths(caplog)
 
 
