@@ -99,10 +99,16 @@ def function_multiprocessing(function: Callable,
             recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True,
                                     task_directory=tmp_dir)
 
+        def offer(i: int) -> None:
+            recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"], results[i].get("partial"))
+            for j, why in recombiner.take_damaged().items():
+                # left out of the model: that task's success is False, as for a task that failed
+                results[j].update(success=False, error=f"DamagedOutput: {why}", exception=None)
+
         def on_result(result: dict) -> None:
             results[result["index"]] = result
             if recombiner is not None:
-                recombiner.offer(result["index"], result["epc_file"], result["uuid_list"], result.get("partial"))
+                offer(result["index"])
 
         if cluster is None:
             run_in_process(function, by_index, str(tmp_dir), on_result, keep_exceptions=True)
@@ -134,7 +140,10 @@ def function_multiprocessing(function: Callable,
             recombiner = Recombiner(recombined_epc, consolidate=consolidate, update_existing=True,
                                     task_directory=tmp_dir)
             for i in range(len(kwargs_list)):
-                recombiner.offer(i, results[i]["epc_file"], results[i]["uuid_list"], results[i].get("partial"))
+                offer(i)
+            errors = _errors({i: r for i, r in results.items() if not r["success"]})
+            if errors:          # a task's output found damaged while merging: nothing is written
+                raise TasksFailed(errors) from errors[min(errors)]
         recombiner.publish()
         return success_list
     except BaseException:

@@ -9,6 +9,7 @@ task's merge costs the same whether it is the 10th or the 10,000th (resqpy's gro
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import time
@@ -20,8 +21,9 @@ from resqmp.errors import OutputError
 from resqmp.merge import Merger
 from resqmp.outputs import h5_of, is_staging_of, new_staging
 from resqmp.premerge import PartialReader
-from resqmp.task_model import load_task_model
+from resqmp.task_model import DamagedEPC, load_task_model
 
+log = logging.getLogger(__name__)
 
 #: how long a worker's file may take to appear to the launcher (NFS-like storage shows files late)
 APPEAR_SECONDS = 300.0
@@ -42,8 +44,16 @@ def _wait_for(path: str, timeout: float | None = None, exists=os.path.exists) ->
         delay = min(delay * 2, 2.0)
 
 
+class DamagedOutput(Exception):
+    """A task's output cannot be merged: its EPC did not appear, or cannot be read or parsed whole."""
+
+
 class Recombiner:
-    """Builds the recombined model in a staging folder beside OUT, then renames it into place."""
+    """Builds the recombined model in a staging folder beside OUT, then renames it into place.
+
+    A task whose own output cannot be merged (its EPC cut short, a member damaged, never shown by
+    the filesystem) is merged not at all, never in part, and is left out as a failed task would
+    be: its index and why go to `damaged` (take_damaged), for the caller to count it failed."""
 
     def __init__(self, out_epc: str | Path, consolidate: bool = True, update_existing: bool = False,
                  task_directory: str | Path | None = None):
@@ -77,6 +87,7 @@ class Recombiner:
         self._tidied: set[str] = set()       # partials whose group's other attempts were removed
         self._next = 0
         self.seconds = 0.0
+        self.damaged: dict[int, str] = {}
 
     def offer(self, index: int, epc_file: str | None, uuid_list: list[str], partial: str | None = None) -> None:
         """Accept task `index`'s result; merge every result now contiguous from the front.
@@ -88,8 +99,17 @@ class Recombiner:
         while self._next in self._pending:
             epc, uuids, partial = self._pending.pop(self._next)
             if epc is not None:
-                self._merge(self._next, epc, uuids, partial)
+                try:
+                    self._merge(self._next, epc, uuids, partial)
+                except DamagedOutput as e:
+                    self.damaged[self._next] = str(e)
+                    log.warning("task %d: %s; it is left out of the model, as a failed task", self._next, e)
             self._next += 1
+
+    def take_damaged(self) -> dict[int, str]:
+        """The tasks found damaged since the last call (index -> why), left out of the model."""
+        damaged, self.damaged = self.damaged, {}
+        return damaged
 
     def remove_lost_attempts(self, partial: str) -> list[str]:
         """The group whose records name `partial` was sent again after a worker died holding it:
@@ -116,9 +136,20 @@ class Recombiner:
                 self.merger.merge_share(share)
             else:
                 self._release_partial()
-                _wait_for(epc)
+                try:
+                    _wait_for(epc)
+                except FileNotFoundError as e:
+                    raise DamagedOutput(str(e)) from None
                 stored: dict = {}
-                task_model = load_task_model(epc, raw=stored)
+                try:
+                    # strict: a member resqpy's load would drop ("okay to continue?") would leave
+                    # the task's part out of a model that looks whole
+                    task_model = load_task_model(epc, raw=stored, strict=True)
+                except OSError:
+                    raise
+                except Exception as e:   # noqa: BLE001 - cut short, not a zip, a member damaged
+                    raise DamagedOutput(f"its output {epc} cannot be merged: "
+                                        f"{e if isinstance(e, DamagedEPC) else f'{type(e).__name__}: {e}'}") from None
                 self.merger.merge_model(task_model, uuids, stored=stored)
                 task_model.h5_release()
         except OSError as e:

@@ -154,6 +154,13 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
         def merge(i: int, result: dict) -> None:
             preflight.check_room(out, result["epc_file"])
             recombiner.offer(i, result["epc_file"], result["uuid_list"], result.get("partial"))
+            for j, why in recombiner.take_damaged().items():
+                # left out of the model: a failed task, journaled so (a resume runs it again), its
+                # files kept (the run is not complete)
+                results[j].update(success=False, error=f"DamagedOutput: {why}", epc_file=None)
+                journal.record(results[j])
+                report.warn(f"task {j}{_named(batch.names[j])}: {why}: left out of the model and counted "
+                            f"failed; run the same command again to run it again")
 
         for i in sorted(results):
             interrupts.raise_if_requested()     # merging a long journal takes minutes: a Ctrl-C stops it
@@ -382,3 +389,7 @@ def _close_quietly(obj) -> None:
         obj.close()
     except Exception:   # noqa: BLE001 - teardown must go on
         log.debug("error closing %r", obj, exc_info=True)
+
+
+def _named(name: str | None) -> str:
+    return f" ({name})" if name else ""

@@ -66,15 +66,25 @@ def _inside(node, root, found) -> bool:
     return False
 
 
-def load_task_model(epc_file: str, raw: dict | None = None):
+class DamagedEPC(ValueError):
+    """A member of the EPC could not be read or parsed (load_task_model with strict=True)."""
+
+
+def load_task_model(epc_file: str, raw: dict | None = None, strict: bool = False):
     """resqpy.model.Model(epc_file, quiet=True), read with the steps above. `raw`, if given, is
-    filled with each member's bytes as stored (an exception for a member that could not be read)."""
+    filled with each member's bytes as stored (an exception for a member that could not be read).
+    `strict`: a member that cannot be read or parsed raises DamagedEPC, where resqpy's load logs
+    "okay to continue?" and drops the part (a merge would then go on without it)."""
     model = rq.Model(quiet=True)      # initialize() only: empty forests and dictionaries
-    _load_epc(model, epc_file, raw)
+    failed: list | None = [] if strict else None
+    _load_epc(model, epc_file, raw, failed)
+    if failed:
+        name, e = failed[0]
+        raise DamagedEPC(f"its member {name} cannot be loaded ({type(e).__name__}: {e})")
     return model
 
 
-def _load_epc(model, epc_file: str, raw: dict | None = None) -> None:
+def _load_epc(model, epc_file: str, raw: dict | None = None, failed: list | None = None) -> None:
     """resqpy's _load_epc(model, epc_file, full_load=True, epc_subdir=None, copy_from=None)."""
     if not epc_file.endswith('.epc'):
         epc_file += '.epc'
@@ -86,11 +96,11 @@ def _load_epc(model, epc_file: str, raw: dict | None = None) -> None:
     model.main_tree = rqet.parse(io.BytesIO(_member(members, '[Content_Types].xml')))
     model.main_root = model.main_tree.getroot()
     for child in model.main_root:
-        _complete_forest_entry(model, members, child)
+        _complete_forest_entry(model, members, child, failed)
     if model.rels_present:
         for name in names:
             if name.startswith('_rels/'):
-                if not _load_part(model, members, name, is_rels=True):
+                if not _load_part(model, members, name, is_rels=True, failed=failed):
                     m_f._fell_part(model, name)
     else:
         assert len(model.rels_forest) == 0
@@ -141,7 +151,7 @@ def _stored_member(data: bytes, info: zf.ZipInfo) -> bytes | None:
     return body
 
 
-def _complete_forest_entry(model, members, child) -> None:
+def _complete_forest_entry(model, members, child, failed: list | None = None) -> None:
     """resqpy's _complete_forest_entry_for_part (full load, no subdirectory)."""
     tag = rqet.stripped_of_prefix(child.tag)
     if tag == 'Override':
@@ -162,7 +172,7 @@ def _complete_forest_entry(model, members, child) -> None:
             part_uuid = model.parts_forest[part_name][1]
             model.parts_forest[part_name] = (part_type, part_uuid, None)
             m_f._add_to_object_parts(model, part_name)
-        if not _load_part(model, members, part_name):
+        if not _load_part(model, members, part_name, failed=failed):
             m_f._fell_part(model, part_name)
     elif tag == 'Default':
         if 'Extension' in child.attrib.keys() and child.attrib['Extension'] == 'rels':
@@ -170,8 +180,9 @@ def _complete_forest_entry(model, members, child) -> None:
             model.rels_present = True
 
 
-def _load_part(model, members, part_name, is_rels=None) -> bool:
-    """resqpy's _load_part, parsing the member's bytes already read."""
+def _load_part(model, members, part_name, is_rels=None, failed: list | None = None) -> bool:
+    """resqpy's _load_part, parsing the member's bytes already read. `failed`: where a part that
+    cannot be loaded goes (name, exception) instead of resqpy's log line."""
     if part_name.startswith('/'):
         part_name = part_name[1:]
     try:
@@ -206,8 +217,11 @@ def _load_part(model, members, part_name, is_rels=None) -> bool:
             if model.crs_uuid is None and part_type == 'obj_LocalDepth3dCrs':
                 model.crs_uuid = part_uuid
         return True
-    except Exception:   # noqa: BLE001 - as resqpy: log, drop the part, go on
-        log.exception('(okay to continue?) failed to load part: ' + part_name)
+    except Exception as e:   # noqa: BLE001 - as resqpy: log, drop the part, go on
+        if failed is not None:
+            failed.append((part_name, e))
+        else:
+            log.exception('(okay to continue?) failed to load part: ' + part_name)
         return False
 
 

@@ -1,0 +1,90 @@
+"""A task whose own output EPC the launcher cannot merge whole (cut short, a member whose bytes
+fail their CRC, never shown by the filesystem) is left out of the model and counted failed: never
+merged in part, never without one of its parts. It used to lose a part silently (resqpy's load
+drops a member it cannot read, "okay to continue?", and the run exited 0, then removed the task's
+files), or to stop the run with an internal error (exit 1), and every resume again, the journal
+naming the same file."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import resqmp.recombine as recombine
+from resqmp.errors import ExitCode
+from resqmp.recombine import Recombiner
+from test_premerge import batches, reference  # noqa: F401 - batches is a fixture
+from test_premerge_epc_damage import damage
+from test_premerge_h5 import two_groups
+from test_recombine import assert_identical
+
+
+def _recombined(records, folder: Path) -> tuple[Path, dict]:
+    out = folder / "out" / "out.epc"
+    out.parent.mkdir()
+    recombiner = Recombiner(out)
+    for r in records:
+        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"])
+    damaged = recombiner.take_damaged()
+    recombiner.publish()
+    return out, damaged
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit_flipped", "not_xml", "gone"])
+def test_a_damaged_task_output_is_left_out_whole_and_named(batches, tmp_path, caplog, monkeypatch, how):
+    monkeypatch.setattr(recombine, "APPEAR_SECONDS", 0.5)
+    run_dir = tmp_path / "tasks"
+    run_dir.mkdir()
+    records = [r for group in two_groups(batches, run_dir) for r in group]
+    for r in records:
+        r.pop("partial", None)                  # the tasks' own files only
+    ref = reference([r for r in records if r["index"] != 2], tmp_path)
+    victim = Path(records[2]["epc_file"])
+    if how == "gone":
+        victim.unlink()
+    else:
+        damage(victim, how)
+    with caplog.at_level(logging.WARNING, logger="resqmp"):
+        out, damaged = _recombined(records, tmp_path)
+    assert list(damaged) == [2] and str(victim) in damaged[2]
+    assert_identical(out, ref)                  # resqpy's model of the other tasks: nothing of task 2
+    assert not any("okay to continue" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_with_a_task_output_damaged_reruns_it(slow, tmp_path):
+    """`resqmp launch`, SIGKILLed once tasks are journaled; one journaled task's EPC then has a
+    bit flipped. The same command finishes the others and counts that task failed (exit 3, its
+    model without that task, as for a failed task), journaled so; the next run of the same command
+    runs it again and gives resqpy's model."""
+    from epc_compare import content
+    from proc_watch import new_marker, start_launch, wait_for, wait_until_gone
+    from test_reliability import journal_records
+    out = tmp_path / "faults.epc"
+    marker = new_marker()
+    args = ("--workers", "2", "--set", "tasks.group_size=1", "--set", "tasks.premerge=false")
+    proc = start_launch(slow["batch"], out, *args, marker=marker)
+    wait_for(lambda: len(journal_records(out)) >= 2, what="two tasks' results")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert wait_until_gone(marker) == []
+    victim = next(r for r in journal_records(out) if r["success"])
+    damage(Path(victim["epc_file"]), "bit_flipped")
+    proc2 = start_launch(slow["batch"], out, *args)
+    stdout, stderr = proc2.communicate(timeout=300)
+    assert proc2.returncode == ExitCode.TASKS_FAILED, stderr
+    assert "internal error" not in stderr and "Traceback" not in stderr
+    assert f"task {victim['index']}" in stderr and "left out of the model" in stderr
+    report = json.loads(out.with_name("faults.report.json").read_text())
+    (failed,) = [t for t in report["tasks"] if not t["success"]]
+    assert failed["index"] == victim["index"] and failed["error"].startswith("DamagedOutput")
+    assert report["totals"]["succeeded"] == 7
+    proc3 = start_launch(slow["batch"], out, *args)
+    stdout, stderr = proc3.communicate(timeout=300)
+    assert proc3.returncode == 0, stderr
+    assert content(out) == slow["reference"]
+    report = json.loads(out.with_name("faults.report.json").read_text())
+    assert [t["index"] for t in report["tasks"] if not t["resumed"]] == [victim["index"]]
