@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import stat
+import threading
 import uuid as uuid_mod
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,7 @@ def held_open(fd: int) -> Path:
 #: log why it gets no partials. Not per folder identity: a folder still refused is news to each run.
 #: The oldest are forgotten past REFUSED_KEPT (a worker serving run after run).
 _refused_folders: dict[tuple[str | None, str], None] = {}
+_refused_lock = threading.Lock()
 REFUSED_KEPT = 64
 
 
@@ -141,10 +143,13 @@ def premerge_group(records: list[dict], run_dir: str, run: str | None = None) ->
             pass                           # another group's: checked as any other
         fd = open_private(folder)
     except (OSError, NotPrivate) as e:
-        if (run, str(folder)) not in _refused_folders:       # once per run, not once per group
-            _refused_folders[(run, str(folder))] = None
-            while len(_refused_folders) > REFUSED_KEPT:
-                del _refused_folders[next(iter(_refused_folders))]
+        with _refused_lock:          # a worker with several threads runs groups side by side
+            first = (run, str(folder)) not in _refused_folders
+            if first:                 # once per run, not once per group
+                _refused_folders[(run, str(folder))] = None
+                while len(_refused_folders) > REFUSED_KEPT:
+                    del _refused_folders[next(iter(_refused_folders))]
+        if first:
             log.warning("group partials folder %s %s: no group partial written; the launcher merges the "
                         "tasks' own files", folder, e if isinstance(e, NotPrivate) else f"cannot be made ({e.strerror})")
         return
