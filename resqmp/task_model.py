@@ -218,11 +218,20 @@ def _load_part(model, members, part_name, is_rels=None, failed: list | None = No
                 model.crs_uuid = part_uuid
         return True
     except Exception as e:   # noqa: BLE001 - as resqpy: log, drop the part, go on
-        if failed is not None:
+        if failed is not None and _merged_from(part_name):
             failed.append((part_name, e))
         else:
             log.exception('(okay to continue?) failed to load part: ' + part_name)
         return False
+
+
+def _merged_from(part_name: str) -> bool:
+    """Is this member one a merge reads: an object part or its rels? Not docProps, the package's
+    _rels/.rels, nor a folder entry ('_rels/') that a zip tool other than resqpy's writer adds and
+    resqpy's load skips: losing those loses nothing of the task's output."""
+    if part_name.endswith('/') or part_name.startswith('docProps'):
+        return False
+    return part_name.startswith('_rels/obj_') if part_name.startswith('_rels/') else True
 
 
 def add_uuid_relations(model, uuid_int: int, part: str) -> None:

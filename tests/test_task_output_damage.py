@@ -88,3 +88,26 @@ def test_resume_with_a_task_output_damaged_reruns_it(slow, tmp_path):
     assert content(out) == slow["reference"]
     report = json.loads(out.with_name("faults.report.json").read_text())
     assert [t["index"] for t in report["tasks"] if not t["resumed"]] == [victim["index"]]
+
+
+def test_members_resqpy_skips_are_no_damage(batches, tmp_path):
+    """An EPC zipped by another tool than resqpy's writer (folder entries such as `_rels/`, as
+    `zip -r` adds) and with a docProps member that is not XML: resqpy's load skips those and
+    merges the task; so does the launcher (nothing of the task's output is lost)."""
+    import zipfile
+    run_dir = tmp_path / "tasks"
+    run_dir.mkdir()
+    records = [r for group in two_groups(batches, run_dir) for r in group]
+    for r in records:
+        r.pop("partial", None)
+    epc = Path(records[2]["epc_file"])
+    tmp = epc.with_suffix(".tmp")
+    with zipfile.ZipFile(epc) as z, zipfile.ZipFile(tmp, "w") as o:
+        o.writestr(zipfile.ZipInfo("_rels/"), b"")
+        for info in z.infolist():
+            o.writestr(info, b"not xml" if info.filename.startswith("docProps") else z.read(info))
+    os.replace(tmp, epc)
+    ref = reference(records, tmp_path)
+    out, damaged = _recombined(records, tmp_path)
+    assert damaged == {}
+    assert_identical(out, ref)
