@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shlex
+import threading
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -133,7 +134,10 @@ def expanded_here(env: dict[str, str]) -> dict[str, str]:
 class LoggingPlugin(WorkerPlugin):
     """Configures logging on every worker, including workers that join later. Taken down (a run's
     end on workers that outlive it, or the same name registered again), it leaves the worker's
-    logging as it found it: its file handler closed and removed, levels and formats restored."""
+    logging as it found it before the first of resqmp's plugins that are up: launches that overlap
+    on one long-lived cluster each add their file (one handler per file, however many use it), the
+    latest one's level and format apply while it is up, and the last one down restores the
+    worker's own levels and formats."""
 
     name = "resqmp-logging"
 
@@ -141,43 +145,91 @@ class LoggingPlugin(WorkerPlugin):
         self.level = level
         self.fmt = fmt or "%(asctime)s %(levelname)s %(name)s: %(message)s"
         self.file = file
-        self._handler: logging.Handler | None = None
-        self._saved: tuple | None = None
+        self._path: str | None = None
 
     def setup(self, worker):
-        root = logging.getLogger()
-        # what teardown puts back: the worker's own settings, not resqmp's
-        self._saved = (root.level, [(h, h.formatter) for h in root.handlers],
-                       {n: logging.getLogger(n).level for n in ("numba", "resqpy")})
-        root.setLevel(self.level)
-        formatter = logging.Formatter(self.fmt)
-        for handler in root.handlers:
-            handler.setFormatter(formatter)
-        if self.file:
-            path = os.path.expanduser(os.path.expandvars(self.file))
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._handler = logging.FileHandler(path)
-            self._handler.setFormatter(formatter)
-            self._handler.set_name(f"resqmp-file:{path}")
-            root.addHandler(self._handler)
-        # numba's compiler logs at INFO/DEBUG are noise at scale
-        logging.getLogger("numba").setLevel(logging.WARNING)
-        logging.getLogger("resqpy").setLevel(self.level)
+        with _UP_LOCK:
+            if not _UP:
+                _save_own_logging()
+            _UP.append(self)
+            if self.file:
+                self._path = os.path.abspath(os.path.expanduser(os.path.expandvars(self.file)))
+                os.makedirs(os.path.dirname(self._path), exist_ok=True)
+                _add_file(self._path)
+            _apply(self)
 
     def teardown(self, worker):
-        root = logging.getLogger()
-        if self._handler is not None:
-            root.removeHandler(self._handler)
-            self._handler.close()
-            self._handler = None
-        if self._saved is not None:
-            level, formatters, levels = self._saved
-            root.setLevel(level)
-            for handler, formatter in formatters:
-                handler.setFormatter(formatter)
-            for name, value in levels.items():
-                logging.getLogger(name).setLevel(value)
-            self._saved = None
+        with _UP_LOCK:
+            if self not in _UP:
+                return
+            _UP.remove(self)
+            if self._path:
+                _drop_file(self._path)
+            if _UP:
+                _apply(_UP[-1])            # the latest plugin still up
+            else:
+                _restore_own_logging()
+
+
+# The worker process's resqmp logging plugins that are up, oldest first, and what logging was
+# before the first of them; one FileHandler per file with how many plugins use it.
+_UP: list[LoggingPlugin] = []
+_UP_LOCK = threading.Lock()
+_OWN: dict = {}
+_FILES: dict[str, list] = {}
+_LEVELS_SET = ("numba", "resqpy")
+
+
+def _save_own_logging() -> None:
+    root = logging.getLogger()
+    _OWN.clear()
+    _OWN.update(level=root.level, formatters=[(h, h.formatter) for h in root.handlers],
+                levels={n: logging.getLogger(n).level for n in _LEVELS_SET})
+
+
+def _restore_own_logging() -> None:
+    if not _OWN:
+        return
+    root = logging.getLogger()
+    root.setLevel(_OWN["level"])
+    for handler, formatter in _OWN["formatters"]:
+        handler.setFormatter(formatter)
+    for name, value in _OWN["levels"].items():
+        logging.getLogger(name).setLevel(value)
+    _OWN.clear()
+
+
+def _apply(plugin: LoggingPlugin) -> None:
+    root = logging.getLogger()
+    root.setLevel(plugin.level)
+    formatter = logging.Formatter(plugin.fmt)
+    for handler in root.handlers:
+        handler.setFormatter(formatter)
+    # numba's compiler logs at INFO/DEBUG are noise at scale
+    logging.getLogger("numba").setLevel(logging.WARNING)
+    logging.getLogger("resqpy").setLevel(plugin.level)
+
+
+def _add_file(path: str) -> None:
+    entry = _FILES.get(path)
+    if entry is None:
+        handler = logging.FileHandler(path)
+        handler.set_name(f"resqmp-file:{path}")
+        logging.getLogger().addHandler(handler)
+        _FILES[path] = [handler, 1]
+    else:
+        entry[1] += 1
+
+
+def _drop_file(path: str) -> None:
+    entry = _FILES.get(path)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] == 0:
+        del _FILES[path]
+        logging.getLogger().removeHandler(entry[0])
+        entry[0].close()
 
 
 def logging_plugin(profile) -> LoggingPlugin:
@@ -204,16 +256,17 @@ def register_logging(client, profile, workers_outlive_run: bool):
     return lambda: _unregister(client, name)
 
 
-def _logging_plugins_of_gone_clients(dask_scheduler=None) -> list[str]:
-    """Run on the scheduler: logging plugins of launchers whose client is gone."""
-    return [n for n in dask_scheduler.worker_plugins
-            if n.startswith(LOGGING_PREFIX) and n[len(LOGGING_PREFIX):] not in dask_scheduler.clients]
-
-
 def _stale_logging_plugins(client) -> list[str]:
+    prefix = LOGGING_PREFIX
+
+    # defined here so that it travels by value: the user's scheduler need not have resqmp installed
+    def gone_clients_plugins(dask_scheduler=None) -> list[str]:
+        return [n for n in dask_scheduler.worker_plugins
+                if n.startswith(prefix) and n[len(prefix):] not in dask_scheduler.clients]
+
     try:
-        return client.run_on_scheduler(_logging_plugins_of_gone_clients)
-    except Exception:   # noqa: BLE001 - a scheduler without resqmp installed: nothing of ours to find
+        return client.run_on_scheduler(gone_clients_plugins)
+    except Exception:   # noqa: BLE001 - a scheduler that refuses: the stale plugins stay
         log.debug("could not list stale logging plugins", exc_info=True)
         return []
 
@@ -223,4 +276,3 @@ def _unregister(client, name: str) -> None:
         client.unregister_worker_plugin(name)
     except Exception:   # noqa: BLE001 - already gone, or the cluster is closing
         log.debug("unregistering %s", name, exc_info=True)
-

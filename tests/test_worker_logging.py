@@ -105,3 +105,41 @@ def test_launches_on_an_external_scheduler_each_log_to_their_own_file(work, tmp_
         client.run(_log, "after both runs")
     assert not [h for h in state["handlers"] if h[0] and h[0].startswith("resqmp")]
     assert files[0].read_text() == first and files[1].read_text() == second
+
+
+def _root_level(dask_worker=None) -> int:
+    return logging.getLogger().level
+
+
+def test_overlapping_launches_keep_their_own_settings_and_the_last_restores_the_workers(long_lived, tmp_path):
+    """Launch A, then B on the same cluster, A ending first: B's level and file stay while B runs,
+    A's file stops growing at A's end, and after B the worker's logging is as before A."""
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    with Client(long_lived) as client_a, Client(long_lived) as client_b:
+        before = client_a.run(_state)
+        withdraw_a = register_logging(client_a, _profile(a, level="INFO"), workers_outlive_run=True)
+        withdraw_b = register_logging(client_b, _profile(b, level="DEBUG"), workers_outlive_run=True)
+        client_b.run(_log, "both up")
+        withdraw_a()
+        assert set(client_b.run(_root_level).values()) == {logging.DEBUG}
+        client_b.run(_log, "only b up")
+        withdraw_b()
+        after = client_b.run(_state)
+    assert "both up" in a.read_text() and "only b up" not in a.read_text()
+    assert "both up" in b.read_text() and "only b up" in b.read_text()
+    assert after == before
+
+
+def test_one_file_for_two_launches_gets_each_line_once(long_lived, tmp_path):
+    shared = tmp_path / "shared.log"
+    with Client(long_lived) as client_a, Client(long_lived) as client_b:
+        before = client_a.run(_state)
+        withdraw_a = register_logging(client_a, _profile(shared), workers_outlive_run=True)
+        withdraw_b = register_logging(client_b, _profile(shared), workers_outlive_run=True)
+        client_a.run(_log, "said once")
+        withdraw_b()
+        client_a.run(_log, "a still logs")
+        withdraw_a()
+        after = client_a.run(_state)
+    assert shared.read_text().count("said once") == 1 and "a still logs" in shared.read_text()
+    assert after == before
