@@ -59,6 +59,20 @@ def wait_until_gone(marker: dict, timeout: float = 120.0) -> list[psutil.Process
     return left
 
 
+def launch_killed_once_journaled(batch, out, *extra, records: int, what: str) -> list[dict]:
+    """`resqmp launch` SIGKILLed once its journal holds `records` results, every process it started
+    gone; the journal's records then (what the next run of the same command resumes from)."""
+    import signal
+    from test_reliability import journal_records
+    marker = new_marker()
+    proc = start_launch(batch, out, *extra, marker=marker)
+    wait_for(lambda: len(journal_records(out)) >= records, what=what)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert wait_until_gone(marker) == []
+    return journal_records(out)
+
+
 def worker_processes(launcher_pid: int) -> list[psutil.Process]:
     """The Dask worker interpreters a local launcher spawned (multiprocessing children)."""
     try:

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import os
-import signal
 import zipfile
 from pathlib import Path
 
@@ -82,17 +81,11 @@ def test_resume_with_a_partials_epc_cut_short_finishes(slow, tmp_path):
     journaled partial's EPC is then cut short. The same command resumes, merges those tasks from
     their own files and gives resqpy's model (it used to exit 1, and again on every resume)."""
     from epc_compare import content
-    from proc_watch import new_marker, start_launch, wait_for, wait_until_gone
-    from test_reliability import journal_records
+    from proc_watch import launch_killed_once_journaled, start_launch
     out = tmp_path / "faults.epc"
-    marker = new_marker()
     args = ("--workers", "2", "--set", "tasks.group_size=4", "--set", "tasks.premerge=true")
-    proc = start_launch(slow["batch"], out, *args, marker=marker)
-    wait_for(lambda: len(journal_records(out)) >= 4, what="a first group's results")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert wait_until_gone(marker) == []
-    partials = {r["partial"] for r in journal_records(out) if r.get("partial")}
+    records = launch_killed_once_journaled(slow["batch"], out, *args, records=4, what="a first group's results")
+    partials = {r["partial"] for r in records if r.get("partial")}
     assert partials
     for partial in partials:
         damage(Path(partial), "truncated")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -61,17 +60,11 @@ def test_resume_with_a_task_output_damaged_reruns_it(slow, tmp_path):
     model without that task, as for a failed task), journaled so; the next run of the same command
     runs it again and gives resqpy's model."""
     from epc_compare import content
-    from proc_watch import new_marker, start_launch, wait_for, wait_until_gone
-    from test_reliability import journal_records
+    from proc_watch import launch_killed_once_journaled, start_launch
     out = tmp_path / "faults.epc"
-    marker = new_marker()
     args = ("--workers", "2", "--set", "tasks.group_size=1", "--set", "tasks.premerge=false")
-    proc = start_launch(slow["batch"], out, *args, marker=marker)
-    wait_for(lambda: len(journal_records(out)) >= 2, what="two tasks' results")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert wait_until_gone(marker) == []
-    victim = next(r for r in journal_records(out) if r["success"])
+    records = launch_killed_once_journaled(slow["batch"], out, *args, records=2, what="two tasks' results")
+    victim = next(r for r in records if r["success"])
     damage(Path(victim["epc_file"]), "bit_flipped")
     proc2 = start_launch(slow["batch"], out, *args)
     stdout, stderr = proc2.communicate(timeout=300)
