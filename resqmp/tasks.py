@@ -13,6 +13,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+from resqmp.allocator import task_heap
 from resqmp.thread_limits import limit_task_threads
 
 
@@ -73,7 +74,8 @@ def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, paren
     try:
         fn = import_reference(function) if isinstance(function, str) else function
         limit_task_threads()         # on a cluster resqmp did not start too (see thread_limits)
-        returned = fn(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+        with task_heap():            # Dask's trim threshold unmaps every large array (see allocator)
+            returned = fn(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
         _, success, epc_file, uuid_list = returned
         record.update(success=bool(success), epc_file=None if epc_file is None else str(epc_file),
                       uuid_list=[str(u) for u in (uuid_list or [])])

@@ -21,6 +21,27 @@ def numba_threads_wrapper(index, parent_tmp_dir, record_file, name=None):
     return index, True, None, []
 
 
+def churn_faults(rounds: int = 40, size: int = 1 << 20) -> int:
+    """Minor page faults while allocating, touching and freeing a `size`-byte array `rounds` times:
+    a few hundred per round where each free returns the array to the kernel (glibc's malloc with
+    a fixed trim threshold, as Dask's nannies set it), ~none where the heap keeps it for the next."""
+    import resource
+    import numpy as np
+    np.ones(size, dtype=np.uint8)                 # let the heap grow once before counting
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        a = np.ones(size, dtype=np.uint8)
+        del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def malloc_wrapper(index, parent_tmp_dir, record_file, name=None):
+    """Records the page faults a task's large temporary arrays cost inside the worker."""
+    with open(record_file, "w") as f:
+        json.dump({"faults": churn_faults(), "trim_env": os.environ.get("MALLOC_TRIM_THRESHOLD_")}, f)
+    return index, True, None, []
+
+
 def sleepy_wrapper(index, parent_tmp_dir, seconds: float = 1.0, name=None, fail: bool = False):
     time.sleep(seconds)
     if fail:
