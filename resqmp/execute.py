@@ -125,8 +125,10 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
     if isinstance(premerge, Premerge):
         premerge = premerge.admits_this_worker()
     if premerge and records and not records[-1].get("timed_out"):    # a worker about to be restarted returns at once
+        from resqmp.allocator import task_heap
         from resqmp.premerge import premerge_group
-        premerge_group(records, parent_tmp_dir, run)
+        with task_heap():            # it loads and copies the group's arrays: as a task does
+            premerge_group(records, parent_tmp_dir, run)
     return records
 
 
