@@ -38,6 +38,7 @@ from pathlib import Path
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from resqmp import launcher_plugins
 from resqmp.errors import BatchError, ClusterError, ProfileError
 
 log = logging.getLogger("resqmp")
@@ -269,7 +270,7 @@ class Shipment:
         """Remove the plugin (its teardown removes the files and modules on every worker). Only
         matters where the workers outlive the run (an external scheduler); other clusters close."""
         if self.plugin and self.workers_outlive_run:
-            _unregister(self.client, self.plugin)
+            launcher_plugins.unregister(self.client, self.plugin)
 
 
 def ship(client, uploads: list[Upload], workers_outlive_run: bool) -> Shipment:
@@ -283,35 +284,16 @@ def ship(client, uploads: list[Upload], workers_outlive_run: bool) -> Shipment:
     try:
         client.register_plugin(CodeUpload(name, uploads), name=name)
     except UploadRefused as e:
-        _unregister(client, name)
+        launcher_plugins.unregister(client, name)
         raise ClusterError(f"upload {', '.join(u.name for u in uploads)}: {e}") from None
     return shipment
-
-
-def _stale_upload_plugins(dask_scheduler=None) -> list[str]:
-    """Run on the scheduler: upload plugins of resqmp launchers that are gone (killed, say)."""
-    return [n for n in dask_scheduler.worker_plugins
-            if n.startswith(PLUGIN_PREFIX) and n[len(PLUGIN_PREFIX):] not in dask_scheduler.clients]
 
 
 def _withdraw_stale(client) -> None:
     """On a long-lived scheduler a launcher that was killed leaves its plugin behind, and its
     workers keep its uploads; they would refuse another version of those modules for ever."""
-    try:
-        stale = client.run_on_scheduler(_stale_upload_plugins)
-    except Exception:   # noqa: BLE001 - a scheduler without resqmp: nothing of ours is there
-        log.debug("could not list stale upload plugins", exc_info=True)
-        return
-    for name in stale:
-        log.info("removing the upload plugin %s of a launcher that is gone", name)
-        _unregister(client, name)
-
-
-def _unregister(client, name: str) -> None:
-    try:
-        client.unregister_worker_plugin(name)
-    except Exception:   # noqa: BLE001 - already gone (another launcher removed it), or teardown
-        log.debug("unregistering %s", name, exc_info=True)
+    for name in launcher_plugins.withdraw_stale(client, PLUGIN_PREFIX):
+        log.info("removed the upload plugin %s of a launcher that is gone", name)
 
 
 # ---- the worker ------------------------------------------------------------------------------

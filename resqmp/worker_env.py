@@ -17,9 +17,8 @@ import threading
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from resqmp import launcher_plugins
 from resqmp.errors import ProfileError
-
-log = logging.getLogger(__name__)
 
 # numba reads NUMBA_NUM_THREADS once, at import: it must be in the environment before the worker
 # interpreter starts (client.run afterwards has no effect). resqpy reads RESQPY_NUMBA_CACHE to
@@ -247,32 +246,9 @@ def register_logging(client, profile, workers_outlive_run: bool):
     down again. Where the workers outlive the run (an external scheduler's), that is the run's
     end, and the plugin of a launcher killed before its end is removed here first."""
     if workers_outlive_run:
-        for stale in _stale_logging_plugins(client):
-            _unregister(client, stale)
+        launcher_plugins.withdraw_stale(client, LOGGING_PREFIX)
     name = LOGGING_PREFIX + client.id
     client.register_plugin(logging_plugin(profile), name=name)
     if not workers_outlive_run:
         return lambda: None          # the workers end with the run
-    return lambda: _unregister(client, name)
-
-
-def _stale_logging_plugins(client) -> list[str]:
-    prefix = LOGGING_PREFIX
-
-    # defined here so that it travels by value: the user's scheduler need not have resqmp installed
-    def gone_clients_plugins(dask_scheduler=None) -> list[str]:
-        return [n for n in dask_scheduler.worker_plugins
-                if n.startswith(prefix) and n[len(prefix):] not in dask_scheduler.clients]
-
-    try:
-        return client.run_on_scheduler(gone_clients_plugins)
-    except Exception:   # noqa: BLE001 - a scheduler that refuses: the stale plugins stay
-        log.debug("could not list stale logging plugins", exc_info=True)
-        return []
-
-
-def _unregister(client, name: str) -> None:
-    try:
-        client.unregister_worker_plugin(name)
-    except Exception:   # noqa: BLE001 - already gone, or the cluster is closing
-        log.debug("unregistering %s", name, exc_info=True)
+    return lambda: launcher_plugins.unregister(client, name)
