@@ -26,6 +26,14 @@ _GROUP_CREATE = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
 _GROUP_CREATE.set_obj_track_times(False)
 
 
+class MissingDataset(KeyError):
+    """check_input: a path that names no dataset the input file can open (`path`, `why`)."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(path)
+        self.path, self.why = path, why
+
+
 class H5Copier:
     """Copies datasets from task HDF5 files into one output HDF5 file."""
 
@@ -92,6 +100,28 @@ class H5Copier:
         self.datasets += count
         return count
 
+    def check_input(self, file_in: str, paths) -> set[str]:
+        """Open file_in, the input the next copy_paths calls read, and check that each of `paths`
+        names a dataset there; returns the keys of the plain ones (copy_paths' `plain`). Raises
+        OSError when the file cannot be opened (not HDF5, cut short: HDF5 compares the end of file
+        its superblock records with the file's size), MissingDataset for the first path that
+        names no dataset. The file stays open (_in_file): the copy reads through this handle, and
+        each dataset is opened here once instead of there (_plain_dataset), so a check before a
+        copy costs that copy little more."""
+        fp_in = self._in_file(file_in)
+        plain = set()
+        for path in paths:
+            try:
+                dsid = h5py.h5d.open(fp_in.id, path.encode())
+            except (KeyError, ValueError, TypeError, RuntimeError, OSError) as e:
+                raise MissingDataset(path, str(e.args[0]) if len(e.args) == 1 else str(e)) from None
+            try:
+                if _is_plain(dsid):
+                    plain.add(_h5_key(path))
+            finally:
+                dsid.close()
+        return plain
+
     def close_input(self) -> None:
         if self._in is not None:
             self._in.close()
@@ -149,11 +179,14 @@ def _plain_dataset(fp_in, path):
     except (KeyError, ValueError, TypeError):
         return None
     try:
-        if dsid.get_type().get_class() not in _PLAIN_CLASSES:
-            return None
-        dcpl = dsid.get_create_plist()
-        if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_nfilters():
-            return None
-        return name
+        return name if _is_plain(dsid) else None
     finally:
         dsid.close()
+
+
+def _is_plain(dsid) -> bool:
+    """Is the open dataset contiguous, unfiltered, of integers or floats (copied as stored)?"""
+    if dsid.get_type().get_class() not in _PLAIN_CLASSES:
+        return False
+    dcpl = dsid.get_create_plist()
+    return dcpl.get_layout() == h5py.h5d.CONTIGUOUS and not dcpl.get_nfilters()

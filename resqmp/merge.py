@@ -64,23 +64,58 @@ class Merger:
         self._plain: set[str] | frozenset = frozenset()   # the partial's plain datasets (h5_copy)
 
     # -- public -------------------------------------------------------------------------------
-    def merge_model(self, other, uuids, stored: dict | None = None) -> None:
+    def merge_model(self, other, uuids, stored: dict | None = None, plain: set[str] | frozenset = frozenset()) -> None:
         """Copy `uuids` of task model `other`, in resqpy's consolidation order. `stored`: the task
         EPC's members as stored (load_task_model's `raw`): a part copied without a reference
         rewritten takes its bytes, HDF5 proxy uuid replaced, instead of being serialised again
-        (resqpy wrote them with the serialiser the launcher would use, from the same XML)."""
+        (resqpy wrote them with the serialiser the launcher would use, from the same XML).
+        `plain`: what self.h5.check_input returned for the task's HDF5 file (copied as stored
+        without opening those datasets again)."""
         ordered = cons.sort_uuids_list(other, uuids)
         if ordered is None:
             ordered = other.uuids()
         if stored is not None:
             self._stored = (stored, str(other.h5_uuid()))
+        self._plain = plain
         try:
             for u in ordered:
                 self.copy_uuid(other, u)
         finally:
             self.h5.close_input()
-            self._stored = None
+            self._stored, self._plain = None, frozenset()
         self._task_done()
+
+    def arrays_to_copy(self, other, uuids) -> dict[str, str]:
+        """HDF5 path -> part, for every array merge_model(other, uuids) may copy from other's HDF5
+        file: the PathInHdfFile of the uuids' parts and, recursively, of the parts they refer to
+        (_copy_referenced_parts), less those copy_part and _copy_referenced_parts skip (already in
+        the model, HDF5 proxies). A part that consolidation will find equivalent to a resident is
+        not copied, but that is known only during the copy: its arrays count here too. For a check
+        before anything of the task is copied (a copy that failed half-way would leave part of it)."""
+        model = self.model
+        arrays: dict[str, str] = {}
+        seen: set[int] = set()
+        todo = [other.part_for_uuid(u) for u in uuids]
+        while todo:
+            part = todo.pop()
+            if part is None or part in model.parts_forest or m_c._type_of_part(other, part) == _EXT:
+                continue
+            uuid_int = rqet.uuid_in_part_name(part).int
+            if uuid_int in seen:
+                continue
+            seen.add(uuid_int)
+            root = m_c._root_for_part(other, part, is_rels=False)
+            if root is None:
+                continue                   # _copy logs it and copies nothing
+            # the nodes rqet.list_of_descendant_tag(root, 'PathInHdfFile') finds, found by lxml
+            for node in root.iter('{*}PathInHdfFile'):
+                if node.text:
+                    arrays.setdefault(node.text, part)
+            relatives = other.uuid_rels_dict.get(uuid_int)
+            for ref_uuid_int in relatives[0] if relatives is not None else ():
+                if ref_uuid_int not in model.uuid_part_dict:
+                    todo.append(other.uuid_part_dict.get(ref_uuid_int))
+        return arrays
 
     def merge_share(self, share) -> None:
         """Copy one task's share of a group partial (resqmp.premerge.Share): its uuids, already in
@@ -124,9 +159,11 @@ class Merger:
             return part
         if m_c._type_of_part(other, part) == _EXT:
             return None
-        other_h5 = other.h5_file_name()
+        # not file_must_exist (resqpy's): a task whose parts name no array is merged without its
+        # HDF5 file; one whose parts name arrays had it checked first (Recombiner._check_arrays)
+        other_h5 = other.h5_file_name(file_must_exist=False)
         self_h5 = model.h5_file_name(file_must_exist=False)
-        hdf5_copy_needed = not os.path.samefile(self_h5, other_h5)
+        hdf5_copy_needed = not _same_file(self_h5, other_h5)
         return self._copy(other, part, self_h5, other_h5, hdf5_copy_needed, uuid_int)
 
     def close(self) -> None:
@@ -312,3 +349,11 @@ class Merger:
                 else:
                     sd_b, sd_a = 'sourceObject', 'destinationObject'
                 self.relationships.reciprocal(root_node, sd_a, related_node, sd_b)
+
+
+def _same_file(a, b) -> bool:
+    """os.path.samefile, False when either is missing (a file not there is not ours)."""
+    try:
+        return a is not None and b is not None and os.path.samefile(a, b)
+    except OSError:
+        return False

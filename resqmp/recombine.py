@@ -18,6 +18,7 @@ from pathlib import Path
 import resqpy.model as rq
 
 from resqmp.errors import OutputError
+from resqmp.h5_copy import MissingDataset
 from resqmp.merge import Merger
 from resqmp.outputs import h5_of, is_staging_of, new_staging
 from resqmp.premerge import PartialReader
@@ -45,15 +46,17 @@ def _wait_for(path: str, timeout: float | None = None, exists=os.path.exists) ->
 
 
 class DamagedOutput(Exception):
-    """A task's output cannot be merged: its EPC did not appear, or cannot be read or parsed whole."""
+    """A task's output cannot be merged: its EPC did not appear, or cannot be read or parsed whole,
+    or its HDF5 file did not appear, cannot be read, or lacks an array its parts name."""
 
 
 class Recombiner:
     """Builds the recombined model in a staging folder beside OUT, then renames it into place.
 
     A task whose own output cannot be merged (its EPC cut short, a member damaged, never shown by
-    the filesystem) is merged not at all, never in part, and is left out as a failed task would
-    be: its index and why go to `damaged` (take_damaged), for the caller to count it failed."""
+    the filesystem; its HDF5 file the same, or lacking an array) is merged not at all, never in
+    part, and is left out as a failed task would be: its index and why go to `damaged`
+    (take_damaged), for the caller to count it failed."""
 
     def __init__(self, out_epc: str | Path, consolidate: bool = True, update_existing: bool = False,
                  task_directory: str | Path | None = None):
@@ -150,13 +153,41 @@ class Recombiner:
                 except Exception as e:   # noqa: BLE001 - cut short, not a zip, a member damaged
                     raise DamagedOutput(f"its output {epc} cannot be merged: "
                                         f"{e if isinstance(e, DamagedEPC) else f'{type(e).__name__}: {e}'}") from None
-                self.merger.merge_model(task_model, uuids, stored=stored)
+                plain = self._check_arrays(epc, task_model, uuids)
+                self.merger.merge_model(task_model, uuids, stored=stored, plain=plain)
                 task_model.h5_release()
         except OSError as e:
             if _is_output_failure(e):
                 raise _output_error(self.out, e) from None
             raise
         self.seconds += time.perf_counter() - start
+
+    def _check_arrays(self, epc: str, task_model, uuids: list[str]) -> set[str]:
+        """Before any part of the task is merged: its HDF5 file is there and holds every array the
+        merge may copy, else DamagedOutput. The copy interleaves arrays with parts, so a file cut
+        short or a dataset missing used to stop it half-way: part of the task in the model and
+        its arrays in the output .h5, an internal error (exit 1), on every resume again. The file
+        is opened here by the copier that then reads it (its open input is kept), and each dataset
+        opened here is not opened again by the copy: a healthy task pays little more. Returns the
+        task's plain datasets (Merger.merge_model's `plain`)."""
+        arrays = self.merger.arrays_to_copy(task_model, uuids)
+        if not arrays:
+            return set()         # nothing is read from its HDF5 file: neither waited for nor checked
+        h5 = task_model.h5_file_name(file_must_exist=False)
+        if not h5:
+            raise DamagedOutput(f"its output {epc} names HDF5 arrays but no HDF5 file")
+        try:
+            _wait_for(h5)        # written before the EPC, but a shared filesystem may show it later
+        except FileNotFoundError as e:
+            raise DamagedOutput(str(e)) from None
+        try:
+            return self.merger.h5.check_input(h5, arrays)
+        except MissingDataset as e:
+            problem = f"lacks the dataset {e.path} of part {arrays[e.path]} ({e.why})"
+        except OSError as e:     # the task's file, opened for reading: never about OUT
+            problem = f"cannot be read ({e})"
+        self.merger.h5.close_input()
+        raise DamagedOutput(f"its HDF5 file {h5} {problem}")
 
     def _release_partial(self) -> None:
         """Done with the group partial: its HDF5 file closed, its model dropped."""

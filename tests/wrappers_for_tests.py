@@ -203,3 +203,34 @@ def crs_first_surface(index, parent_tmp_dir, name="fault A"):
     model.store_epc(quiet=True)
     model.h5_release()
     return index, True, epc, [str(surface.uuid)]
+
+
+def damage_h5(h5, how: str) -> None:
+    """Damage a task's HDF5 file as a disk, a copy or a filesystem could: `truncated` (cut short
+    at 3000 bytes, as `truncate -s 3000`), `gone`, `not_hdf5`, or `dataset_missing` (the last
+    dataset h5py's visit finds, one of the task's own arrays, deleted)."""
+    if how == "truncated":
+        os.truncate(h5, min(3000, os.path.getsize(h5) // 2))
+    elif how == "gone":
+        os.unlink(h5)
+    elif how == "not_hdf5":
+        with open(h5, "wb") as f:
+            f.write(b"not an HDF5 file")
+    elif how == "dataset_missing":
+        import h5py
+        with h5py.File(h5, "a") as f:
+            found = []
+            f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+            del f[found[-1]]
+    else:
+        raise ValueError(how)
+
+
+def h5_damaged_find_faces(index, parent_tmp_dir, damage_index: int = -1, how: str = "truncated", **kwargs):
+    """resqpy's find-faces wrapper; task `damage_index` then damages the HDF5 file its EPC names
+    (damage_h5) before it returns: its EPC is whole, its arrays are not."""
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
+    result = find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+    if index == damage_index:
+        damage_h5(os.path.splitext(result[2])[0] + ".h5", how)
+    return result
