@@ -9,7 +9,13 @@ tasks, ~2000 page faults and 60 % more CPU per task than the same call outside D
 
 So while a task runs, the heap keeps what it frees (the thresholds glibc's own dynamic rule would
 reach: 32 MB to map, 64 MB to trim), and when the worker's last running task ends, Dask's setting
-applies again, so between tasks the worker returns memory as Dask intends. Only Dask's default
+applies again and what the heap kept goes back to the kernel, so between tasks the worker returns
+memory as Dask intends. Setting the thresholds back trims nothing by itself: glibc trims an arena
+only when a chunk of 64 KB or more is freed in it, and malloc_trim(0) releases the free chunks of
+every arena but the top of the main arena's only (never the top of a thread's arena, where a
+task's freed arrays end up). So each task thread's arena gets a 64 KB chunk freed in it after the
+thresholds are back (the thread's own at once; those of threads that ended earlier, a chunk each
+took from their arena when they ended), then malloc_trim(0) releases the free chunks below. Only Dask's default
 value is overridden: a threshold the site chose (any other value, exported or in its dask config)
 is left as it is. Not on a glibc system (musl, macOS): nothing to do.
 """
@@ -35,15 +41,40 @@ _running = 0          # tasks of this process inside task_heap(), over all its t
 _restore: int | None = None
 
 
+#: a chunk this large freed in an arena makes glibc trim it (FASTBIN_CONSOLIDATION_THRESHOLD)
+_TRIM_POKE = 64 * 1024
+_pokes: dict[int, int] = {}   # thread id -> a _TRIM_POKE chunk from its arena, freed once all tasks end
+
+
 @lru_cache(maxsize=1)
-def _mallopt():
-    """glibc's mallopt, or None (another C library, or none found)."""
+def _libc():
+    """glibc (mallopt, malloc, free, malloc_trim), or None (another C library, or none found)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-        return libc.mallopt
+        libc.malloc.restype = ctypes.c_void_p
+        libc.malloc.argtypes = (ctypes.c_size_t,)
+        libc.free.argtypes = (ctypes.c_void_p,)
+        libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+        return libc
     except (OSError, AttributeError):
         return None
+
+
+def _mallopt():
+    libc = _libc()
+    return None if libc is None else libc.mallopt
+
+
+def _give_back(libc) -> None:
+    """Dask's thresholds are back: trim every task thread's arena, then release the free chunks."""
+    for chunk in _pokes.values():
+        libc.free(chunk)          # freed in its own arena: glibc trims that arena's top
+    _pokes.clear()
+    own = libc.malloc(_TRIM_POKE)
+    if own:
+        libc.free(own)            # this thread's arena (the last task's)
+    libc.malloc_trim(0)
 
 
 @lru_cache(maxsize=1)
@@ -91,7 +122,13 @@ def task_heap():
     finally:
         with _lock:
             _running -= 1
-            if _running == 0 and _restore is not None:
-                _mallopt()(_M_MMAP_THRESHOLD, _FIXED_MMAP)
-                _mallopt()(_M_TRIM_THRESHOLD, _restore)
-                _restore = None
+            if _restore is not None:
+                if _running == 0:
+                    _mallopt()(_M_MMAP_THRESHOLD, _FIXED_MMAP)
+                    _mallopt()(_M_TRIM_THRESHOLD, _restore)
+                    _restore = None
+                    _give_back(_libc())
+                elif threading.get_ident() not in _pokes:
+                    chunk = _libc().malloc(_TRIM_POKE)     # from this thread's arena, for _give_back
+                    if chunk:
+                        _pokes[threading.get_ident()] = chunk

@@ -1,6 +1,8 @@
-"""Where resqmp.allocator's task heap policy applies: tasks run with tasks.timeout get it too.
+"""What resqmp.allocator's task heap policy leaves behind: tasks run with tasks.timeout get it too,
+and a worker whose tasks have all ended holds no more memory than under Dask's own policy.
 
-Page faults as the kernel counts them: no timings."""
+Memory is read as the worker's resident set (the kernel's count) once its tasks have ended, and
+page faults as the kernel counts them: no timings."""
 from __future__ import annotations
 
 import json
@@ -9,14 +11,26 @@ import pytest
 from distributed import Client, LocalCluster
 
 from resqmp.execute import run_on_client
-from wrappers_for_tests import malloc_wrapper
+from wrappers_for_tests import malloc_wrapper, working_set_wrapper
 
 ROUNDS_PAGES = 40 * (1 << 20) // 4096     # churn_faults' cost when each free unmaps its array
+WORKING_SET_MB = 40 * 4                   # working_set_wrapper's arrays, alive together
+
+
+def _rss_mb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 >> 20
+
+
+def _worker_rss(client) -> int:
+    (rss,) = client.run(_rss_mb).values()
+    return rss
 
 
 def _run(client, tmp_path, tasks: dict[int, dict], **options) -> list[dict]:
     records: list[dict] = []
-    run_on_client(client, options.pop("function"), tasks, str(tmp_path), records.append, **options)
+    run_on_client(client, working_set_wrapper if "function" not in options else options.pop("function"),
+                  tasks, str(tmp_path), records.append, **options)
     assert all(r["success"] for r in records), records
     return records
 
@@ -38,4 +52,27 @@ def test_a_task_with_a_timeout_keeps_its_arrays_in_the_heap_too(tmp_path, users_
     assert measured["trim_env"] == "65536"
     assert measured["faults"] < ROUNDS_PAGES // 10       # as without a timeout
     assert record["worker"] == address                   # the record names the worker, not host:pid
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["all-freed", "a-buffer-outlives-the-task"])
+def test_a_worker_whose_task_ended_holds_no_more_than_under_dasks_policy(tmp_path, users_cluster, keep):
+    with Client(users_cluster) as client:
+        _run(client, tmp_path, {0: {"arrays": 1, "mb": 1}})        # imports, numpy
+        before = _worker_rss(client)
+        _run(client, tmp_path, {1: {"keep": keep}})
+        after = _worker_rss(client)
+    # under Dask's policy each array is unmapped when freed: ~0 MB stay; under the task policy
+    # alone (thresholds set back, nothing trimmed) 55 MB and 160 MB stayed
+    assert after - before < WORKING_SET_MB // 10
+
+
+def test_the_arena_of_a_task_that_ended_first_is_given_back_too(tmp_path, users_cluster):
+    # two task threads: the first ends while the other still runs (the heap policy stays), so its
+    # arena is trimmed only once the other ends
+    with Client(users_cluster) as client:
+        _run(client, tmp_path, {0: {"arrays": 1, "mb": 1}, 1: {"arrays": 1, "mb": 1}})
+        before = _worker_rss(client)
+        _run(client, tmp_path, {2: {}, 3: {"arrays": 1, "mb": 1, "seconds": 3.0}})
+        after = _worker_rss(client)
+    assert after - before < WORKING_SET_MB // 10
 

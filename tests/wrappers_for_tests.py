@@ -234,3 +234,20 @@ def h5_damaged_find_faces(index, parent_tmp_dir, damage_index: int = -1, how: st
     if index == damage_index:
         damage_h5(os.path.splitext(result[2])[0] + ".h5", how)
     return result
+
+
+def working_set_wrapper(index, parent_tmp_dir, arrays: int = 40, mb: int = 4, keep: bool = False,
+                        seconds: float = 0.0, name=None):
+    """A task whose `arrays` arrays of `mb` MB are alive together, then all freed; keep: a 200 KB
+    buffer allocated after them outlives the task (as a cache would), so that what they occupied
+    is free space below it in the heap, not its top. seconds: runs on that long after freeing."""
+    import numpy as np
+    live = [np.ones(mb << 20, dtype=np.uint8) for _ in range(arrays)]
+    if keep:
+        _KEPT.append(np.ones(200 << 10, dtype=np.uint8))
+    del live
+    time.sleep(seconds)
+    return index, True, None, []
+
+
+_KEPT: list = []
