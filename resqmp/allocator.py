@@ -91,10 +91,21 @@ def _dask_default() -> str | None:
         return None
 
 
+#: glibc's other settings of the thresholds task_heap sets and sets back (their environment aliases)
+_SITE_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_SITE_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad",
+                  "glibc.malloc.mmap_max")
+
+
 def _dask_trim_threshold() -> int | None:
-    """The trim threshold this worker runs with when it is Dask's default, else None."""
+    """The trim threshold this worker runs with when it is Dask's default, else None. Also None
+    when the site set glibc's mmap threshold (or top pad, mmap count) itself: task_heap sets the
+    mmap threshold back to glibc's 128 KB, which would replace the site's value for good."""
     value = os.environ.get("MALLOC_TRIM_THRESHOLD_")
     if value is None or value != _dask_default():
+        return None
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(v in os.environ for v in _SITE_MALLOC_VARIABLES) or any(t in tunables for t in _SITE_TUNABLES):
         return None
     try:
         from distributed import get_worker

@@ -11,7 +11,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from resqmp.execute import run_on_client
-from wrappers_for_tests import malloc_wrapper, working_set_wrapper
+from wrappers_for_tests import malloc_wrapper, maps_by_itself, working_set_wrapper
 
 ROUNDS_PAGES = 40 * (1 << 20) // 4096     # churn_faults' cost when each free unmaps its array
 WORKING_SET_MB = 40 * 4                   # working_set_wrapper's arrays, alive together
@@ -76,3 +76,16 @@ def test_the_arena_of_a_task_that_ended_first_is_given_back_too(tmp_path, users_
         after = _worker_rss(client)
     assert after - before < WORKING_SET_MB // 10
 
+
+
+def test_a_site_that_set_the_mmap_threshold_keeps_it_after_tasks(tmp_path, monkeypatch):
+    # Dask's trim threshold with the site's own mmap threshold (16 MB: an 8 MB malloc comes from
+    # the heap), exported as a site's module file would: the nanny passes it on to the worker.
+    # 8 MB is more than the task's 1 MB array could have left at the top of the heap, so the probe
+    # asks glibc's threshold whatever the heap kept
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", str(16 << 20))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert client.submit(maps_by_itself, 8 << 20, pure=False).result() is False    # the premise
+        _run(client, tmp_path, {0: {"arrays": 1, "mb": 1}})
+        assert client.submit(maps_by_itself, 8 << 20, pure=False).result() is False    # not 128 KB now

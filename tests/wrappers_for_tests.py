@@ -251,3 +251,23 @@ def working_set_wrapper(index, parent_tmp_dir, arrays: int = 40, mb: int = 4, ke
 
 
 _KEPT: list = []
+
+
+def maps_by_itself(nbytes: int) -> bool:
+    """Whether glibc's malloc maps an allocation of `nbytes` on its own (its mmap threshold is
+    below it), read from glibc's own count of mapped chunks (mallinfo2)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                    "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    before = libc.mallinfo2().hblks
+    chunk = libc.malloc(nbytes)
+    mapped = libc.mallinfo2().hblks > before
+    libc.free(chunk)
+    return mapped
