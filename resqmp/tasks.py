@@ -5,6 +5,7 @@ becomes a failed result with its error text, and the batch goes on.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import pickle
 import socket
@@ -56,8 +57,12 @@ def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, paren
     `timed_out` and the caller restarts this worker, the only way to stop a stuck thread."""
     if timeout:
         box: dict[str, dict] = {}
-        thread = threading.Thread(target=lambda: box.update(r=run_task(function, kwargs, index, parent_tmp_dir)),
-                                  name=f"resqmp-task-{index}", daemon=True)
+        # the task's context goes with it: Dask's get_worker() reads a context variable, which a new
+        # thread would not see (then task_heap, limit_task_threads and _where take it for no worker)
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=lambda: box.update(r=context.run(run_task, function, kwargs, index, parent_tmp_dir)),
+            name=f"resqmp-task-{index}", daemon=True)
         start = time.perf_counter()
         thread.start()
         thread.join(timeout)

@@ -234,3 +234,40 @@ def h5_damaged_find_faces(index, parent_tmp_dir, damage_index: int = -1, how: st
     if index == damage_index:
         damage_h5(os.path.splitext(result[2])[0] + ".h5", how)
     return result
+
+
+def working_set_wrapper(index, parent_tmp_dir, arrays: int = 40, mb: int = 4, keep: bool = False,
+                        seconds: float = 0.0, name=None):
+    """A task whose `arrays` arrays of `mb` MB are alive together, then all freed; keep: a 200 KB
+    buffer allocated after them outlives the task (as a cache would), so that what they occupied
+    is free space below it in the heap, not its top. seconds: runs on that long after freeing."""
+    import numpy as np
+    live = [np.ones(mb << 20, dtype=np.uint8) for _ in range(arrays)]
+    if keep:
+        _KEPT.append(np.ones(200 << 10, dtype=np.uint8))
+    del live
+    time.sleep(seconds)
+    return index, True, None, []
+
+
+_KEPT: list = []
+
+
+def maps_by_itself(nbytes: int) -> bool:
+    """Whether glibc's malloc maps an allocation of `nbytes` on its own (its mmap threshold is
+    below it), read from glibc's own count of mapped chunks (mallinfo2)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                    "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    before = libc.mallinfo2().hblks
+    chunk = libc.malloc(nbytes)
+    mapped = libc.mallinfo2().hblks > before
+    libc.free(chunk)
+    return mapped
