@@ -1,6 +1,7 @@
 """Shared fixtures: the resqmp command, example models, EPC comparison."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -99,3 +100,43 @@ def slow_batch(example: dict, name: str, **defaults) -> Path:
 def example_with_outside(tmp_path_factory):
     from resqmp.example import write_example
     return write_example(tmp_path_factory.mktemp("example_outside"), surfaces=3, outside_surface=True)
+
+
+#: a scheduler process (scheduler_without_resqmp) in which resqmp cannot be imported (dask and distributed can)
+_SCHEDULER = ("import sys; sys.modules['resqmp'] = None; sys.argv[0] = 'dask-scheduler'; "
+              "from distributed.cli.dask_scheduler import main; main()")
+
+
+@pytest.fixture
+def scheduler_without_resqmp(tmp_path):
+    """(address, client): a `dask scheduler` that cannot import resqmp, with one worker that can
+    (as the external backend's workers must)."""
+    from distributed import Client
+    from hpc_fixtures import wait_until
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([sys.executable, "-c", _SCHEDULER, "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        assert wait_until(lambda: sched_file.exists() and sched_file.stat().st_size > 0
+                          or procs[0].poll() is not None, 120) and procs[0].poll() is None
+        address = json.loads(sched_file.read_text())["address"]
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", "--nthreads", "1", "--no-dashboard", address],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
+        with Client(address) as client:
+            client.wait_for_workers(1, timeout=120)
+
+            # defined here so that it travels by value (tests/ is not on the scheduler either)
+            def imports_resqmp(dask_scheduler=None) -> bool:
+                try:
+                    import resqmp  # noqa: F401
+                except ImportError:
+                    return False
+                return True
+
+            assert client.run_on_scheduler(imports_resqmp) is False
+            yield address, client
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=60)
