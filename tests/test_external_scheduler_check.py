@@ -29,6 +29,7 @@ def _says_what_is_missing(text: str, address: str) -> None:
 def test_launch_on_a_scheduler_without_resqmp_is_one_cluster_error_line(work, tmp_path, scheduler_without_resqmp):
     address, client = scheduler_without_resqmp
     out = tmp_path / "o.epc"
+    before = _plugins(client)               # distributed's own (shuffle)
     proc = run_resqmp("launch", "--profile", "external", "--set", f"cluster.address={address}",
                       "--batch", work / "batch.yaml", "--output", out)
     _says_what_is_missing(one_error_line(proc, ExitCode.CLUSTER), address)
@@ -36,7 +37,7 @@ def test_launch_on_a_scheduler_without_resqmp_is_one_cluster_error_line(work, tm
     assert [name for name, path in written_files(out).items() if path.exists()] in ([], ["journal"]), \
         list(tmp_path.iterdir())
     # nothing of the launch left on the scheduler (no plugins for its workers), the scheduler still up
-    assert _plugins(client) == []
+    assert _plugins(client) == before
     # the next run on a cluster that has resqmp is not hindered by what this one left
     proc = run_resqmp("launch", "--profile", "local", "--workers", "1", "--batch", work / "batch.yaml",
                       "--output", out)
@@ -49,10 +50,12 @@ def test_the_drop_in_on_a_users_client_to_a_scheduler_without_resqmp_raises_clus
     address, client = scheduler_without_resqmp
     from resqmp.batch import load
     batch = load(example["batch"])
+    mine = tmp_path / "mine"            # (tmp_path holds the fixture's scheduler file)
+    mine.mkdir()
     with pytest.raises(ClusterError) as raised:
-        resqmp.function_multiprocessing(batch.function, [dict(k) for k in batch.tasks], tmp_path / "o.epc",
-                                        cluster=client, tmp_dir_path=tmp_path)
+        resqmp.function_multiprocessing(batch.function, [dict(k) for k in batch.tasks], mine / "o.epc",
+                                        cluster=client, tmp_dir_path=mine)
     assert "\n" not in str(raised.value)
     _says_what_is_missing(str(raised.value), address)
-    assert list(tmp_path.iterdir()) == []           # no model, no task folder
+    assert list(mine.iterdir()) == []           # no model, no task folder
     assert client.status == "running"               # the user's client is theirs: not closed
