@@ -59,3 +59,31 @@ def test_the_drop_in_on_a_users_client_to_a_scheduler_without_resqmp_raises_clus
     _says_what_is_missing(str(raised.value), address)
     assert list(mine.iterdir()) == []           # no model, no task folder
     assert client.status == "running"               # the user's client is theirs: not closed
+
+
+# ---- a scheduler with another resqmp: a warning, unless it lacks what resqmp submits -------------
+
+def test_launch_on_a_scheduler_with_another_resqmp_version_warns_and_runs(work, tmp_path, scheduler_process):
+    address, _ = scheduler_process("import resqmp; resqmp.__version__ = '0.0.1'")
+    out = tmp_path / "o.epc"
+    proc = run_resqmp("launch", "--profile", "external", "--set", f"cluster.address={address}",
+                      "--set", "tasks.retries=3", "--batch", work / "batch.yaml", "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("resqmp: warning: ")]
+    assert len(warnings) == 1, proc.stderr
+    assert f"scheduler {address} has resqmp 0.0.1" in warnings[0]
+    assert f"this launcher resqmp {resqmp.__version__}" in warnings[0]
+    assert out.exists()
+
+
+def test_launch_on_a_scheduler_whose_resqmp_lacks_a_task_function_is_one_cluster_error_line(
+        work, tmp_path, scheduler_process):
+    address, client = scheduler_process("import resqmp, resqmp.execute; resqmp.__version__ = '0.0.1'; "
+                                        "del resqmp.execute.run_group")
+    out = tmp_path / "o.epc"
+    proc = run_resqmp("launch", "--profile", "external", "--set", f"cluster.address={address}",
+                      "--batch", work / "batch.yaml", "--output", out)
+    line = one_error_line(proc, ExitCode.CLUSTER)
+    assert f"scheduler {address} has resqmp 0.0.1" in line and "lacks resqmp.execute.run_group" in line, line
+    assert f"same resqmp as this launcher, resqmp {resqmp.__version__}" in line, line
+    assert not out.exists()
