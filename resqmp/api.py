@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Union
 
 from resqmp.execute import run_in_process, run_on_client
 from resqmp.recombine import Recombiner
+from resqmp.scheduler_check import check as check_scheduler
 from resqmp.warm import warm_users_cluster
 
 log = logging.getLogger("resqmp")
@@ -116,6 +117,11 @@ def function_multiprocessing(function: Callable,
             from distributed import Client
             client = cluster if isinstance(cluster, Client) else Client(cluster, set_as_default=False)
             try:
+                # a scheduler that cannot unpickle resqmp's tasks (no resqmp, or another one without
+                # them): ClusterError before anything is sent; another version: a warning
+                warning = check_scheduler(client)
+                if warning:
+                    log.warning("%s", warning)
                 # a cluster the user started has a cold numba in every worker: fill and load the
                 # cache before the batch (resqmp's own launch does the same, see warm.py)
                 try:

@@ -1,6 +1,7 @@
 """Shared fixtures: the resqmp command, example models, EPC comparison."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -99,3 +100,65 @@ def slow_batch(example: dict, name: str, **defaults) -> Path:
 def example_with_outside(tmp_path_factory):
     from resqmp.example import write_example
     return write_example(tmp_path_factory.mktemp("example_outside"), surfaces=3, outside_surface=True)
+
+
+#: a `dask scheduler` process that runs PRELUDE first (Python statements, e.g. making resqmp unimportable)
+_SCHEDULER = ("import sys; {prelude}; sys.argv[0] = 'dask-scheduler'; "
+              "from distributed.cli.dask_scheduler import main; main()")
+
+
+@pytest.fixture
+def scheduler_process(tmp_path):
+    """start(prelude) -> (address, client), once per test: a real `dask scheduler` that runs `prelude` (Python
+    statements) before it starts, with one worker that has resqmp as it is here (as the external
+    backend's workers must); both stopped at the test's end."""
+    from distributed import Client
+    from hpc_fixtures import wait_until
+    procs, clients = [], []
+
+    def start(prelude: str):
+        sched_file = tmp_path / "scheduler.json"
+        scheduler = subprocess.Popen([sys.executable, "-c", _SCHEDULER.format(prelude=prelude), "--host",
+                                      "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                                      str(sched_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(scheduler)
+        assert wait_until(lambda: sched_file.exists() and sched_file.stat().st_size > 0
+                          or scheduler.poll() is not None, 120) and scheduler.poll() is None
+        address = json.loads(sched_file.read_text())["address"]
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", "--nthreads", "1", "--no-dashboard", address],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
+        client = Client(address)
+        clients.append(client)
+        client.wait_for_workers(1, timeout=120)
+        return address, client
+
+    try:
+        yield start
+    finally:
+        for client in clients:
+            client.close()
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def resqmp_on_scheduler(client) -> str | None:
+    """The version of resqmp the scheduler imports; None when it cannot."""
+
+    # defined here so that it travels by value (tests/ is not on the scheduler either)
+    def version(dask_scheduler=None) -> str | None:
+        try:
+            import resqmp
+        except ImportError:
+            return None
+        return resqmp.__version__
+
+    return client.run_on_scheduler(version)
+
+
+@pytest.fixture
+def scheduler_without_resqmp(scheduler_process):
+    """(address, client): a `dask scheduler` that cannot import resqmp, with one worker that can."""
+    address, client = scheduler_process("sys.modules['resqmp'] = None")
+    assert resqmp_on_scheduler(client) is None
+    return address, client

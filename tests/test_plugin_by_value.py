@@ -6,7 +6,6 @@ scheduler (nobody withdrew them); the next launch must remove them, or the kille
 stays on the workers for ever and refuses every other version of its module."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,18 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from distributed import Client
 
-from conftest import BIN
 from hpc_fixtures import wait_until
 from resqmp import upload
 from resqmp.worker_env import LOGGING_PREFIX, register_logging
 
 pytestmark = pytest.mark.timeout(300)
-
-#: a scheduler process in which resqmp cannot be imported (dask and distributed can)
-_SCHEDULER = ("import sys; sys.modules['resqmp'] = None; sys.argv[0] = 'dask-scheduler'; "
-              "from distributed.cli.dask_scheduler import main; main()")
 
 #: a launcher that puts its logging and upload plugins on the workers, as run.py does, and is
 #: SIGKILLed before its end: argv[1] the scheduler, argv[2] the module to upload, argv[3] a log file
@@ -45,38 +38,6 @@ shipment = upload.ship(client, [upload.read(Path(sys.argv[2]))], workers_outlive
 print(client.id, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
-
-
-@pytest.fixture
-def scheduler_without_resqmp(tmp_path):
-    """(address, client): a `dask scheduler` that cannot import resqmp, with one worker that can."""
-    sched_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([sys.executable, "-c", _SCHEDULER, "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        assert wait_until(lambda: sched_file.exists() and sched_file.stat().st_size > 0
-                          or procs[0].poll() is not None, 120) and procs[0].poll() is None
-        address = json.loads(sched_file.read_text())["address"]
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", "--nthreads", "1", "--no-dashboard", address],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
-        with Client(address) as client:
-            client.wait_for_workers(1, timeout=120)
-
-            # defined here so that it travels by value (this test module is not on the scheduler either)
-            def imports_resqmp(dask_scheduler=None) -> bool:
-                try:
-                    import resqmp  # noqa: F401
-                except ImportError:
-                    return False
-                return True
-
-            assert client.run_on_scheduler(imports_resqmp) is False
-            yield address, client
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            proc.wait(timeout=60)
 
 
 def _scheduler_plugins(client) -> list[str]:

@@ -5,7 +5,9 @@ Deployment; the Job's launcher connects to tcp://<release>-scheduler:8786), and 
 long-running Dask cluster. resqmp does not start, scale or stop the workers here, so it cannot set
 their environment either: whoever starts them must give them the worker environment
 (`resqmp profiles show external` lists it; the chart renders it into the worker pods' env). Nor
-can it set the scheduler's allowed-failures (tasks.retries): it says so when they differ.
+can it set the scheduler's allowed-failures (tasks.retries): it says so when they differ. The
+scheduler must have resqmp, the launcher's version (it unpickles resqmp's tasks): connect() checks
+that first (resqmp.scheduler_check).
 
 start() returns an ExternalCluster: the address, with scale, adapt and close that do nothing.
 """
@@ -18,6 +20,7 @@ import yaml
 from distributed import Client
 from distributed.security import Security
 
+from resqmp import scheduler_check
 from resqmp.backends import tls
 from resqmp.errors import ProfileError
 
@@ -69,6 +72,14 @@ class ExternalCluster:
 
     def connect(self) -> Client:
         client = Client(self.scheduler_address, security=self.security)
+        try:
+            # before anything is sent: the scheduler unpickles resqmp's tasks, so it needs resqmp
+            warning = scheduler_check.check(client, self.scheduler_address)
+        except BaseException:
+            client.close()
+            raise
+        if warning:
+            self.warnings.append(warning)
         self._check_retries(client)
         return client
 
