@@ -3,7 +3,8 @@
 Not part of the test suite. On one plain LocalCluster worker (Dask's nanny: MALLOC_TRIM_THRESHOLD_
 =65536), the same find-faces tasks alternately through resqmp's run_task (task_heap: the heap
 keeps freed arrays while a task runs) and through the bare wrapper (Dask's policy). Per task,
-median after two unmeasured: minor page faults (counted by the kernel, load-proof), the task
+median after two unmeasured, each engine starting
+from a worker idle long enough to have given its heap back: minor page faults (counted by the kernel, load-proof), the task
 thread's CPU and the wall.
 
     .venv/bin/python bench/task_heap.py --tasks 40 --rounds 2
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import tempfile
 from pathlib import Path
 
@@ -52,12 +54,14 @@ def main() -> None:
     args = parser.parse_args()
     import dataset
     from distributed import Client, LocalCluster
+    from resqmp.allocator import GIVE_BACK_AFTER
     meta = dataset.build(Path(args.root), 1024)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client, tempfile.TemporaryDirectory() as tmp:
         client.submit(measure, meta["tasks"][:4], tmp, True, pure=False).result()     # imports, numba
         for r in range(args.rounds):
             for through in (False, True):
+                time.sleep(2 * GIVE_BACK_AFTER)     # both start from a worker that gave its heap back
                 m = client.submit(measure, meta["tasks"][:args.tasks], tmp, through, pure=False).result()
                 print(json.dumps({"round": r, "engine": "run_task (task_heap)" if through else "bare wrapper (Dask's malloc)", **m}))
 

@@ -7,10 +7,10 @@ is mapped on allocation and unmapped on free, and its pages are faulted in and z
 next task step. resqpy's wrappers make many such temporary arrays: on the benchmark's find-faces
 tasks, ~2000 page faults and 60 % more CPU per task than the same call outside Dask (bench/RESULTS.md).
 
-So while a task runs, the heap keeps what it frees (the thresholds glibc's own dynamic rule would
-reach: 32 MB to map, 64 MB to trim). When the worker's last running task ends, Dask's setting
-applies again, and once the worker has had no running task for GIVE_BACK_AFTER seconds, what the
-heap kept goes back to the kernel: tasks that follow each other (a group, a worker's queue) reuse
+So while tasks run, the heap keeps what it frees (the thresholds glibc's own dynamic rule would
+reach at most: 32 MB to map, 64 MB to trim). Once the worker has had no running task for
+GIVE_BACK_AFTER seconds, Dask's setting applies again and what the heap kept goes back to the
+kernel: tasks that follow each other (a group, a worker's queue) reuse
 it, an idle worker returns memory as Dask intends (and its memory monitor can unpause it).
 Setting the thresholds back trims nothing by itself: glibc trims an arena only when a chunk of
 64 KB or more is freed in it, and malloc_trim(0) releases the free chunks of every arena but the
@@ -91,12 +91,13 @@ def _start_timer(seconds: float) -> None:
 
 
 def _give_back_if_idle() -> None:
-    """No task has run for GIVE_BACK_AFTER seconds: trim every task thread's arena, then release
-    the free chunks. One timer at a time: tasks that ended since it started move it on."""
-    global _timer, _idle_since
+    """No task has run for GIVE_BACK_AFTER seconds: Dask's thresholds again, every task thread's
+    arena trimmed, then the free chunks released. One timer at a time: tasks that ended since it
+    started move it on."""
+    global _timer, _idle_since, _restore
     with _lock:
         _timer = None
-        if _idle_since is None:          # a task runs: its end starts the timer again
+        if _running or _idle_since is None:   # a task runs: its end starts the timer again
             return
         left = _idle_since + GIVE_BACK_AFTER - time.monotonic()
         if left > 0:
@@ -104,6 +105,10 @@ def _give_back_if_idle() -> None:
             return
         _idle_since = None
         libc = _libc()
+        if _restore is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, _FIXED_MMAP)
+            libc.mallopt(_M_TRIM_THRESHOLD, _restore)
+            _restore = None
         for chunk in _pokes.values():
             libc.free(chunk)          # freed in its own arena: glibc trims that arena's top
         _pokes.clear()
@@ -151,17 +156,18 @@ def _dask_trim_threshold() -> int | None:
 @contextmanager
 def task_heap():
     """Around one task's call: the heap keeps its freed memory until the worker has had no running
-    task for GIVE_BACK_AFTER seconds."""
+    task for GIVE_BACK_AFTER seconds (then _give_back_if_idle sets Dask's thresholds back)."""
     global _running, _restore, _idle_since
     with _lock:
         if _running == 0:
             _idle_since = None
-            _restore = _dask_trim_threshold()
-            if _restore is not None and _mallopt() is not None:
-                _mallopt()(_M_MMAP_THRESHOLD, _TASK_MMAP)
-                _mallopt()(_M_TRIM_THRESHOLD, _TASK_TRIM)
-            else:
-                _restore = None
+            if _restore is None:             # not raised yet, or given back since
+                _restore = _dask_trim_threshold()
+                if _restore is not None and _mallopt() is not None:
+                    _mallopt()(_M_MMAP_THRESHOLD, _TASK_MMAP)
+                    _mallopt()(_M_TRIM_THRESHOLD, _TASK_TRIM)
+                else:
+                    _restore = None
         _running += 1
     try:
         yield
@@ -171,9 +177,8 @@ def task_heap():
             if _restore is not None:
                 _leave_poke(_libc())
                 if _running == 0:
-                    _mallopt()(_M_MMAP_THRESHOLD, _FIXED_MMAP)
-                    _mallopt()(_M_TRIM_THRESHOLD, _restore)
-                    _restore = None
+                    # the thresholds stay raised until the worker is idle: set back between two
+                    # tasks, a trim of the arena's top would make the next task fault it all again
                     _idle_since = time.monotonic()
                     if _timer is None:
                         _start_timer(GIVE_BACK_AFTER)

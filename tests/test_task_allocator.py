@@ -47,11 +47,21 @@ def test_a_task_on_the_users_cluster_keeps_its_arrays_in_the_heap(tmp_path, user
         assert r["faults"] < ROUNDS_PAGES // 10  # ...and does not apply while the task runs
 
 
-def test_the_workers_own_policy_comes_back_after_the_task(tmp_path, users_cluster):
+def _given_back() -> bool:
+    from resqmp import allocator
+    return allocator._restore is None and allocator._running == 0
+
+
+def test_the_workers_own_policy_comes_back_once_it_is_idle(tmp_path, users_cluster):
+    import time
     _run(tmp_path, users_cluster, tasks=1)
     with _client(users_cluster) as client:
+        deadline = time.monotonic() + 30                     # a wait limit, not a timing assertion
+        while not all(client.run(_given_back).values()):
+            assert time.monotonic() < deadline, "the worker never went back to Dask's policy"
+            time.sleep(0.2)
         faults = client.submit(churn_faults, pure=False).result()
-    assert faults > ROUNDS_PAGES // 2           # Dask's memory policy between tasks, as before
+    assert faults > ROUNDS_PAGES // 2           # Dask's memory policy for the worker's own work again
 
 
 def test_a_site_that_chose_its_own_threshold_keeps_it(tmp_path, monkeypatch):
