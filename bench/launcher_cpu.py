@@ -210,7 +210,7 @@ def child(args) -> int:
               "main_thread_launch_s": time.thread_time() - main_start,
               "tasks_wall_s": walls.get("tasks_done", 0) - walls.get("before_tasks", 0),
               "components": dict(meter.seconds), "calls": dict(meter.calls), "not_found": missing,
-              "threads": threads.stop(), "voluntary_switches": r.ru_nvcsw}
+              "threads": threads.stop(), "voluntary_switches": r.ru_nvcsw, "minor_faults": r.ru_minflt}
     Path(args.result).write_text(json.dumps(result))
     return 0
 
