@@ -53,13 +53,11 @@ def _given_back() -> bool:
 
 
 def test_the_workers_own_policy_comes_back_once_it_is_idle(tmp_path, users_cluster):
-    import time
+    from proc_watch import wait_for
     _run(tmp_path, users_cluster, tasks=1)
     with _client(users_cluster) as client:
-        deadline = time.monotonic() + 30                     # a wait limit, not a timing assertion
-        while not all(client.run(_given_back).values()):
-            assert time.monotonic() < deadline, "the worker never went back to Dask's policy"
-            time.sleep(0.2)
+        wait_for(lambda: all(client.run(_given_back).values()), timeout=30,
+                 what="the worker to go back to Dask's policy")
         faults = client.submit(churn_faults, pure=False).result()
     assert faults > ROUNDS_PAGES // 2           # Dask's memory policy for the worker's own work again
 

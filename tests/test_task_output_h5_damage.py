@@ -20,10 +20,10 @@ import resqmp.recombine as recombine
 from resqmp.api import TasksFailed
 from resqmp.errors import ExitCode
 from resqmp.outputs import h5_of
-from resqmp.recombine import Recombiner
 from test_premerge import batches, reference  # noqa: F401 - batches is a fixture
 from test_premerge_h5 import two_groups
 from test_recombine import assert_identical, resqpy_recombine
+from test_task_output_damage import _recombined
 from wrappers_for_tests import damage_h5, h5_damaged_find_faces
 
 
@@ -34,17 +34,6 @@ def _own_files(batches, run_dir: Path) -> list[dict]:
     for r in records:
         r.pop("partial", None)
     return records
-
-
-def _recombined(records, folder: Path) -> tuple[Path, dict]:
-    out = folder / "out" / "out.epc"
-    out.parent.mkdir()
-    recombiner = Recombiner(out)
-    for r in records:
-        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"])
-    damaged = recombiner.take_damaged()
-    recombiner.publish()
-    return out, damaged
 
 
 @pytest.mark.parametrize("how", ["truncated", "gone", "not_hdf5", "dataset_missing"])
