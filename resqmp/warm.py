@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["warm_numba_cache", "warm_workers", "warm_users_cluster", "label_for", "WRAPPERS"]
+__all__ = ["warm_numba_cache", "warm_workers", "warm_users_cluster", "cache_location", "label_for", "WRAPPERS"]
 
 #: wrapper label -> batch key of resqmp.example.write_example
 WRAPPERS = {"find_faces": "batch", "mesh": "batch_mesh", "blocked_well": "batch_wells"}
@@ -199,12 +199,29 @@ def warm_once(wrappers=tuple(WRAPPERS)) -> dict:
     return result
 
 
+def cache_location() -> tuple[str, str | None] | None:
+    """Run on a worker: where resqpy's numba functions are cached there, as (host, NUMBA_CACHE_DIR
+    or None for numba's default beside the sources); None when resqpy's cache is off (each worker
+    then compiles in memory: nothing shared to fill, nothing to collide in)."""
+    import sys
+    compat = sys.modules.get("resqpy.olio.numba_compat")
+    enabled = (compat.ENABLE_NUMBA_CACHE if compat is not None
+               else os.environ.get("RESQPY_NUMBA_CACHE", "false").lower().startswith("t"))
+    if not enabled:
+        return None
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR")
+    return socket.gethostname(), os.path.realpath(cache_dir) if cache_dir else None
+
+
 def warm_users_cluster(client, wrapper: str) -> dict:
     """The drop-in on a cluster the user started: before the batch, every worker connected now
-    uses resqpy's numba cache (use_numba_cache) and runs the batch's wrapper once on a tiny model
-    (the first worker alone, filling the cache; then the others, loading it), once per worker
-    process. Nothing for a wrapper resqmp knows nothing about (label_for). Returns worker
-    address -> warm_once's result."""
+    uses resqpy's numba cache (use_numba_cache), and the first runs the batch's wrapper once on a
+    tiny model, filling the cache, once per worker process. The others load that cache on their
+    first task, while the first already runs the batch: warming them first made every worker wait
+    for each import in turn (1–1.5 s each). Only a worker whose cache the first did not fill (on
+    another host, or another cache directory) is warmed before the batch too, so no two workers
+    compile into one cache at once. Nothing for a wrapper resqmp knows nothing about (label_for).
+    Returns worker address -> warm_once's result, for the workers warmed."""
     label = label_for(wrapper)
     workers = sorted(client.scheduler_info()["workers"])
     if label is None or not workers:
@@ -214,7 +231,10 @@ def warm_users_cluster(client, wrapper: str) -> dict:
     results = {first: client.submit(warm_once, (label,), workers=[first], allow_other_workers=False,
                                     pure=False).result()}
     if rest:
-        results.update(client.run(warm_once, (label,), workers=rest))
+        where = client.run(cache_location, workers=workers)
+        unfilled = [w for w in rest if where.get(w) is not None and where[w] != where.get(first)]
+        if unfilled:        # they compile into caches of their own, taking turns on each (the lock)
+            results.update(client.run(warm_once, (label,), workers=unfilled))
     return results
 
 

@@ -1,9 +1,12 @@
 """The drop-in on a cluster the user started (resqpy's tutorial: a plain LocalCluster): resqpy's
 numba cache is turned on in its workers and filled by one of them before the batch, the others
-load it (numba's own counters say so), and a choice already in the workers' environment wins."""
+load it on their first task (numba's own counters say so), a worker whose cache is elsewhere is
+warmed before the batch too, and a choice already in the workers' environment wins."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from distributed import Client, LocalCluster
@@ -48,7 +51,8 @@ def test_plain_cluster_workers_share_a_cache_filled_once(example, tmp_path, user
             warmed = client.run(_warmed)
             stats = client.run(resqpy_numba_stats)
     assert content(out) == content(ref)
-    assert len(warmed) == 2 and all(w == ["find_faces"] for w in warmed.values())
+    # only the first worker warmed before the batch; the other loaded its cache on its first task
+    assert sorted(warmed.values()) == [[], ["find_faces"]]
     for s in stats.values():
         assert s["cache_enabled"] is True
         assert s["cache_dir"] == str(users_environment)
@@ -69,3 +73,46 @@ def test_a_cache_setting_in_the_workers_environment_wins(example, tmp_path, user
     assert [s["cache_enabled"] for s in stats.values()] == [False]
     assert list(warmed.values()) == [["find_faces"]]      # warmed all the same: compiled before the batch
     assert not users_environment.exists()
+
+
+def _cache_dir() -> str | None:
+    return os.environ.get("NUMBA_CACHE_DIR")
+
+
+def _worker(scheduler: str, env: dict) -> subprocess.Popen:
+    """A worker joining the user's cluster from a shell of its own (dask's CLI), with `env`."""
+    return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", "1",
+                             "--no-dashboard"], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("own_cache", [True, False])
+def test_a_worker_whose_cache_the_first_did_not_fill_is_warmed_before_the_batch(tmp_path, users_environment,
+                                                                                own_cache):
+    """Two workers compiling into one cache at once has crashed numba; a worker with a cache the
+    first worker's warm-up did not fill would compile on its first task, beside the others. So it
+    is warmed before the batch; a worker sharing the first's cache is not (it only loads)."""
+    other_cache = tmp_path / "other-cache"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        env = {"NUMBA_CACHE_DIR": str(other_cache if own_cache else users_environment)}
+        worker = _worker(cluster.scheduler_address, env)
+        try:
+            with Client(cluster, set_as_default=False) as client:
+                client.wait_for_workers(2, timeout=120)
+                addresses = sorted(client.scheduler_info()["workers"])
+                results = warm.warm_users_cluster(
+                    client, "resqpy.multi_processing:find_faces_to_represent_surface_regular_wrapper")
+                warmed = client.run(_warmed)
+                cache_dirs = client.run(_cache_dir)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    assert sorted(cache_dirs.values()) == sorted({str(other_cache), str(users_environment)} if own_cache
+                                                 else [str(users_environment)] * 2)
+    if own_cache:
+        assert sorted(results) == addresses
+        assert all(w == ["find_faces"] for w in warmed.values())
+        assert any(f.suffix == ".nbc" for f in other_cache.rglob("*"))     # filled before the batch
+    else:
+        assert sorted(results) == addresses[:1]
+        assert sorted(warmed.values()) == [[], ["find_faces"]]
