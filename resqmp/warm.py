@@ -220,8 +220,9 @@ def warm_users_cluster(client, wrapper: str) -> dict:
     first task, while the first already runs the batch: warming them first made every worker wait
     for each import in turn (1–1.5 s each). Only a worker whose cache the first did not fill (on
     another host, or another cache directory) is warmed before the batch too, so no two workers
-    compile into one cache at once. Nothing for a wrapper resqmp knows nothing about (label_for).
-    Returns worker address -> warm_once's result, for the workers warmed."""
+    compile into one cache at once; after a first warm-up that failed, every worker is. Nothing
+    for a wrapper resqmp knows nothing about (label_for). Returns worker address -> warm_once's
+    result, for the workers warmed."""
     label = label_for(wrapper)
     workers = sorted(client.scheduler_info()["workers"])
     if label is None or not workers:
@@ -232,7 +233,8 @@ def warm_users_cluster(client, wrapper: str) -> dict:
                                     pure=False).result()}
     if rest:
         where = client.run(cache_location, workers=workers)
-        unfilled = [w for w in rest if where.get(w) is not None and where[w] != where.get(first)]
+        filled = not results[first].get("errors")     # a failed warm-up may have left the cache half-filled
+        unfilled = [w for w in rest if where.get(w) is not None and (where[w] != where.get(first) or not filled)]
         if unfilled:        # they compile into caches of their own, taking turns on each (the lock)
             results.update(client.run(warm_once, (label,), workers=unfilled))
     return results

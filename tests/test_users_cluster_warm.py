@@ -116,3 +116,27 @@ def test_a_worker_whose_cache_the_first_did_not_fill_is_warmed_before_the_batch(
     else:
         assert sorted(results) == addresses[:1]
         assert sorted(warmed.values()) == [[], ["find_faces"]]
+
+
+def test_after_a_first_warm_up_that_failed_the_others_are_warmed_before_the_batch(tmp_path, users_environment):
+    """A failed warm-up may leave the shared cache half-filled: the others then warm before the
+    batch, taking turns on the cache, rather than all compiling into it on their first tasks."""
+    def failing_warm_ups() -> None:
+        """This worker's warm-up reports a failure (as a wrapper that raised would), fills nothing.
+        Defined here so that it travels by value: importing this module would import resqpy in
+        the worker, before its cache is turned on."""
+        warm.warm_numba_cache = lambda wrappers=(), tmp_dir=None: {"errors": {w: "RuntimeError: injected"
+                                                                            for w in wrappers}}
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as client:
+            first, second = sorted(client.scheduler_info()["workers"])
+            client.run(failing_warm_ups, workers=[first])
+            results = warm.warm_users_cluster(
+                client, "resqpy.multi_processing:find_faces_to_represent_surface_regular_wrapper")
+            warmed = client.run(_warmed)
+            where = client.run(warm.cache_location)
+    assert where[first] == where[second] is not None          # one cache, on for both
+    assert results[first]["errors"] == {"find_faces": "RuntimeError: injected"}
+    assert sorted(results) == [first, second] and not results[second]["errors"]
+    assert warmed[second] == ["find_faces"]
