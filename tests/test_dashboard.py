@@ -136,6 +136,52 @@ def test_external_scheduler_link_is_printed_only_when_it_serves_a_dashboard(exte
             assert lines == [f"dashboard: none at {expected} (the scheduler answers HTTP 404: started without a dashboard)"]
 
 
+def test_a_scheduler_without_bokeh_is_named_as_such(external_scheduler, tmp_path, monkeypatch):
+    """distributed serves "Dask needs bokeh" at the link when the scheduler cannot import bokeh:
+    the link is not printed as a dashboard, the line says what the scheduler lacks."""
+    from distributed import Client
+    from resqmp import dashboard
+    from resqmp.backends.external import ExternalCluster
+    shadow = tmp_path / "no-bokeh" / "bokeh"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("bokeh is not installed here")\n')
+    monkeypatch.setenv("PYTHONPATH", str(shadow.parent))     # the scheduler's environment only
+    address = external_scheduler("no-bokeh")
+    with Client(address) as client:
+        link, lines = dashboard.describe(client, ExternalCluster(address, None, 2))
+        expected = client.dashboard_link
+    assert link is None
+    assert lines == [f"dashboard: none at {expected} (the scheduler's Python environment lacks bokeh>=3.1.0)"]
+
+
+def _status_sessions(dask_scheduler=None) -> int:
+    """Bokeh sessions the scheduler holds for its status page (each one updates its plots)."""
+    bokeh = next(app for app in dask_scheduler.http_application.applications if hasattr(app, "get_sessions"))
+    return len(bokeh.get_sessions("/status"))
+
+
+def test_checking_the_link_builds_no_dashboard_session(tmp_path):
+    """The launcher checks the link it prints without opening the status page: each opening makes
+    the scheduler (in the launcher's process, for the local and jobqueue backends) build a Bokeh
+    session and update its plots until the session expires."""
+    import urllib.request
+    from distributed import Client
+    from resqmp import dashboard, profiles
+    from resqmp.backends import for_profile
+    from resqmp.worker_env import worker_environment
+    p = profiles.load("local", [f"storage.shared_directory={tmp_path}", "scaling.workers=1"])
+    cluster = for_profile(p, worker_environment(p)).start()
+    try:
+        with Client(cluster) as client:
+            link, lines = dashboard.describe(client, cluster)
+            assert link and lines[0] == f"dashboard: {link}"
+            assert client.run_on_scheduler(_status_sessions) == 0
+            urllib.request.urlopen(link, timeout=30).read()        # a person opening it: one session
+            assert client.run_on_scheduler(_status_sessions) == 1
+    finally:
+        cluster.close()
+
+
 def test_kubernetes_in_cluster_link_comes_with_the_port_forward_line():
     from types import SimpleNamespace
     from resqmp.backends import kubernetes
