@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["resqpy_numba_stats"]
+__all__ = ["resqpy_numba_stats", "resqpy_dispatchers"]
 
 
-def _resqpy_dispatchers() -> dict[str, object]:
+def resqpy_dispatchers() -> dict[str, object]:
     """'module.function' -> numba dispatcher, for each one found in the imported resqpy modules."""
     if "numba" not in sys.modules:
         return {}                       # numba never imported: nothing compiled or loaded
@@ -45,7 +45,7 @@ def resqpy_numba_stats() -> dict:
     """
     hits = misses = 0
     loaded, compiled = [], []
-    for name, dispatcher in sorted(_resqpy_dispatchers().items()):
+    for name, dispatcher in sorted(resqpy_dispatchers().items()):
         stats = dispatcher.stats
         h, m = sum(stats.cache_hits.values()), sum(stats.cache_misses.values())
         hits, misses = hits + h, misses + m

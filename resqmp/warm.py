@@ -166,17 +166,21 @@ _warmed: set[str] = set()
 
 def use_numba_cache() -> dict:
     """Run on a worker resqmp did not start: turn resqpy's numba cache on, as resqmp's own workers
-    have it (worker_env.DEFAULTS), when nothing decided it yet. Only possible before resqpy (which
-    reads RESQPY_NUMBA_CACHE) and numba (NUMBA_CACHE_DIR) are imported there, and only with a
-    writable cache directory: numba fails every cached function when it cannot write its cache.
-    A variable already in the worker's environment is left as it is."""
+    have it (worker_env.DEFAULTS), when nothing decided it yet (no RESQPY_NUMBA_CACHE in the
+    worker's environment), with a writable cache directory (numba fails every cached function
+    when it cannot write its cache). A variable already in the worker's environment is left as it
+    is. Also when the worker imported resqpy before this (a user's script that imports it at the
+    top is imported again by every worker the cluster spawns): its functions were made without a
+    cache, and get one now, as numba's own ``cache=True`` gives it (``enable_caching``), and so do
+    resqpy's modules imported later; numba rereads its settings from the environment, as its
+    compiler does before each compilation. Without this, every worker of every new cluster
+    compiled all of resqpy's numba code in memory, 5-8 s each."""
     import sys
     from resqmp.worker_env import DEFAULTS, expand
-    if "RESQPY_NUMBA_CACHE" in os.environ or "resqpy.olio.numba_compat" in sys.modules:
+    compat = sys.modules.get("resqpy.olio.numba_compat")
+    if "RESQPY_NUMBA_CACHE" in os.environ or (compat is not None and compat.ENABLE_NUMBA_CACHE):
         return {"changed": False}
     if "NUMBA_CACHE_DIR" not in os.environ:
-        if "numba" in sys.modules:
-            return {"changed": False}
         cache_dir = expand(DEFAULTS["NUMBA_CACHE_DIR"], os.environ)
         try:
             os.makedirs(cache_dir, exist_ok=True)
@@ -186,7 +190,17 @@ def use_numba_cache() -> dict:
             return {"changed": False}
         os.environ["NUMBA_CACHE_DIR"] = cache_dir
     os.environ["RESQPY_NUMBA_CACHE"] = "true"
-    return {"changed": True, "cache_dir": os.environ["NUMBA_CACHE_DIR"]}
+    made_before = 0
+    if "numba" in sys.modules:
+        from numba.core import config
+        config.reload_config()
+    if compat is not None:
+        from resqmp.numba_stats import resqpy_dispatchers
+        compat.ENABLE_NUMBA_CACHE = True          # read by resqpy's njit as each module is imported
+        for dispatcher in resqpy_dispatchers().values():
+            dispatcher.enable_caching()
+            made_before += 1
+    return {"changed": True, "cache_dir": os.environ["NUMBA_CACHE_DIR"], "functions_made_before": made_before}
 
 
 def warm_once(wrappers=tuple(WRAPPERS)) -> dict:

@@ -140,3 +140,36 @@ def test_after_a_first_warm_up_that_failed_the_others_are_warmed_before_the_batc
     assert results[first]["errors"] == {"find_faces": "RuntimeError: injected"}
     assert sorted(results) == [first, second] and not results[second]["errors"]
     assert warmed[second] == ["find_faces"]
+
+
+def test_workers_that_imported_resqpy_first_get_the_cache_too(example, tmp_path, users_environment):
+    """A user's script that imports resqpy at the top is imported again by every worker the
+    cluster spawns: resqpy's numba functions exist before the drop-in can set the environment.
+    They get the cache all the same: on a first cluster one worker compiles (filling the cache)
+    and the other only loads; on a second, fresh cluster no worker compiles anything beyond what
+    importing resqpy compiled. Before, every worker of every cluster compiled it all in memory."""
+    function, kwargs_list = _kwargs(example)
+    ref = tmp_path / "ref" / "ref.epc"
+    ref.parent.mkdir()
+    assert all(resqpy_reference(example["batch"], ref, ref.parent))
+
+    def import_resqpy() -> None:        # by value: importing this module would import resqpy anyway
+        import resqpy.multi_processing  # noqa: F401
+
+    compiled_in_batch = []
+    for attempt in (1, 2):
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            with Client(cluster, set_as_default=False) as client:
+                client.run(import_resqpy)
+                before = client.run(resqpy_numba_stats)
+                out = tmp_path / f"out-{attempt}.epc"
+                assert function_multiprocessing(function, kwargs_list, out, cluster=client,
+                                                tmp_dir_path=tmp_path) == [True] * len(kwargs_list)
+                after = client.run(resqpy_numba_stats)
+        assert content(out) == content(ref)
+        assert [s["cache_enabled"] for s in before.values()] == [False, False]
+        assert all(s["cache_enabled"] is True and s["cache_dir"] == str(users_environment) for s in after.values())
+        compiled_in_batch.append(sorted(bool(set(after[w]["compiled"]) - set(before[w]["compiled"]))
+                                        for w in after))
+    assert compiled_in_batch == [[False, True], [False, False]]
+    assert any(f.suffix == ".nbc" for f in users_environment.rglob("*"))
