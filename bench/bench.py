@@ -16,6 +16,8 @@ workers are warmed first (resqmp.warm.warm_workers) so neither pays numba's JIT:
            default threads) and no warm-up, handed to resqpy's function_multiprocessing and then,
            on a second fresh plain cluster, to resqmp's drop-in; prints both walls, the ratio and
            the physical floor (one task's warm single-thread CPU in this process x N / cores)
+  plain-resqmp  the drop-in alone on a fresh plain cluster (compare two commits of resqmp back to
+           back: `PYTHONPATH=<other checkout>` for the other one)
 
 Printed per run: wall seconds (cluster start excluded for resqpy/resqmp, reported apart), the
 sum of task compute seconds (resqmp modes), recombination seconds and ms per task, time to the
@@ -26,6 +28,7 @@ parts (by type and title) and the same face counts per connection set.
     .venv/bin/python bench/bench.py --scaling 256,512,1024,2048 --modes resqpy,resqmp,launch
     .venv/bin/python bench/bench.py --n 256 --modes resqmp     # only resqmp
     .venv/bin/python bench/bench.py --n 1024 --modes plain     # the users' way, with the floor
+    .venv/bin/python bench/bench.py --n 1024 --modes plain-resqmp
 
 Results are appended as JSON lines to bench/results/bench.jsonl (datasets are cached there too).
 """
@@ -333,8 +336,9 @@ def floor_child(root: Path, n: int, repeats: int = 15) -> None:
     print(statistics.median(times))
 
 
-def run_plain(meta: dict, out_dir: Path, workers: int) -> dict:
-    """Both engines, each on its own fresh plain LocalCluster, resqpy first."""
+def run_plain(meta: dict, out_dir: Path, workers: int, engines=("resqpy", "resqmp")) -> dict:
+    """Both engines, each on its own fresh plain LocalCluster, resqpy first (`plain-resqmp`: the
+    drop-in alone, to compare two commits of resqmp without waiting on resqpy each time)."""
     import resqpy.multi_processing as rqmp
     import resqmp.api as api
     from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as wrapper
@@ -342,6 +346,8 @@ def run_plain(meta: dict, out_dir: Path, workers: int) -> dict:
     walls, starts = {}, {}
     for engine, function_multiprocessing in (("resqpy", rqmp.function_multiprocessing),
                                              ("resqmp", api.function_multiprocessing)):
+        if engine not in engines:
+            continue
         with plain_cluster(workers) as (cluster, client, start_s, worker_env):
             kwargs_list = [dict(t) for t in meta["tasks"]]
             t0 = time.perf_counter()
@@ -349,6 +355,11 @@ def run_plain(meta: dict, out_dir: Path, workers: int) -> dict:
                                                tmp_dir_path=str(out_dir))
             walls[engine], starts[engine] = time.perf_counter() - t0, start_s
             assert all(success), f"{engine}: {success.count(False)} tasks failed"
+    if "resqpy" not in engines:
+        print(f"N={n} plain LocalCluster({workers} workers, no resqmp environment: {worker_env}): "
+              f"resqmp drop-in {walls['resqmp']:.2f} s; cluster start {starts['resqmp']:.1f} s", flush=True)
+        return {"engine": "plain-resqmp", "wall_s": walls["resqmp"], "worker_env": worker_env,
+                "cluster_start_s": starts, "output": str(out_dir / "plain-resqmp.epc")}
     floor_task_s = task_floor(out_dir.parent, n)
     floor = floor_task_s * n / (os.cpu_count() or workers)
     same = content(out_dir / "plain-resqmp.epc") == content(out_dir / "plain-resqpy.epc")
@@ -364,7 +375,8 @@ def run_plain(meta: dict, out_dir: Path, workers: int) -> dict:
 
 
 RUNNERS = {"resqpy": run_resqpy, "resqmp": run_resqmp, "launch": run_launch, "recombine": run_recombine_only,
-           "plain": run_plain}
+           "plain": run_plain,
+           "plain-resqmp": lambda meta, out_dir, workers: run_plain(meta, out_dir, workers, engines=("resqmp",))}
 
 
 def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -> list[dict]:
@@ -384,7 +396,7 @@ def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -
             busy = row["report_wall_s"] - row["cluster_start_s"] if mode == "launch" else row["wall_s"]
             row["wall_over_ideal"] = busy / row["ideal_s"]
         rows.append(row)
-        if mode in ("recombine", "plain"):
+        if mode in ("recombine", "plain", "plain-resqmp"):
             continue
         print(f"N={n} {mode:7s} wall {row['wall_s']:8.2f} s  recombine {row['recombine_ms_per_task'] or 0:7.2f} ms/task  "
               f"first result {row.get('first_result_s') or float('nan'):7.2f} s"
@@ -395,7 +407,7 @@ def bench_one(n: int, modes: list[str], root: Path, workers: int, layout: str) -
     if "resqpy" in outputs:
         reference = content(outputs["resqpy"])
         for r in rows:
-            if r["engine"] not in ("resqpy", "recombine", "plain"):
+            if r["engine"] not in ("resqpy", "recombine", "plain", "plain-resqmp"):
                 r["same_output_as_resqpy"] = content(r["output"]) == reference
                 print(f"N={n} {r['engine']} output same as resqpy's: {r['same_output_as_resqpy']}", flush=True)
     by = {r["engine"]: r for r in rows}
@@ -415,7 +427,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=1024, help="number of find-faces tasks (surfaces)")
     parser.add_argument("--scaling", help="comma separated N values, e.g. 256,512,1024,2048 (overrides --n)")
     parser.add_argument("--modes", default="resqpy,resqmp",
-                        help="comma separated: resqpy, resqmp, launch, recombine, plain")
+                        help="comma separated: resqpy, resqmp, launch, recombine, plain, plain-resqmp")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--layout", choices=("split", "single"), default="split",
                         help="split: grid and each surface in its own EPC (default); single: one EPC")
@@ -431,9 +443,10 @@ def main(argv=None) -> int:
     unknown = set(modes) - set(RUNNERS)
     if unknown:
         parser.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
-    if "plain" in modes and modes != ["plain"]:
-        parser.error("--modes plain runs alone: its workers must start without resqmp's environment")
-    if modes != ["plain"]:
+    plain = {"plain", "plain-resqmp"}
+    if plain & set(modes) and len(modes) != 1:
+        parser.error("--modes plain (or plain-resqmp) runs alone: its workers must start without resqmp's environment")
+    if not plain & set(modes):
         # The bench process imports resqpy too (the recombination runs here): same settings.
         global _worker_env_set
         os.environ.update(WORKER_ENV)
