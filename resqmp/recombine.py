@@ -22,7 +22,7 @@ from resqmp.h5_copy import MissingDataset
 from resqmp.merge import Merger
 from resqmp.outputs import h5_of, is_staging_of, new_staging
 from resqmp.premerge import PartialReader
-from resqmp.task_model import DamagedEPC, load_task_model
+from resqmp.task_model import DamagedEPC, TreeCache, load_task_model
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ class Recombiner:
         self._next = 0
         self.seconds = 0.0
         self.damaged: dict[int, str] = {}
+        # the parts every task repeats (its CRS, grid, properties), parsed once for all tasks
+        self.trees = TreeCache()
 
     def offer(self, index: int, epc_file: str | None, uuid_list: list[str], partial: str | None = None) -> None:
         """Accept task `index`'s result; merge every result now contiguous from the front.
@@ -147,7 +149,7 @@ class Recombiner:
                 try:
                     # strict: a member resqpy's load would drop ("okay to continue?") would leave
                     # the task's part out of a model that looks whole
-                    task_model = load_task_model(epc, raw=stored, strict=True)
+                    task_model = load_task_model(epc, raw=stored, strict=True, cache=self.trees)
                 except OSError:
                     raise
                 except Exception as e:   # noqa: BLE001 - cut short, not a zip, a member damaged
