@@ -62,6 +62,10 @@ class Merger:
         # (what serialising its tree gives; the partial was written by the same serialiser)
         self._stored: tuple[dict, str] | None = None
         self._plain: set[str] | frozenset = frozenset()   # the partial's plain datasets (h5_copy)
+        # while merge_model merges a task model: that model, and its object parts with their
+        # uuid ints in its part order (read once, when first needed)
+        self._task = None
+        self._part_ints: list[tuple[str, int]] | None = None
 
     # -- public -------------------------------------------------------------------------------
     def merge_model(self, other, uuids, stored: dict | None = None, plain: set[str] | frozenset = frozenset()) -> None:
@@ -77,12 +81,14 @@ class Merger:
         if stored is not None:
             self._stored = (stored, str(other.h5_uuid()))
         self._plain = plain
+        self._task, self._part_ints = other, None
         try:
             for u in ordered:
                 self.copy_uuid(other, u)
         finally:
             self.h5.close_input()
             self._stored, self._plain = None, frozenset()
+            self._task = self._part_ints = None
         self._task_done()
 
     def arrays_to_copy(self, other, uuids) -> dict[str, str]:
@@ -320,7 +326,17 @@ class Merger:
         the order decides the order of relationships written."""
         if self._related is not None:
             return self._related.get(bu.uuid_from_string(resident_uuid).int, [])
-        return m_c._parts_list_filtered_by_related_uuid(other, m_c._list_of_parts(other), resident_uuid)
+        if other is not self._task or not other.rels_present or resident_uuid is None:
+            return m_c._parts_list_filtered_by_related_uuid(other, m_c._list_of_parts(other), resident_uuid)
+        # resqpy's _parts_list_filtered_by_related_uuid, the task's parts' uuid ints read once per task
+        relations = other.uuid_rels_dict.get(bu.uuid_from_string(resident_uuid).int)
+        if relations is None:
+            return []
+        all_relations = relations[0] | relations[1] | relations[2]
+        if self._part_ints is None:
+            forest = other.parts_forest
+            self._part_ints = [(part, forest[part][1].int) for part in other.object_parts]
+        return [part for part, uuid_int in self._part_ints if uuid_int in all_relations]
 
     def _copy_relationships_for_present_targets(self, other, resident_uuid, root_node) -> None:
         model = self.model

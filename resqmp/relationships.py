@@ -16,6 +16,9 @@ from resqpy.olio.xml_namespaces import namespace as ns_url
 
 log = logging.getLogger(__name__)
 
+_XSI_TYPE = ns['xsi'] + 'type'
+_NAMES_KEPT = 4096      # names remembered (then forgotten all at once: the hot ones come back)
+
 
 class RelationshipIndex:
     """Adds reciprocal relationships to `model`'s rels parts; tells `on_change(rels part name)`
@@ -25,6 +28,9 @@ class RelationshipIndex:
         self.model = model
         self.on_change = on_change
         self._targets: dict[str, set[str]] = {}    # rels part name -> Targets of its Relationships
+        # (uuid, xsi:type) of a part's root -> its part name and rels part name (the same strings
+        # every time: the grid and CRS every task relates to are looked up again and again)
+        self._names: dict[tuple[str, str], tuple[str, str]] = {}
 
     def forget(self, rels_name: str) -> None:
         """The rels part was replaced by a fresh tree: read its targets again when needed."""
@@ -44,10 +50,18 @@ class RelationshipIndex:
             self._add(rel_part_b, rel_root_b, uuid_a, rel_type_b, part_name_a)
 
     def _rels_for(self, node):
-        uuid = node.attrib['uuid']
-        obj_type = rqet.stripped_of_prefix(rqet.content_type(node.attrib[ns['xsi'] + 'type']))
-        part_name = rqet.part_name_for_object(obj_type, uuid)
-        rel_part_name = rqet.rels_part_name_for_part(part_name)
+        attrib = node.attrib
+        uuid = attrib['uuid']
+        key = (uuid, attrib[_XSI_TYPE])
+        names = self._names.get(key)
+        if names is None:
+            obj_type = rqet.stripped_of_prefix(rqet.content_type(key[1]))
+            part_name = rqet.part_name_for_object(obj_type, uuid)
+            names = (part_name, rqet.rels_part_name_for_part(part_name))
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            self._names[key] = names
+        part_name, rel_part_name = names
         _, rel_tree = self.model.rels_forest[rel_part_name]
         return uuid, part_name, rel_part_name, rel_tree.getroot()
 
