@@ -271,3 +271,26 @@ def maps_by_itself(nbytes: int) -> bool:
     mapped = libc.mallinfo2().hblks > before
     libc.free(chunk)
     return mapped
+
+
+def marked_find_faces(index, parent_tmp_dir, marker_dir, delay: float = 0.0, **kwargs):
+    """resqpy's find-faces wrapper, steered per task by files in marker_dir (the batch's kwargs, and
+    so its digest, stay the same from run to run): `fail-INDEX` -> raises; `hold-INDEX` -> waits
+    until that file is gone (at most 10 min) before running; `damage-INDEX` -> its HDF5 file cut
+    short (damage_h5 "truncated") after it ran. Then a pause of `delay` seconds. Each call that
+    returns first appends its output (index, epc_file, uuid_list) to marker_dir/calls.jsonl."""
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
+    marker = os.path.join(marker_dir, "{}-%d" % index)
+    if os.path.exists(marker.format("fail")):
+        raise RuntimeError(f"task {index} failed ({marker.format('fail')} exists)")
+    deadline = time.monotonic() + 600
+    while os.path.exists(marker.format("hold")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    result = find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+    if os.path.exists(marker.format("damage")):
+        damage_h5(os.path.splitext(result[2])[0] + ".h5", "truncated")
+    line = json.dumps({"index": index, "epc_file": str(result[2]), "uuid_list": [str(u) for u in result[3]]})
+    with open(os.path.join(marker_dir, "calls.jsonl"), "a") as f:
+        f.write(line + "\n")
+    time.sleep(delay)
+    return result
