@@ -235,7 +235,8 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                   stall_after: float | None = None,
                   on_stall: Callable[[float, list[dict], int, float], None] | None = None,
                   premerge: bool | str | None = False,
-                  on_final: Callable[[list[dict]], None] | None = None) -> int:
+                  on_final: Callable[[list[dict]], None] | None = None,
+                  more: Callable[[], dict[int, dict]] | None = None) -> int:
     """Run every task; call on_result once per task index with its final record (with "attempts":
     how many times it was sent to a worker, and "lost_workers": the workers that left while holding
     it) as soon as its group finishes. group_size: tasks per Dask task, or 'auto' (see
@@ -262,7 +263,11 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
     gets the final records of every Dask task already fetched and still queued, nothing merged
     and nothing sent: a task that would be sent again (retry_on_error with attempts left, a
     timed-out group's tasks not run, a group lost to resqmp's own restart) is not final and is
-    left out. Final means on_result would have got it with the same fields."""
+    left out. Final means on_result would have got it with the same fields.
+
+    more (a resume's tasks whose journaled output on_result found damaged): called after on_result
+    has had a Dask task's records; the tasks it returns (index -> kwargs, none of this run's) are
+    sent, each alone, and are part of the run from then on."""
     # Unique per run: two launches on one scheduler (the external backend) must never share a key.
     key_prefix = key_prefix or f"resqmp-{uuid.uuid4().hex[:8]}"
     premerge = premerge_rule(premerge)          # each worker applies it to itself (run_group)
@@ -382,6 +387,13 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                 remaining -= 1
                 quiet_since, next_report = time.monotonic(), stall_after
                 on_result(result)
+            for i, kwargs in sorted((more() if more is not None else {}).items()):
+                if i in kwargs_by_index:
+                    raise ValueError(f"task {i} is already part of this run")
+                kwargs_by_index[i] = kwargs
+                attempts[i], lost_workers[i], resent[i] = 1, [], 0
+                remaining += 1
+                submit([i])
     except BaseException:
         if on_final is not None:
             with interrupts.shielded():          # later signals are recorded, never cut this

@@ -29,6 +29,13 @@ class ProgressReport:
         if self.bar is not None:
             self.bar.reset(self.task, total=self.total, completed=self.done, failed=self.failed, rate="")
 
+    def reopen(self) -> None:
+        """A task counted done as resumed runs again after all (its journaled output was damaged)."""
+        self.done -= 1
+        self.resumed -= 1
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+
     def info(self, message: str) -> None:
         if self.bar is not None:
             self.bar.console.print(message)

@@ -56,7 +56,10 @@ class Recombiner:
     A task whose own output cannot be merged (its EPC cut short, a member damaged, never shown by
     the filesystem; its HDF5 file the same, or lacking an array) is merged not at all, never in
     part, and is left out as a failed task would be: its index and why go to `damaged`
-    (take_damaged), for the caller to count it failed."""
+    (take_damaged), for the caller to count it failed. Unless it was offered `rerunnable` (a
+    resume's journaled result, whose task can still run in this run): then its index is not
+    consumed but stays the front, later results wait for it, and it goes with why to `to_rerun`
+    (take_to_rerun), for the caller to run the task again and offer its new result."""
 
     def __init__(self, out_epc: str | Path, consolidate: bool = True, update_existing: bool = False,
                  task_directory: str | Path | None = None):
@@ -85,7 +88,7 @@ class Recombiner:
             raise _output_error(self.out, e) from None
         # a link at a partial's path is no partial: waited for as a name (lexists), then refused
         self.partials = PartialReader(task_directory, wait=lambda path: _wait_for(path, exists=os.path.lexists))
-        self._pending: dict[int, tuple[str | None, list[str], str | None]] = {}
+        self._pending: dict[int, tuple[str | None, list[str], str | None, bool]] = {}
         self._named: set[str] = set()        # every partial a record handed to offer() names
         self._tidied: set[str] = set()       # partials whose group's other attempts were removed
         self._next = 0
@@ -93,20 +96,28 @@ class Recombiner:
         self.damaged: dict[int, str] = {}
         # the parts every task repeats (its CRS, grid, properties), parsed once for all tasks
         self.trees = TreeCache()
+        self.to_rerun: dict[int, str] = {}
 
-    def offer(self, index: int, epc_file: str | None, uuid_list: list[str], partial: str | None = None) -> None:
+    def offer(self, index: int, epc_file: str | None, uuid_list: list[str], partial: str | None = None,
+              rerunnable: bool = False) -> None:
         """Accept task `index`'s result; merge every result now contiguous from the front.
         `partial`: the group partial holding the task's output (resqmp.premerge), merged from
-        there when its share is found, else from epc_file."""
-        self._pending[index] = (epc_file, uuid_list, partial)
+        there when its share is found, else from epc_file. `rerunnable`: its output found damaged,
+        the task is to run again rather than be left out (to_rerun): nothing after it is merged
+        until it is offered again."""
+        self._pending[index] = (epc_file, uuid_list, partial, rerunnable)
         if partial is not None:
             self._named.add(partial)
         while self._next in self._pending:
-            epc, uuids, partial = self._pending.pop(self._next)
+            epc, uuids, partial, rerunnable = self._pending.pop(self._next)
             if epc is not None:
                 try:
                     self._merge(self._next, epc, uuids, partial)
                 except DamagedOutput as e:
+                    if rerunnable:
+                        # nothing of it merged (DamagedOutput): its index stays the front
+                        self.to_rerun[self._next] = str(e)
+                        return
                     self.damaged[self._next] = str(e)
                     log.warning("task %d: %s; it is left out of the model, as a failed task", self._next, e)
             self._next += 1
@@ -115,6 +126,13 @@ class Recombiner:
         """The tasks found damaged since the last call (index -> why), left out of the model."""
         damaged, self.damaged = self.damaged, {}
         return damaged
+
+    def take_to_rerun(self) -> dict[int, str]:
+        """The tasks offered `rerunnable` found damaged since the last call (index -> why): nothing
+        of them merged, each to be offered again with its new result (a result offered after it
+        waits for it)."""
+        to_rerun, self.to_rerun = self.to_rerun, {}
+        return to_rerun
 
     def remove_lost_attempts(self, partial: str) -> list[str]:
         """The group whose records name `partial` was sent again after a worker died holding it:

@@ -135,7 +135,6 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
 
     results = run.results
     results.update({i: {**record, "resumed": True} for i, record in journal.done.items()})
-    todo = {i: kwargs for i, kwargs in enumerate(batch.tasks) if i not in results}
     report = progress or ProgressReport(total=len(batch.tasks), already_done=len(results))
     for warning in profile.warnings:
         report.warn(warning)
@@ -151,9 +150,13 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
     try:
         recombiner = Recombiner(out, task_directory=run.run_dir)     # its group partials, only there
 
-        def merge(i: int, result: dict) -> None:
+        rerun: dict[int, dict] = {}      # journaled tasks whose output is damaged: they run again now
+
+        def merge(i: int, result: dict, resumed: bool = False) -> None:
             preflight.check_room(out, result["epc_file"])
-            recombiner.offer(i, result["epc_file"], result["uuid_list"], result.get("partial"))
+            # a journaled result found damaged is not left out but run again in this run: nothing
+            # after it is merged until its new result is (the merge stays in task order)
+            recombiner.offer(i, result["epc_file"], result["uuid_list"], result.get("partial"), rerunnable=resumed)
             for j, why in recombiner.take_damaged().items():
                 # left out of the model: a failed task, journaled so (a resume runs it again), its
                 # files kept (the run is not complete)
@@ -161,10 +164,29 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
                 journal.record(results[j])
                 report.warn(f"task {j}{_named(batch.names[j])}: {why}: left out of the model and counted "
                             f"failed; run the same command again to run it again")
+            for j, why in recombiner.take_to_rerun().items():
+                # journaled not done before it is sent: a resume after this run is cut runs it again.
+                # Its damaged files stay (removed with the task folder); its rerun writes its own.
+                del results[j]
+                journal.record({"index": j, "name": batch.names[j], "success": False, "epc_file": None,
+                                "uuid_list": [], "error": f"DamagedOutput: {why}"})
+                report.reopen()
+                report.warn(f"task {j}{_named(batch.names[j])}: {why}: it runs again in this run")
+                rerun[j] = batch.tasks[j]
 
         for i in sorted(results):
             interrupts.raise_if_requested()     # merging a long journal takes minutes: a Ctrl-C stops it
-            merge(i, results[i])
+            merge(i, results[i], resumed=True)
+        # the tasks not journaled, and those just found damaged
+        todo = {i: kwargs for i, kwargs in enumerate(batch.tasks) if i not in results}
+        rerun.clear()
+
+        def more() -> dict[int, dict]:
+            """Journaled tasks found damaged once the cluster's results reached them (they waited
+            behind a task that had not run): sent in this run too."""
+            taken = dict(rerun)
+            rerun.clear()
+            return taken
 
         def journal_first(records: list[dict]) -> None:
             """A group's final records, journaled before any is merged: a Ctrl-C during a merge
@@ -186,7 +208,7 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
 
         if todo:
             run.run_dir.mkdir(parents=True, exist_ok=True)
-            _run_on_cluster(run, todo, on_result, journal_first, report)
+            _run_on_cluster(run, todo, on_result, journal_first, report, more)
         elif run.perf:
             report.info(f"nothing left to run: no performance report written at {run.perf}")
         interrupts.raise_if_requested()     # a Ctrl-C that arrived while nothing could raise it
@@ -252,7 +274,8 @@ def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool)
     return recombiner.publish(partial_path(out))
 
 
-def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, on_final, report: ProgressReport) -> None:
+def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, on_final, report: ProgressReport,
+                    more=None) -> None:
     profile, batch, summary = run.profile, run.batch, run.summary
     scaling = profile.scaling
     task_cfg = profile.tasks
@@ -318,7 +341,8 @@ def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, on_final, r
             stall_after=task_cfg.get("stall_after", STALL_AFTER),
             on_stall=lambda idle, running, waiting, nxt: report.stalled(idle, running, waiting, nxt, batch.names),
             premerge=task_cfg.get("premerge", "auto"),   # group partials (resqmp.premerge)
-            on_final=on_final)        # the journal: every record fetched, before any merge
+            on_final=on_final,        # the journal: every record fetched, before any merge
+            more=more)                # journaled tasks found damaged meanwhile: they run too
         lap("tasks")
     lap("teardown")
 
