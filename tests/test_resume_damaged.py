@@ -24,6 +24,8 @@ from wrappers_for_tests import damage_h5
 
 #: one task per Dask task, no group partials: each task's own files are what the resume merges
 ARGS = ("--workers", "2", "--set", "tasks.group_size=1", "--set", "tasks.premerge=false", "--keep-task-files")
+#: groups of four tasks, each group's outputs gathered into a group partial (resqmp.premerge)
+PARTIALS = ("--workers", "2", "--set", "tasks.group_size=4", "--set", "tasks.premerge=true", "--keep-task-files")
 
 
 def marked_batch(slow, tmp_path: Path, delay: float = 0.5) -> tuple[Path, Path]:
@@ -39,9 +41,9 @@ def marked_batch(slow, tmp_path: Path, delay: float = 0.5) -> tuple[Path, Path]:
     return path, markers
 
 
-def launch(batch: Path, out: Path, marker: dict | None = None):
+def launch(batch: Path, out: Path, args: tuple = ARGS):
     from proc_watch import start_launch
-    proc = start_launch(batch, out, *ARGS, marker=marker)
+    proc = start_launch(batch, out, *args)
     stdout, stderr = proc.communicate(timeout=300)
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
     return proc.returncode, stderr
@@ -100,12 +102,12 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_with_task_7_failed(slow, tmp_path):
+def run_with_task_7_failed(slow, tmp_path, args: tuple = ARGS):
     """A first run in which task 7 raised: exit 3, tasks 0-6 journaled done, OUT written."""
     batch, markers = marked_batch(slow, tmp_path)
     out = tmp_path / "faults.epc"
     (markers / "fail-7").touch()
-    code, stderr = launch(batch, out)
+    code, stderr = launch(batch, out, args)
     assert code == ExitCode.TASKS_FAILED, stderr
     done = last_records(out)
     assert [i for i in sorted(done) if done[i]["success"]] == list(range(7))
@@ -137,6 +139,29 @@ def test_a_resume_reruns_a_journaled_task_whose_output_is_damaged(slow, tmp_path
     assert_identical(out, resqpys_model(outputs, tmp_path / "ref" / "ref.epc"))
     assert not journal_path(out).exists()
     assert not partial_path(out).exists()
+
+
+def test_a_task_in_a_group_partial_is_rerun_when_its_partial_and_own_output_are_damaged(slow, tmp_path):
+    """Group partials: tasks 0-3 journaled with their group's partial, whose HDF5 file is then cut
+    short, and task 2's own HDF5 file too. The resume merges tasks 0 and 1 from their own files
+    (a partial that cannot be read is only a shortcut lost), runs task 2 again, merges task 3 after
+    it, and exits 0 with resqpy's model of the eight outputs. (Task 2's own file damaged under a
+    whole partial needs no rerun: its share is merged from the partial.)"""
+    from epc_compare import content
+    batch, markers, out, done = run_with_task_7_failed(slow, tmp_path, PARTIALS)
+    partial = done[2].get("partial")
+    assert partial and all(done[i].get("partial") == partial for i in range(4))
+    damage_h5(h5_of(Path(partial)), "truncated")
+    damaged = damage_output(done[2], "h5_truncated")
+    code, stderr = launch(batch, out, PARTIALS)
+    assert code == 0, stderr
+    assert str(damaged) in one_warning_about(stderr, 2)
+    tasks = report_tasks(out)
+    assert all(t["success"] for t in tasks.values())
+    assert sorted(i for i, t in tasks.items() if not t["resumed"]) == [2, 7]
+    assert content(out) == slow["reference"]
+    assert_identical(out, resqpys_model(last_calls(markers), tmp_path / "ref" / "ref.epc"))
+    assert not journal_path(out).exists()
 
 
 def test_a_damaged_task_after_one_not_yet_run_is_rerun_in_the_same_run(slow, tmp_path):
