@@ -16,9 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+import resqmp.recombine as recombine
 from resqmp.errors import ExitCode
 from resqmp.outputs import h5_of, journal_path, partial_path
+from resqmp.recombine import Recombiner
+from resqmp.tasks import run_task
+from test_premerge import FIND_FACES, batches, reference  # noqa: F401 - batches is a fixture
 from test_premerge_epc_damage import damage
+from test_premerge_h5 import two_groups
 from test_recombine import assert_identical, resqpy_recombine
 from wrappers_for_tests import damage_h5
 
@@ -113,6 +118,34 @@ def run_with_task_7_failed(slow, tmp_path, args: tuple = ARGS):
     assert [i for i in sorted(done) if done[i]["success"]] == list(range(7))
     (markers / "fail-7").unlink()
     return batch, markers, out, done
+
+
+def test_the_recombiner_holds_a_rerunnable_damaged_result_at_the_front(batches, tmp_path, monkeypatch):
+    """Eight results offered `rerunnable`, task 2's HDF5 file cut short: task 2 is handed back to
+    run again (take_to_rerun, not take_damaged), and nothing after it is merged before its new
+    result is offered: the model is resqpy's of the eight in task order, task 2's from its rerun
+    (equivalent CRSs, features and interpretations across tasks: the order decides which ones
+    stay)."""
+    monkeypatch.setattr(recombine, "APPEAR_SECONDS", 0.5)
+    run_dir = tmp_path / "tasks"
+    run_dir.mkdir()
+    records = [r for group in two_groups(batches, run_dir) for r in group]
+    for r in records:
+        r.pop("partial", None)                  # the tasks' own files only
+    rerun = run_task(FIND_FACES, dict(batches["find_faces"][1][2]), 2, str(run_dir))
+    damage_h5(h5_of(Path(records[2]["epc_file"])), "truncated")
+    out = tmp_path / "out" / "out.epc"
+    out.parent.mkdir()
+    recombiner = Recombiner(out)
+    for r in records:
+        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"], rerunnable=True)
+    to_rerun = recombiner.take_to_rerun()
+    assert list(to_rerun) == [2] and str(h5_of(Path(records[2]["epc_file"]))) in to_rerun[2]
+    assert recombiner.take_damaged() == {} and recombiner.take_to_rerun() == {}
+    recombiner.offer(2, rerun["epc_file"], rerun["uuid_list"])
+    assert recombiner.take_damaged() == {} and recombiner.take_to_rerun() == {}
+    recombiner.publish()
+    assert_identical(out, reference(records[:2] + [rerun] + records[3:], tmp_path))
 
 
 @pytest.mark.parametrize("how", ["h5_truncated", "epc_truncated", "epc_gone"])
