@@ -44,15 +44,17 @@ def _missing(link: str) -> str:
     Asked first of a static file that only Bokeh's server has, with HEAD: opening the status page
     itself makes the scheduler build a Bokeh session for it (0.4 s of its CPU) and update its plots
     for the ~15 s until the session expires, in the launcher's own event loop for the local and
-    jobqueue backends. Only when that file is not there is the page read (a 404, or distributed's
-    "Dask needs bokeh" page: neither builds a session)."""
+    jobqueue backends. Only when that file is not there (404), or HEAD was refused (405, 501: a
+    proxy in front that allows GET only), is the page read (a 404, or distributed's "Dask needs
+    bokeh" page: neither builds a session)."""
     if link.endswith("/status"):
         try:
             urllib.request.urlopen(urllib.request.Request(link[:-len("status")] + BOKEH_STATIC, method="HEAD"),
                                    timeout=PROBE_SECONDS).close()
             return ""
         except urllib.error.HTTPError as e:
-            if e.code != 404:
+            # 405/501: something in between (a proxy allowing GET only) refused HEAD: it told nothing
+            if e.code not in (404, 405, 501):
                 return ""
         except Exception:   # noqa: BLE001 - unreachable from here (a tunnel, another network)
             return ""
