@@ -168,19 +168,29 @@ def use_numba_cache() -> dict:
     """Run on a worker resqmp did not start: turn resqpy's numba cache on, as resqmp's own workers
     have it (worker_env.DEFAULTS), when nothing decided it yet (no RESQPY_NUMBA_CACHE in the
     worker's environment), with a writable cache directory (numba fails every cached function
-    when it cannot write its cache). A variable already in the worker's environment is left as it
-    is. Also when the worker imported resqpy before this (a user's script that imports it at the
-    top is imported again by every worker the cluster spawns): its functions were made without a
+    when it cannot write its cache): NUMBA_CACHE_DIR, or the directory the user gave an imported
+    numba in code (numba.config.CACHE_DIR), else ~/.cache/resqmp/numba.
+
+    Also when the worker imported resqpy before this (a user's script that imports it at the top
+    is imported again by every worker the cluster spawns): its functions were made without a
     cache, and get one now, as numba's own ``cache=True`` gives it (``enable_caching``), and so do
-    resqpy's modules imported later; numba rereads its settings from the environment, as its
-    compiler does before each compilation. Without this, every worker of every new cluster
-    compiled all of resqpy's numba code in memory, 5-8 s each."""
+    resqpy's modules imported later. Without this, every worker of every new cluster compiled all
+    of resqpy's numba code in memory, 5–8 s each. An imported numba is given the directory as a
+    setting made in code (numba.config.CACHE_DIR), never through the environment: a NUMBA_
+    variable added to it makes numba reread all of its settings at its next compilation, which
+    drops those the user made in code and raises "Cannot set NUMBA_NUM_THREADS to a different
+    value once the threads have been launched" in a worker pinned to fewer cores since.
+
+    Returns ``changed``; ``compiled_in_memory``: resqpy functions compiled here before the cache
+    was on (numba never writes those to it), other than those compiled where they are defined."""
     import sys
     from resqmp.worker_env import DEFAULTS, expand
     compat = sys.modules.get("resqpy.olio.numba_compat")
     if "RESQPY_NUMBA_CACHE" in os.environ or (compat is not None and compat.ENABLE_NUMBA_CACHE):
         return {"changed": False}
-    if "NUMBA_CACHE_DIR" not in os.environ:
+    numba = sys.modules.get("numba")
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR") or (numba.config.CACHE_DIR if numba is not None else "")
+    if not cache_dir:
         cache_dir = expand(DEFAULTS["NUMBA_CACHE_DIR"], os.environ)
         try:
             os.makedirs(cache_dir, exist_ok=True)
@@ -188,19 +198,22 @@ def use_numba_cache() -> dict:
             return {"changed": False}
         if not os.access(cache_dir, os.W_OK | os.X_OK):
             return {"changed": False}
-        os.environ["NUMBA_CACHE_DIR"] = cache_dir
+        if numba is None:
+            os.environ["NUMBA_CACHE_DIR"] = cache_dir     # read by numba when it is imported
+        else:
+            numba.config.CACHE_DIR = cache_dir
     os.environ["RESQPY_NUMBA_CACHE"] = "true"
-    made_before = 0
-    if "numba" in sys.modules:
-        from numba.core import config
-        config.reload_config()
+    in_memory = []
     if compat is not None:
         from resqmp.numba_stats import resqpy_dispatchers
         compat.ENABLE_NUMBA_CACHE = True          # read by resqpy's njit as each module is imported
-        for dispatcher in resqpy_dispatchers().values():
+        for name, dispatcher in resqpy_dispatchers().items():
+            # one compiled where it is defined (a signature in its decorator) is compiled so in
+            # every worker that imports resqpy: none compiles it later, into the cache or not
+            if dispatcher.overloads and getattr(dispatcher, "_can_compile", True):
+                in_memory.append(name)
             dispatcher.enable_caching()
-            made_before += 1
-    return {"changed": True, "cache_dir": os.environ["NUMBA_CACHE_DIR"], "functions_made_before": made_before}
+    return {"changed": True, "cache_dir": cache_dir, "compiled_in_memory": in_memory}
 
 
 def warm_once(wrappers=tuple(WRAPPERS)) -> dict:
@@ -214,40 +227,48 @@ def warm_once(wrappers=tuple(WRAPPERS)) -> dict:
 
 
 def cache_location() -> tuple[str, str | None] | None:
-    """Run on a worker: where resqpy's numba functions are cached there, as (host, NUMBA_CACHE_DIR
-    or None for numba's default beside the sources); None when resqpy's cache is off (each worker
-    then compiles in memory: nothing shared to fill, nothing to collide in)."""
+    """Run on a worker: where resqpy's numba functions are cached there, as (host, the cache
+    directory or None for numba's default beside the sources); None when resqpy's cache is off
+    (each worker then compiles in memory: nothing shared to fill, nothing to collide in)."""
     import sys
     compat = sys.modules.get("resqpy.olio.numba_compat")
     enabled = (compat.ENABLE_NUMBA_CACHE if compat is not None
                else os.environ.get("RESQPY_NUMBA_CACHE", "false").lower().startswith("t"))
     if not enabled:
         return None
-    cache_dir = os.environ.get("NUMBA_CACHE_DIR")
+    numba = sys.modules.get("numba")
+    cache_dir = numba.config.CACHE_DIR if numba is not None else os.environ.get("NUMBA_CACHE_DIR")
     return socket.gethostname(), os.path.realpath(cache_dir) if cache_dir else None
 
 
 def warm_users_cluster(client, wrapper: str) -> dict:
     """The drop-in on a cluster the user started: before the batch, every worker connected now
-    uses resqpy's numba cache (use_numba_cache), and the first runs the batch's wrapper once on a
-    tiny model, filling the cache, once per worker process. The others load that cache on their
-    first task, while the first already runs the batch: warming them first made every worker wait
-    for each import in turn (1–1.5 s each). Only a worker whose cache the first did not fill (on
-    another host, or another cache directory) is warmed before the batch too, so no two workers
-    compile into one cache at once; after a first warm-up that failed, every worker is. Nothing
-    for a wrapper resqmp knows nothing about (label_for). Returns worker address -> warm_once's
-    result, for the workers warmed."""
+    uses resqpy's numba cache (use_numba_cache), and one runs the batch's wrapper once on a tiny
+    model, filling the cache, once per worker process. The others load that cache on their first
+    task, while the first already runs the batch: warming them first made every worker wait for
+    each import in turn (1–1.5 s each). The one warmed first is a worker that compiled none of
+    resqpy's code in memory before its cache was on (numba writes to the cache only what it
+    compiles with the cache on). The others are warmed before the batch too, taking turns on the
+    cache (the lock), where the first did not fill their cache: on another host or in another
+    cache directory, after a warm-up that failed, or when every worker had compiled in memory.
+    So no two workers compile into one cache at once (numba#4807). Nothing for a wrapper resqmp
+    knows nothing about (label_for). Returns worker address -> warm_once's result, for the
+    workers warmed."""
     label = label_for(wrapper)
     workers = sorted(client.scheduler_info()["workers"])
     if label is None or not workers:
         return {}
-    client.run(use_numba_cache, workers=workers)
-    first, rest = workers[0], workers[1:]
+    prepared = client.run(use_numba_cache, workers=workers)
+    clean = [w for w in workers if not prepared.get(w, {}).get("compiled_in_memory")]
+    first = clean[0] if clean else workers[0]
+    rest = [w for w in workers if w != first]
     results = {first: client.submit(warm_once, (label,), workers=[first], allow_other_workers=False,
                                     pure=False).result()}
     if rest:
         where = client.run(cache_location, workers=workers)
-        filled = not results[first].get("errors")     # a failed warm-up may have left the cache half-filled
+        # a failed warm-up may have left the cache half-filled; one that found resqpy compiled in
+        # memory wrote none of that
+        filled = not results[first].get("errors") and first in clean
         unfilled = [w for w in rest if where.get(w) is not None and (where[w] != where.get(first) or not filled)]
         if unfilled:        # they compile into caches of their own, taking turns on each (the lock)
             results.update(client.run(warm_once, (label,), workers=unfilled))
