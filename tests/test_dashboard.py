@@ -169,17 +169,21 @@ def test_checking_the_link_builds_no_dashboard_session(tmp_path):
     from resqmp import dashboard, profiles
     from resqmp.backends import for_profile
     from resqmp.worker_env import worker_environment
+    from resqmp.run import _process_state_restored
     p = profiles.load("local", [f"storage.shared_directory={tmp_path}", "scaling.workers=1"])
-    cluster = for_profile(p, worker_environment(p)).start()
-    try:
-        with Client(cluster) as client:
-            link, lines = dashboard.describe(client, cluster)
-            assert link and lines[0] == f"dashboard: {link}"
-            assert client.run_on_scheduler(_status_sessions) == 0
-            urllib.request.urlopen(link, timeout=30).read()        # a person opening it: one session
-            assert client.run_on_scheduler(_status_sessions) == 1
-    finally:
-        cluster.close()
+    # the local backend puts its worker environment in this process's environment and dask config
+    # for the launch (run.py restores them): later tests' plain clusters must not inherit it
+    with _process_state_restored():
+        cluster = for_profile(p, worker_environment(p)).start()
+        try:
+            with Client(cluster) as client:
+                link, lines = dashboard.describe(client, cluster)
+                assert link and lines[0] == f"dashboard: {link}"
+                assert client.run_on_scheduler(_status_sessions) == 0
+                urllib.request.urlopen(link, timeout=30).read()        # a person opening it: one session
+                assert client.run_on_scheduler(_status_sessions) == 1
+        finally:
+            cluster.close()
 
 
 def test_kubernetes_in_cluster_link_comes_with_the_port_forward_line():
