@@ -308,8 +308,13 @@ def _add_references(model, uuid_int: int, part: str, parsed: dict) -> None:
         return
     if member.refs is _UNSET:
         member.refs = _references(member.tree.getroot())
+    _relate(model, uuid_int, member.refs)
+
+
+def _relate(model, uuid_int: int, references) -> None:
+    """resqpy's uuid_rels_dict entries for a part referring to each uuid int in `references`."""
     rels = model.uuid_rels_dict
-    for ref_uuid_int in member.refs:
+    for ref_uuid_int in references:
         value = rels.get(uuid_int)
         if value is None:
             rels[uuid_int] = ({ref_uuid_int}, set(), set())
@@ -374,19 +379,4 @@ def add_uuid_relations(model, uuid_int: int, part: str) -> None:
     """resqpy's _add_uuid_relations with the references found by obj_references."""
     if "EpcExternalPart" in part:
         return
-    root = model.parts_forest[part][2].getroot()
-    rels = model.uuid_rels_dict
-    for ref_node in obj_references(root):
-        if "EpcExternalPart" in rqet.find_tag_text(ref_node, "ContentType"):
-            continue
-        ref_uuid_int = int(rqet.find_tag_text(ref_node, "UUID").replace('-', ''), 16)
-        value = rels.get(uuid_int)
-        if value is None:
-            rels[uuid_int] = ({ref_uuid_int}, set(), set())
-        else:
-            value[0].add(ref_uuid_int)
-        ref_value = rels.get(ref_uuid_int)
-        if ref_value is None:
-            rels[ref_uuid_int] = (set(), {uuid_int}, set())
-        else:
-            ref_value[1].add(uuid_int)
+    _relate(model, uuid_int, _references(model.parts_forest[part][2].getroot()))

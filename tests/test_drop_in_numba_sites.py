@@ -71,8 +71,6 @@ def test_a_worker_whose_numba_settings_changed_since_numba_was_imported_keeps_th
     (1 now, its threads were started with 2), raises 'Cannot set NUMBA_NUM_THREADS to a different
     value once the threads have been launched' in the drop-in and in every later compilation in
     that worker (the user's own too), and puts the user's settings back to numba's defaults."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs 2 cores to pin a worker to fewer than numba counted")
     function, kwargs_list = _kwargs(example)
     ref = tmp_path / "ref" / "ref.epc"
     ref.parent.mkdir()
@@ -117,7 +115,6 @@ def test_a_dashboard_behind_a_proxy_that_refuses_head_is_still_checked(tmp_path,
     import urllib.request
     from distributed import Client
     from resqmp import dashboard
-    from resqmp.backends.external import ExternalCluster
     from test_dashboard import BIN, wait_for
     import json
     import subprocess

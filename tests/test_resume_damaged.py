@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-import resqmp.recombine as recombine
 from resqmp.errors import ExitCode
 from resqmp.outputs import h5_of, journal_path, partial_path
 from resqmp.recombine import Recombiner
 from resqmp.tasks import run_task
 from test_premerge import FIND_FACES, batches, reference  # noqa: F401 - batches is a fixture
 from test_premerge_epc_damage import damage
-from test_premerge_h5 import two_groups
 from test_recombine import assert_identical, resqpy_recombine
+from test_task_output_damage import own_file_records
 from wrappers_for_tests import damage_h5
 
 #: one task per Dask task, no group partials: each task's own files are what the resume merges
@@ -126,12 +125,8 @@ def test_the_recombiner_holds_a_rerunnable_damaged_result_at_the_front(batches, 
     result is offered: the model is resqpy's of the eight in task order, task 2's from its rerun
     (equivalent CRSs, features and interpretations across tasks: the order decides which ones
     stay)."""
-    monkeypatch.setattr(recombine, "APPEAR_SECONDS", 0.5)
+    records = own_file_records(batches, tmp_path, monkeypatch)
     run_dir = tmp_path / "tasks"
-    run_dir.mkdir()
-    records = [r for group in two_groups(batches, run_dir) for r in group]
-    for r in records:
-        r.pop("partial", None)                  # the tasks' own files only
     rerun = run_task(FIND_FACES, dict(batches["find_faces"][1][2]), 2, str(run_dir))
     damage_h5(h5_of(Path(records[2]["epc_file"])), "truncated")
     out = tmp_path / "out" / "out.epc"

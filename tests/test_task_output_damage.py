@@ -34,14 +34,21 @@ def _recombined(records, folder: Path) -> tuple[Path, dict]:
     return out, damaged
 
 
-@pytest.mark.parametrize("how", ["truncated", "bit_flipped", "not_xml", "gone"])
-def test_a_damaged_task_output_is_left_out_whole_and_named(batches, tmp_path, caplog, monkeypatch, how):
+def own_file_records(batches, tmp_path, monkeypatch) -> list[dict]:
+    """The eight find-faces tasks' records (two groups, run under tmp_path/tasks), each naming its
+    own files only (no partial); a file that does not show is given up on after 0.5 s."""
     monkeypatch.setattr(recombine, "APPEAR_SECONDS", 0.5)
     run_dir = tmp_path / "tasks"
     run_dir.mkdir()
     records = [r for group in two_groups(batches, run_dir) for r in group]
     for r in records:
         r.pop("partial", None)                  # the tasks' own files only
+    return records
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit_flipped", "not_xml", "gone"])
+def test_a_damaged_task_output_is_left_out_whole_and_named(batches, tmp_path, caplog, monkeypatch, how):
+    records = own_file_records(batches, tmp_path, monkeypatch)
     ref = reference([r for r in records if r["index"] != 2], tmp_path)
     victim = Path(records[2]["epc_file"])
     if how == "gone":
