@@ -68,6 +68,9 @@ def group_size_for(setting: int | str | None, n_tasks: int, workers: int,
     return setting
 
 
+#: within a group, task starts reach the launcher at most this often per group (seconds; the
+#: group's first at once): see _StartNews
+START_NEWS_INTERVAL = 0.5
 #: the scheduler's event topic that reports workers leaving, with the tasks they held
 WORKER_EVENTS = "all"
 #: workers announce each task they start under this event topic (one for every run, so a
@@ -109,19 +112,24 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
 
     Stops after a task that timed out: its thread is still running and the client restarts this
     worker, so the tasks not yet run are left for the client to send again. With `announce` (the
-    run's key prefix), each task's start is logged as a Dask event (STARTED_TOPIC), so the client
-    can say which task runs where when a run stalls. With `premerge`, the successful tasks'
-    outputs are gathered into one group partial (resqmp.premerge) named in their records, so the
-    launcher opens one file per group; a Premerge rule instead of True: only on a worker it
-    admits (see premerge_rule). `run`: the run's key prefix (premerge_group warns once per run)."""
+    run's key prefix), the tasks' starts are logged as Dask events (STARTED_TOPIC, coalesced:
+    _StartNews), so the client can say which task runs where when a run stalls. With `premerge`,
+    the successful tasks' outputs are gathered into one group partial (resqmp.premerge) named in
+    their records, so the launcher opens one file per group; a Premerge rule instead of True:
+    only on a worker it admits (see premerge_rule). `run`: the run's key prefix (premerge_group warns once per run)."""
     records = []
-    for index, kwargs in items:
-        if announce:
-            _announce(announce, index, records[-1]["index"] if records else None)
-        record = run_task(function, kwargs, index, parent_tmp_dir, timeout)
-        records.append(record)
-        if record.get("timed_out"):
-            break
+    news = _StartNews(announce) if announce else None
+    try:
+        for index, kwargs in items:
+            if news is not None:
+                news.started(index, records[-1]["index"] if records else None)
+            record = run_task(function, kwargs, index, parent_tmp_dir, timeout)
+            records.append(record)
+            if record.get("timed_out"):
+                break
+    finally:
+        if news is not None:
+            news.close()
     if isinstance(premerge, Premerge):
         premerge = premerge.admits_this_worker()
     if premerge and records and not records[-1].get("timed_out"):    # a worker about to be restarted returns at once
@@ -132,14 +140,81 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
     return records
 
 
-def _announce(run: str, index: int, done: int | None) -> None:
-    """Task `index` starts here; `done`, the task before it in this group, has finished."""
-    try:
-        from distributed import get_worker
-        worker = get_worker()
-        worker.log_event(STARTED_TOPIC, {"run": run, "index": index, "done": done, "worker": worker.address})
-    except Exception:   # noqa: BLE001 - progress news only: never fail a task for it
-        pass
+class _StartNews:
+    """A group's task starts, as STARTED_TOPIC events for the launcher's stall report. The group's
+    first start goes at once; later ones at most every START_NEWS_INTERVAL s, coalesced: the task
+    starting last, how long it has run, and the tasks finished since the last message. Each event
+    costs the launcher ~1.5 ms of CPU (the scheduler of the local and jobqueue backends runs in its
+    process): a group of short tasks sends one or two, not one per task. Never raises."""
+
+    def __init__(self, run: str):
+        self.run = run
+        self._lock = threading.Lock()
+        self._worker = None
+        try:
+            from distributed import get_worker
+            self._worker = get_worker()
+        except Exception:   # noqa: BLE001 - progress news only: never fail a task for it
+            pass
+        self._finished: list[int] = []             # finished since the last message
+        self._running: tuple[int, float] | None = None    # (index, monotonic start), not yet told
+        self._last_sent = -float("inf")
+        self._timer = False
+        self._closed = False
+
+    def started(self, index: int, done: int | None) -> None:
+        """Task `index` starts (on the task's thread); `done`, the group's task before it, finished."""
+        if self._worker is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if done is not None:
+                self._finished.append(done)
+            self._running = (index, now)
+            if now - self._last_sent >= START_NEWS_INTERVAL:
+                msg = self._take(now)
+            else:
+                msg = None
+                if not self._timer:
+                    self._timer = True
+                    delay = self._last_sent + START_NEWS_INTERVAL - now
+                    self._on_loop(lambda: self._worker.loop.call_later(delay, self._flush))
+        if msg is not None:
+            self._send(msg)
+
+    def close(self) -> None:
+        """The group ended (its records now go back with its result): nothing more is told, so no
+        late message can say one of its tasks runs after the launcher has its record."""
+        with self._lock:
+            self._closed = True
+
+    def _flush(self) -> None:
+        # on the worker's event loop: taking and sending in one callback keeps the message ahead
+        # of the group's result, which that loop sends only after the task's thread returned
+        with self._lock:
+            self._timer = False
+            msg = self._take(time.monotonic()) if self._running is not None and not self._closed else None
+        if msg is not None:
+            self._send(msg)
+
+    def _take(self, now: float) -> dict:
+        index, since = self._running
+        msg = {"run": self.run, "index": index, "done": self._finished, "age": now - since,
+               "worker": self._worker.address}
+        self._finished, self._running, self._last_sent = [], None, now
+        return msg
+
+    def _send(self, msg: dict) -> None:
+        try:
+            self._worker.log_event(STARTED_TOPIC, msg)
+        except Exception:   # noqa: BLE001 - progress news only
+            pass
+
+    def _on_loop(self, callback) -> None:
+        try:
+            self._worker.loop.add_callback(callback)
+        except Exception:   # noqa: BLE001 - progress news only
+            pass
 
 
 def _lost(index: int, error: BaseException) -> dict:
@@ -203,12 +278,22 @@ class _Running:
     def started(self, event) -> None:      # distributed's event handler: (timestamp, msg)
         msg = event[1]
         if isinstance(msg, dict) and msg.get("run") == self.run:
+            try:
+                index, done = int(msg["index"]), msg.get("done")
+                # a sequence from _StartNews (msgpack makes it a tuple); an int, or None, from a
+                # worker of an earlier resqmp
+                done = [] if done is None else [int(i) for i in done] if isinstance(done, (list, tuple)) \
+                    else [int(done)]
+                # how long it has run, as the worker measured it: no clock compared across hosts
+                since = time.monotonic() - max(0.0, float(msg.get("age") or 0.0))
+            except (KeyError, TypeError, ValueError):
+                return                               # not news this resqmp can read
             with self._lock:
-                self._since[int(msg["index"])] = (str(msg.get("worker")), time.monotonic())
-                self._done.discard(int(msg["index"]))      # run again (its worker died)
-                if msg.get("done") is not None:      # its record comes back with the group's
-                    self._since.pop(int(msg["done"]), None)
-                    self._done.add(int(msg["done"]))
+                for i in done:                       # their records come back with the group's
+                    self._since.pop(i, None)
+                    self._done.add(i)
+                self._since[index] = (str(msg.get("worker")), since)
+                self._done.discard(index)            # run again (its worker died)
 
     def ended(self, index: int) -> None:
         with self._lock:
