@@ -273,7 +273,9 @@ class _Running:
         self.run = run
         self._lock = threading.Lock()
         self._since: dict[int, tuple[str, float]] = {}
-        self._done: set[int] = set()        # finished, their group's records not back yet
+        # finished, their group's records not back yet: index -> the worker that ran it (its
+        # records die with that worker, and the group runs again: see `left`)
+        self._done: dict[int, str] = {}
 
     def started(self, event) -> None:      # distributed's event handler: (timestamp, msg)
         msg = event[1]
@@ -288,22 +290,27 @@ class _Running:
                 since = time.monotonic() - max(0.0, float(msg.get("age") or 0.0))
             except (KeyError, TypeError, ValueError):
                 return                               # not news this resqmp can read
+            worker = str(msg.get("worker"))
             with self._lock:
                 for i in done:                       # their records come back with the group's
                     self._since.pop(i, None)
-                    self._done.add(i)
-                self._since[index] = (str(msg.get("worker")), since)
-                self._done.discard(index)            # run again (its worker died)
+                    self._done[i] = worker
+                self._since[index] = (worker, since)
+                self._done.pop(index, None)          # run again (its worker died)
 
     def ended(self, index: int) -> None:
         with self._lock:
             self._since.pop(index, None)
-            self._done.discard(index)
+            self._done.pop(index, None)
 
     def left(self, worker: str) -> None:
+        """The worker left (or resqmp restarts it): its tasks no longer run, and those it finished
+        whose records had not come back wait again (Dask sends their group again)."""
         with self._lock:
             for i in [i for i, (w, _) in self._since.items() if w == worker]:
                 del self._since[i]
+            for i in [i for i, w in self._done.items() if w == worker]:
+                del self._done[i]
 
     def snapshot(self) -> tuple[list[dict], int]:
         """([{index, worker, seconds}] of the tasks running now, how many others have finished)."""

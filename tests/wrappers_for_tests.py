@@ -294,3 +294,17 @@ def marked_find_faces(index, parent_tmp_dir, marker_dir, delay: float = 0.0, **k
         f.write(line + "\n")
     time.sleep(delay)
     return result
+
+
+def scripted_wrapper(index, parent_tmp_dir, log_dir, calls, name=None):
+    """The task's n-th call (counted in log_dir, see log_call; from 0) sleeps calls[n] seconds, the
+    last entry for any later call; a negative entry sleeps that long, then kills its own worker
+    process (SIGKILL), so that Dask sends the task's group again."""
+    import signal
+    n = sum(1 for f in os.listdir(log_dir) if f.split(".")[0] == str(index))
+    log_call(log_dir, index)
+    seconds = calls[min(n, len(calls) - 1)]
+    time.sleep(abs(seconds))
+    if seconds < 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return index, True, None, []
