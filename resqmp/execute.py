@@ -158,6 +158,7 @@ class _StartNews:
             pass
         self._finished: list[int] = []             # finished since the last message
         self._running: tuple[int, float] | None = None    # (index, monotonic start), not yet told
+        self._told: int | None = None              # the task the last message said runs
         self._last_sent = -float("inf")
         self._timer = False
         self._closed = False
@@ -199,9 +200,12 @@ class _StartNews:
 
     def _take(self, now: float) -> dict:
         index, since = self._running
-        msg = {"run": self.run, "index": index, "done": self._finished, "age": now - since,
-               "worker": self._worker.address}
-        self._finished, self._running, self._last_sent = [], None, now
+        # `done`, as resqmp up to 891cd9c sends and reads it, an int or None: the task the last
+        # message said runs (finished now, it is among `finished`), so a launcher of that version
+        # drops it from its running tasks; `finished`: all the tasks finished since that message
+        msg = {"run": self.run, "index": index, "done": self._told, "finished": self._finished,
+               "age": now - since, "worker": self._worker.address}
+        self._finished, self._running, self._last_sent, self._told = [], None, now, index
         return msg
 
     def _send(self, msg: dict) -> None:
@@ -281,9 +285,10 @@ class _Running:
         msg = event[1]
         if isinstance(msg, dict) and msg.get("run") == self.run:
             try:
-                index, done = int(msg["index"]), msg.get("done")
-                # a sequence from _StartNews (msgpack makes it a tuple); an int, or None, from a
-                # worker of an earlier resqmp
+                index = int(msg["index"])
+                # `finished`, a sequence from _StartNews (msgpack makes it a tuple); else `done`, an
+                # int or None from a worker of resqmp up to 891cd9c (one message per start)
+                done = msg["finished"] if "finished" in msg else msg.get("done")
                 done = [] if done is None else [int(i) for i in done] if isinstance(done, (list, tuple)) \
                     else [int(done)]
                 # how long it has run, as the worker measured it: no clock compared across hosts

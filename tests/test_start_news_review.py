@@ -34,3 +34,50 @@ def test_tasks_finished_on_a_worker_that_died_count_as_waiting_again(tmp_path):
     assert all(waiting == 3 for _, waiting in again), stalls
     # between the death and the first news from the fresh worker nothing runs and nothing is done
     assert all(waiting == 4 for running, waiting in stalls if not running), stalls
+
+
+class _LauncherOf891cd9c:
+    """The stall report's event handler of resqmp up to 891cd9c (one event per start, `done` the
+    task before it or None), verbatim but for its name: a launcher of that version meets workers of
+    this one on a cluster it did not start (the external backend warns, and goes on)."""
+
+    def __init__(self, run: str):
+        import threading
+        self.run = run
+        self._lock = threading.Lock()
+        self._since: dict[int, tuple[str, float]] = {}
+        self._done: set[int] = set()
+
+    def started(self, event) -> None:
+        import time
+        msg = event[1]
+        if isinstance(msg, dict) and msg.get("run") == self.run:
+            with self._lock:
+                self._since[int(msg["index"])] = (str(msg.get("worker")), time.monotonic())
+                self._done.discard(int(msg["index"]))
+                if msg.get("done") is not None:
+                    self._since.pop(int(msg["done"]), None)
+                    self._done.add(int(msg["done"]))
+
+
+def test_a_launcher_of_the_version_before_reads_the_coalesced_news(tmp_path):
+    """The start messages this worker sends, as they reach a client (msgpack and all), fed to the
+    previous version's handler: none makes it raise (distributed would log an error per message),
+    and after the last one it holds the hung task 20 alone as running, not a task long finished."""
+    from distributed import Client, LocalCluster
+
+    from resqmp.execute import STARTED_TOPIC
+    log_dir = tmp_path / "calls"
+    log_dir.mkdir()
+    by_index = {i: {"log_dir": str(log_dir), "calls": [0.05 if i < 20 else 2.0]} for i in range(21)}
+    records = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as c, \
+            Client(c, set_as_default=False) as client:
+        run_on_client(client, "wrappers_for_tests:scripted_wrapper", by_index, str(tmp_path), records.append,
+                      group_size=21, stall_after=60, key_prefix="resqmp-old", on_stall=lambda *a: None)
+        events = [e for e in client.get_events(STARTED_TOPIC) if e[1].get("run") == "resqmp-old"]
+    assert len(records) == 21 and len(events) > 1, events
+    old = _LauncherOf891cd9c("resqmp-old")
+    for event in events:
+        old.started(event)
+    assert sorted(old._since) == [20], (old._since, events)
