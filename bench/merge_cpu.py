@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the fastest is quoted (noise only adds)")
     parser.add_argument("--cprofile", type=int, default=0, metavar="K", help="print the K costliest functions")
+    parser.add_argument("--callers", nargs="*", default=[], metavar="FUNC",
+                        help="with --cprofile: also who calls these functions (pstats names, e.g. uuid_as_int)")
     parser.add_argument("--check", action="store_true", help="compare with resqpy's recombination, byte for byte")
     parser.add_argument("--root", default=str(HERE / "results"))
     parser.add_argument("--premerge", type=int, default=0, metavar="G",
@@ -114,6 +116,9 @@ def main(argv=None) -> int:
             stats = pstats.Stats(prof)
             stats.sort_stats("cumulative").print_stats(args.cprofile)
             stats.sort_stats("tottime").print_stats(args.cprofile)
+            if args.callers:
+                for name in args.callers:
+                    stats.print_callers(name)
         if args.check:
             from test_recombine import assert_identical, resqpy_recombine
             ref = Path(tmp) / "ref" / "out.epc"
