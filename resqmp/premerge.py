@@ -301,11 +301,11 @@ class PartialReader:
     the other), its model loaded once. Only partials in `task_directory`/groups are read, that
     folder checked as the workers check it (open_private) and held open while a partial is in
     use; without a task directory, none is. `wait(path)` returns once `path` exists (a shared
-    filesystem may show a worker's files late), or raises."""
+    filesystem may show a worker's files late; `wait(path, seconds)`: that long at most), or raises."""
 
     def __init__(self, task_directory: str | Path | None = None, wait=None):
         self.folder = Path(task_directory) / FOLDER if task_directory is not None else None
-        self._wait = wait or (lambda path: None)
+        self._wait = wait or (lambda path, timeout=None: None)
         self.path: str | None = None
         self.model = None
         self._fd: int | None = None      # the folder, held open while its partial is in use
@@ -316,12 +316,14 @@ class PartialReader:
         self._refused: set[str] = set()  # partials not read (said once each)
         self._folder_refused = False     # the folder is not the user's alone: no partial is read
 
-    def share(self, epc: str, index: int) -> Share | None:
+    def share(self, epc: str, index: int, appear: float | None = None) -> Share | None:
         """Task `index`'s share of the partial `epc`, or None when the partial or the task's share
-        in it is not there, or not to be read (the task's own file is merged then)."""
+        in it is not there, or not to be read (the task's own file is merged then). `appear`:
+        seconds to wait for its files (None: the waiter's own; 0: an earlier run's partial, looked
+        for once, and if not there only that partial is given up, not the folder)."""
         if epc != self.path:
             self.release()
-            if not self._open(epc):
+            if not self._open(epc, appear):
                 return None
         try:
             entry = self._manifest["tasks"][str(index)]
@@ -331,7 +333,7 @@ class PartialReader:
             return None               # not this task's share as premerge_group writes it
         return Share(self.model, uuids, related, self._stored, self._proxy, self._plain)
 
-    def _open(self, epc: str) -> bool:
+    def _open(self, epc: str, appear: float | None = None) -> bool:
         """Load the partial `epc` if it is to be read; False (said once) if not."""
         if self.folder is None or self._folder_refused or not isinstance(epc, str) or epc in self._refused:
             return False
@@ -341,9 +343,9 @@ class PartialReader:
                         "instead", epc, self.folder)
             return False
         try:
-            self._wait(str(self.folder))
+            self._wait(str(self.folder), appear)
         except FileNotFoundError:
-            return self._not_there(epc)
+            return self._not_there(epc, earlier=appear == 0)
         try:
             self._fd = open_private(self.folder)
         except (OSError, NotPrivate) as e:
@@ -356,9 +358,9 @@ class PartialReader:
             for path, what in ((found, ""), (h5_of(found), " (its HDF5 file)")):
                 try:
                     # the .h5 is written before the EPC, but a shared filesystem may show it later
-                    self._wait(str(path))
+                    self._wait(str(path), appear)
                 except FileNotFoundError:
-                    return self._not_there(epc, what)
+                    return self._not_there(epc, what, earlier=appear == 0)
             for path in (found, h5_of(found)):
                 if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
                     self._refused.add(epc)
@@ -394,12 +396,19 @@ class PartialReader:
             self.release()
             raise
 
-    def _not_there(self, epc: str, what: str = "") -> bool:
+    def _not_there(self, epc: str, what: str = "", earlier: bool = False) -> bool:
         """A partial (its folder, its EPC or its HDF5 file) that did not appear in time: a partial
         is only a shortcut, so the tasks' own files are merged, and no partial is read from now on
         (one wait, not one per group, when someone removed the folder or the filesystem does not
         show the workers' partials)."""
         self.release()
+        if earlier:
+            # an earlier run's partial (a resume's journaled record), not waited for: that one is
+            # gone, which says nothing of this run's partials
+            self._refused.add(epc)
+            log.warning("group partial %s%s of an earlier run is not there: the tasks' own files are merged "
+                        "instead", epc, what)
+            return False
         self._folder_refused = True
         log.warning("group partial %s%s did not appear: the tasks' own files are merged instead, for "
                     "every group from now on", epc, what)

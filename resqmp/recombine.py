@@ -34,11 +34,14 @@ SPILL = "parts.spill"
 
 
 def _wait_for(path: str, timeout: float | None = None, exists=os.path.exists) -> None:
-    """Task files written by workers can take time to appear to the client on NFS-like storage."""
+    """Task files written by workers can take time to appear to the client on NFS-like storage.
+    timeout 0: an earlier run's file (a resume's journaled record), looked for once."""
     timeout = APPEAR_SECONDS if timeout is None else timeout
     deadline = time.monotonic() + timeout
     delay = 0.05
     while not exists(path):
+        if timeout <= 0:
+            raise FileNotFoundError(f"task output {path} is not there (an earlier run wrote it)")
         if time.monotonic() > deadline:
             raise FileNotFoundError(f"task output {path} did not appear within {timeout:.0f} s")
         time.sleep(delay)
@@ -87,7 +90,8 @@ class Recombiner:
             self.abort()
             raise _output_error(self.out, e) from None
         # a link at a partial's path is no partial: waited for as a name (lexists), then refused
-        self.partials = PartialReader(task_directory, wait=lambda path: _wait_for(path, exists=os.path.lexists))
+        self.partials = PartialReader(task_directory,
+                                      wait=lambda path, timeout=None: _wait_for(path, timeout, exists=os.path.lexists))
         self._pending: dict[int, tuple[str | None, list[str], str | None, bool]] = {}
         self._named: set[str] = set()        # every partial a record handed to offer() names
         self._tidied: set[str] = set()       # partials whose group's other attempts were removed
@@ -112,7 +116,10 @@ class Recombiner:
             epc, uuids, partial, rerunnable = self._pending.pop(self._next)
             if epc is not None:
                 try:
-                    self._merge(self._next, epc, uuids, partial)
+                    # a rerunnable result is a resume's journaled one: an earlier run wrote its
+                    # files, long enough ago for any filesystem to show them; not there is
+                    # damaged at once (it runs again), not after APPEAR_SECONDS per such task
+                    self._merge(self._next, epc, uuids, partial, appear=0 if rerunnable else None)
                 except DamagedOutput as e:
                     if rerunnable:
                         # nothing of it merged (DamagedOutput): its index stays the front
@@ -147,20 +154,23 @@ class Recombiner:
         """A task with nothing to merge (it raised)."""
         self.offer(index, None, [])
 
-    def _merge(self, index: int, epc: str, uuids: list[str], partial: str | None) -> None:
+    def _merge(self, index: int, epc: str, uuids: list[str], partial: str | None,
+               appear: float | None = None) -> None:
+        """appear: seconds to wait for a file not there (None: APPEAR_SECONDS; 0: looked for once)."""
         start = time.perf_counter()
         try:
             share = None
             if partial is not None:
                 if partial != self.partials.path:
                     self._release_partial()      # the previous group's shares are all merged
-                share = self.partials.share(partial, index)      # waits for it, in this run's groups/ only
+                # waits for it (appear), in this run's groups/ only
+                share = self.partials.share(partial, index, appear=appear)
             if share is not None:
                 self.merger.merge_share(share)
             else:
                 self._release_partial()
                 try:
-                    _wait_for(epc)
+                    _wait_for(epc, appear)
                 except FileNotFoundError as e:
                     raise DamagedOutput(str(e)) from None
                 stored: dict = {}
@@ -173,7 +183,7 @@ class Recombiner:
                 except Exception as e:   # noqa: BLE001 - cut short, not a zip, a member damaged
                     raise DamagedOutput(f"its output {epc} cannot be merged: "
                                         f"{e if isinstance(e, DamagedEPC) else f'{type(e).__name__}: {e}'}") from None
-                plain = self._check_arrays(epc, task_model, uuids)
+                plain = self._check_arrays(epc, task_model, uuids, appear)
                 self.merger.merge_model(task_model, uuids, stored=stored, plain=plain)
                 task_model.h5_release()
         except OSError as e:
@@ -182,7 +192,7 @@ class Recombiner:
             raise
         self.seconds += time.perf_counter() - start
 
-    def _check_arrays(self, epc: str, task_model, uuids: list[str]) -> set[str]:
+    def _check_arrays(self, epc: str, task_model, uuids: list[str], appear: float | None = None) -> set[str]:
         """Before any part of the task is merged: its HDF5 file is there and holds every array the
         merge may copy, else DamagedOutput. The copy interleaves arrays with parts, so a file cut
         short or a dataset missing used to stop it half-way: part of the task in the model and
@@ -197,7 +207,7 @@ class Recombiner:
         if not h5:
             raise DamagedOutput(f"its output {epc} names HDF5 arrays but no HDF5 file")
         try:
-            _wait_for(h5)        # written before the EPC, but a shared filesystem may show it later
+            _wait_for(h5, appear)     # written before the EPC, but a shared filesystem may show it later
         except FileNotFoundError as e:
             raise DamagedOutput(str(e)) from None
         try:

@@ -45,10 +45,17 @@ def marked_batch(slow, tmp_path: Path, delay: float = 0.5) -> tuple[Path, Path]:
     return path, markers
 
 
-def launch(batch: Path, out: Path, args: tuple = ARGS):
+def launch(batch: Path, out: Path, args: tuple = ARGS, timeout: float = 300):
+    import subprocess
+
     from proc_watch import start_launch
     proc = start_launch(batch, out, *args)
-    stdout, stderr = proc.communicate(timeout=300)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)      # its workers too (its own session)
+        proc.communicate()
+        raise AssertionError(f"launch still running after {timeout} s") from None
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
     return proc.returncode, stderr
 
@@ -86,6 +93,9 @@ def damage_output(record: dict, how: str) -> Path:
     epc = Path(record["epc_file"])
     if how == "h5_truncated":
         damage_h5(h5_of(epc), "truncated")
+        return h5_of(epc)
+    if how == "h5_gone":
+        h5_of(epc).unlink()
         return h5_of(epc)
     if how == "epc_truncated":
         damage(epc, "truncated")
@@ -143,26 +153,30 @@ def test_the_recombiner_holds_a_rerunnable_damaged_result_at_the_front(batches, 
     assert_identical(out, reference(records[:2] + [rerun] + records[3:], tmp_path))
 
 
-@pytest.mark.parametrize("how", ["h5_truncated", "epc_truncated", "epc_gone"])
+@pytest.mark.parametrize("how", ["h5_truncated", "h5_gone", "epc_truncated", "epc_gone"])
 def test_a_resume_reruns_a_journaled_task_whose_output_is_damaged(slow, tmp_path, how):
     """Tasks 0-6 journaled done, task 7 failed; task 2's output then damaged. The same command
     runs tasks 2 and 7 and exits 0 in that one run: the model is resqpy's of the eight outputs
     (task 2's from its rerun) in task order, EPC and .h5; one warning names task 2 and the damaged
     file; task 2's old files are neither read nor removed (--keep-task-files); the journal is gone
-    (the output is complete)."""
+    (the output is complete). A journaled file that is not there is not waited for as a worker's
+    new file is (recombine.APPEAR_SECONDS, 300 s: a lagging filesystem): an earlier run wrote it,
+    so the resume said nothing for five minutes, per such task, before running it again."""
     from epc_compare import content
     batch, markers, out, done = run_with_task_7_failed(slow, tmp_path)
     damaged = damage_output(done[2], how)
-    code, stderr = launch(batch, out)
+    code, stderr = launch(batch, out, timeout=200)
     assert code == 0, stderr
     if how != "epc_gone":          # a task whose EPC is gone is not resumed from at all (journal.py)
         assert str(damaged) in one_warning_about(stderr, 2)
+    if how == "h5_gone":
+        assert "is not there" in one_warning_about(stderr, 2)
     tasks = report_tasks(out)
     assert all(t["success"] for t in tasks.values())
     assert sorted(i for i, t in tasks.items() if not t["resumed"]) == [2, 7]
     outputs = last_calls(markers)
     assert outputs[2]["epc_file"] != done[2]["epc_file"]
-    assert how == "epc_gone" or os.path.exists(damaged)
+    assert how in ("epc_gone", "h5_gone") or os.path.exists(damaged)
     assert content(out) == slow["reference"]
     assert_identical(out, resqpys_model(outputs, tmp_path / "ref" / "ref.epc"))
     assert not journal_path(out).exists()
@@ -190,6 +204,28 @@ def test_a_task_in_a_group_partial_is_rerun_when_its_partial_and_own_output_are_
     assert content(out) == slow["reference"]
     assert_identical(out, resqpys_model(last_calls(markers), tmp_path / "ref" / "ref.epc"))
     assert not journal_path(out).exists()
+
+
+def test_a_journaled_group_partial_whose_hdf5_file_is_gone_is_not_waited_for(slow, tmp_path):
+    """Group partials: tasks 0-3 journaled with their group's partial, whose HDF5 file is then
+    removed. The resume merges those four from their own files at once (an earlier run wrote the
+    partial: it is not waited for as a worker's new file is, 300 s), says so once, still reads
+    this run's own partials, and exits 0 with resqpy's model of the eight outputs."""
+    from epc_compare import content
+    batch, markers, out, done = run_with_task_7_failed(slow, tmp_path, PARTIALS)
+    partial = done[0].get("partial")
+    assert partial and all(done[i].get("partial") == partial for i in range(4))
+    h5_of(Path(partial)).unlink()
+    code, stderr = launch(batch, out, PARTIALS, timeout=200)
+    assert code == 0, stderr
+    said = [ln for ln in stderr.splitlines() if "of an earlier run is not there" in ln]
+    assert len(said) == 1 and Path(partial).name in said[0], stderr
+    assert "every group from now on" not in stderr
+    tasks = report_tasks(out)
+    assert all(t["success"] for t in tasks.values())
+    assert sorted(i for i, t in tasks.items() if not t["resumed"]) == [7]
+    assert content(out) == slow["reference"]
+    assert_identical(out, resqpys_model(last_calls(markers), tmp_path / "ref" / "ref.epc"))
 
 
 def test_a_damaged_task_after_one_not_yet_run_is_rerun_in_the_same_run(slow, tmp_path):
