@@ -236,6 +236,23 @@ def h5_damaged_find_faces(index, parent_tmp_dir, damage_index: int = -1, how: st
     return result
 
 
+#: what bad_uuid_find_faces adds to its uuid_list: a well-formed uuid of no part of its EPC (a
+#: stale one), a string that is not a uuid, something that is not a string
+BOGUS_UUIDS = {"absent": "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "not_a_uuid": "not-a-uuid",
+               "not_a_string": 12345}
+
+
+def bad_uuid_find_faces(index, parent_tmp_dir, bad_index: int = -1, bogus: str = "absent", **kwargs):
+    """resqpy's find-faces wrapper (a real small part written); task `bad_index` then returns a
+    uuid_list with one entry more, BOGUS_UUIDS[bogus], that names no part of its EPC, as a buggy
+    user wrapper could (put second, between uuids that are there)."""
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
+    index, success, epc, uuids = find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+    if index == bad_index:
+        uuids = list(uuids[:1]) + [BOGUS_UUIDS[bogus]] + list(uuids[1:])
+    return index, success, epc, uuids
+
+
 def working_set_wrapper(index, parent_tmp_dir, arrays: int = 40, mb: int = 4, keep: bool = False,
                         seconds: float = 0.0, name=None):
     """A task whose `arrays` arrays of `mb` MB are alive together, then all freed; keep: a 200 KB

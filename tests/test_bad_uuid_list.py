@@ -1,0 +1,77 @@
+"""A wrapper whose returned uuid_list names something that is no part of its own output EPC (a
+stale uuid, a string that is not a uuid, a non-string) fails that task only: one warning line
+names the task and the culprit, the other tasks are merged (resqpy's model of them, byte for
+byte), and `resqmp launch` exits TASKS_FAILED with its journal kept for a resume.
+
+resqpy's own function_multiprocessing cannot recombine such a task: sort_uuids_list orders the
+uuids by the type of part_for_uuid(u), which is None for an absent uuid (AttributeError on
+None.endswith) and raises ValueError for a string that is not a uuid; the whole recombination
+raises, nothing written. So there is no resqpy content to match for that task: it is left out
+whole, as a task whose output is damaged (resqmp.recombine.DamagedOutput). It used to end the
+launch with an internal error (exit 1, a traceback) and nothing published, on every resume again;
+and with tasks.premerge the worker's partial of the whole group was lost (the same error in the
+worker's sort), not only the bad task's share.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_resqmp
+from resqmp.errors import ExitCode
+from test_premerge import reference
+from test_recombine import assert_identical
+from test_reliability import journal_records
+from wrappers_for_tests import BOGUS_UUIDS
+
+#: the task whose uuid_list names the bogus entry: in the first group of three (tasks 0-2)
+BAD = 1
+
+
+def _batch(example: dict, bogus: str) -> Path:
+    """The example's four find-faces tasks through bad_uuid_find_faces, task BAD's uuid_list
+    given BOGUS_UUIDS[bogus] too (written next to the example's batch: its paths are relative)."""
+    data = yaml.safe_load(Path(example["batch"]).read_text())
+    data["wrapper"] = "wrappers_for_tests:bad_uuid_find_faces"
+    data.setdefault("defaults", {}).update(bad_index=BAD, bogus=bogus)
+    path = Path(example["batch"]).with_name(f"batch-bad-uuid-{bogus}.yaml")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("premerge", [False, True], ids=["own-files", "group-partial"])
+@pytest.mark.parametrize("bogus", sorted(BOGUS_UUIDS))
+def test_a_task_naming_a_uuid_not_in_its_output_fails_alone(example, tmp_path, bogus, premerge):
+    out = tmp_path / "faults.epc"
+    groups = ("--set", "tasks.premerge=true", "--set", "tasks.group_size=3") if premerge else \
+        ("--set", "tasks.premerge=false", "--set", "tasks.group_size=1")
+    proc = run_resqmp("launch", "--profile", "local", "--workers", "2", "--batch", _batch(example, bogus),
+                      "--output", out, *groups)
+    assert proc.returncode == ExitCode.TASKS_FAILED, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+
+    # one line says which task and what it named
+    culprit = repr(str(BOGUS_UUIDS[bogus]))
+    (line,) = [ln for ln in proc.stderr.splitlines() if culprit in ln]
+    assert f"task {BAD} " in line and "uuid_list" in line, line
+
+    report = json.loads(out.with_name("faults.report.json").read_text())
+    assert report["totals"]["failed"] == 1 and report["totals"]["succeeded"] == 3
+    (bad,) = [t for t in report["tasks"] if not t["success"]]
+    assert bad["index"] == BAD and bad["error"].startswith("DamagedOutput: ") and culprit in bad["error"]
+
+    # the model is resqpy's of the other three tasks' own files, byte for byte: nothing of task BAD
+    last = {r["index"]: r for r in journal_records(out)}         # kept: the run can be resumed
+    assert sorted(last) == [0, 1, 2, 3] and not last[BAD]["success"]
+    good = [last[i] for i in sorted(last) if i != BAD]
+    assert all(r["success"] and Path(r["epc_file"]).is_file() for r in good)
+    assert_identical(out, reference(good, tmp_path))
+
+    if premerge:
+        # the bad task costs its group's partial nothing: the two good tasks of the first group
+        # still share one, and the bad task has none (its own file is checked and refused)
+        assert last[0].get("partial") and last[0]["partial"] == last[2].get("partial")
+        assert not last[BAD].get("partial")
