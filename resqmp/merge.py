@@ -37,6 +37,24 @@ log = logging.getLogger(__name__)
 _EXT = 'obj_EpcExternalPartReference'
 
 
+def unknown_uuid(other, uuids) -> str | None:
+    """The first entry of `uuids` that names no part of task model `other`, as resqpy reads it
+    (Model.part_for_uuid: a uuid string, also with a tail or a leading underscore, any case),
+    or None when every entry names one. resqpy's recombination stops at such an entry: its
+    sort_uuids_list takes the type of part_for_uuid(u), None for an absent uuid (AttributeError),
+    and a string that is not a uuid raises ValueError; function_multiprocessing then raises and
+    writes nothing. There is no resqpy content to match for that task: the caller leaves it out
+    whole, checked before any of it is copied."""
+    for u in uuids:
+        try:
+            part = other.part_for_uuid(u)
+        except (ValueError, TypeError, AttributeError):
+            part = None
+        if part is None or m_c._type_of_part(other, part) is None:
+            return u
+    return None
+
+
 class Merger:
     """Merges task models into `model` (a resqpy Model: new, or loaded to be added to)."""
 
@@ -97,7 +115,8 @@ class Merger:
         (_copy_referenced_parts), less those copy_part and _copy_referenced_parts skip (already in
         the model, HDF5 proxies). A part that consolidation will find equivalent to a resident is
         not copied, but that is known only during the copy: its arrays count here too. For a check
-        before anything of the task is copied (a copy that failed half-way would leave part of it)."""
+        before anything of the task is copied (a copy that failed half-way would leave part of it).
+        Every entry of `uuids` must name a part of `other` (unknown_uuid: checked first)."""
         model = self.model
         arrays: dict[str, str] = {}
         seen: set[int] = set()

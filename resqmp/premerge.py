@@ -55,7 +55,7 @@ import resqpy.model._catalogue as m_c
 import resqpy.olio.consolidation as cons
 import resqpy.olio.uuid as bu
 
-from resqmp.merge import Merger
+from resqmp.merge import Merger, unknown_uuid
 from resqmp.outputs import create_new, h5_of
 from resqmp.task_model import load_task_model
 
@@ -156,7 +156,7 @@ def premerge_group(records: list[dict], run_dir: str, run: str | None = None) ->
     try:
         epc = held_open(fd) / name
         try:
-            _write(shares, epc)
+            shares = _write(shares, epc)
         except Exception as e:   # noqa: BLE001 - an optimisation: the launcher merges task files instead
             log.warning("group partial %s not written (%s: %s); the launcher merges the tasks' own files",
                         folder / name, type(e).__name__, e)
@@ -169,22 +169,30 @@ def premerge_group(records: list[dict], run_dir: str, run: str | None = None) ->
         r["partial"] = str(folder / name)
 
 
-def _write(shares: list[dict], epc: Path) -> None:
+def _write(shares: list[dict], epc: Path) -> list[dict]:
+    """The partial of `shares` at `epc`; returns the records whose share it holds. A task whose
+    uuid_list names something that is no part of its own EPC (merge.unknown_uuid: resqpy's
+    recombination raises on it) is left out of the partial, the group's other tasks not: the
+    launcher merges that task's own file, which it refuses, naming the task and the culprit."""
     model = rq.new_model(str(epc), quiet=True)
     merger = Merger(model, consolidate=False)
     merger.h5.plain = set()              # listed in the manifest: the launcher need not check them
     manifest: dict = {"tasks": {}}
+    held = []
     try:
         for r in shares:
             stored: dict = {}
             task = load_task_model(r["epc_file"], raw=stored)
             try:
+                if unknown_uuid(task, r["uuid_list"]) is not None:
+                    continue             # said once, by the launcher
                 manifest["tasks"][str(r["index"])] = _share(task, r["uuid_list"])
                 # every part, not only the share's: the launcher's consolidation may read any
                 # part the task model holds (a related part's object), as it reads the task model
                 merger.merge_model(task, task.uuids(), stored=stored)
             finally:
                 task.h5_release()
+            held.append(r)
         merger.close()
         merger.store_epc(str(epc))
         manifest["plain"] = sorted(merger.h5.plain)      # the launcher copies these without checking
@@ -200,6 +208,7 @@ def _write(shares: list[dict], epc: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return held
 
 
 def _share(task, uuid_list: list[str]) -> dict:

@@ -19,7 +19,7 @@ import resqpy.model as rq
 
 from resqmp.errors import OutputError
 from resqmp.h5_copy import MissingDataset
-from resqmp.merge import Merger
+from resqmp.merge import Merger, unknown_uuid
 from resqmp.outputs import h5_of, is_staging_of, new_staging
 from resqmp.premerge import PartialReader
 from resqmp.task_model import DamagedEPC, TreeCache, load_task_model
@@ -50,14 +50,16 @@ def _wait_for(path: str, timeout: float | None = None, exists=os.path.exists) ->
 
 class DamagedOutput(Exception):
     """A task's output cannot be merged: its EPC did not appear, or cannot be read or parsed whole,
-    or its HDF5 file did not appear, cannot be read, or lacks an array its parts name."""
+    or its HDF5 file did not appear, cannot be read, or lacks an array its parts name, or its
+    uuid_list names something that is no part of its EPC (merge.unknown_uuid)."""
 
 
 class Recombiner:
     """Builds the recombined model in a staging folder beside OUT, then renames it into place.
 
     A task whose own output cannot be merged (its EPC cut short, a member damaged, never shown by
-    the filesystem; its HDF5 file the same, or lacking an array) is merged not at all, never in
+    the filesystem; its HDF5 file the same, or lacking an array; its uuid_list naming something
+    that is no part of its EPC, on which resqpy's recombination raises) is merged not at all, never in
     part, and is left out as a failed task would be: its index and why go to `damaged`
     (take_damaged), for the caller to count it failed. Unless it was offered `rerunnable` (a
     resume's journaled result, whose task can still run in this run): then its index is not
@@ -65,9 +67,12 @@ class Recombiner:
     (take_to_rerun), for the caller to run the task again and offer its new result."""
 
     def __init__(self, out_epc: str | Path, consolidate: bool = True, update_existing: bool = False,
-                 task_directory: str | Path | None = None):
+                 task_directory: str | Path | None = None, warn_damaged: bool = True):
         """task_directory: the run's (run_on_client's run_dir), where workers write group partials
-        (resqmp.premerge); only partials in its groups/ folder are read, none without it."""
+        (resqmp.premerge); only partials in its groups/ folder are read, none without it.
+        warn_damaged: log a warning for each task found damaged; False when the caller says it
+        itself from take_damaged (the launcher: one line per task, not two)."""
+        self.warn_damaged = warn_damaged
         self.out = Path(out_epc).resolve()
         self.consolidate = consolidate
         self.staging = new_staging(self.out)
@@ -126,7 +131,8 @@ class Recombiner:
                         self.to_rerun[self._next] = str(e)
                         return
                     self.damaged[self._next] = str(e)
-                    log.warning("task %d: %s; it is left out of the model, as a failed task", self._next, e)
+                    if self.warn_damaged:
+                        log.warning("task %d: %s; it is left out of the model, as a failed task", self._next, e)
             self._next += 1
 
     def take_damaged(self) -> dict[int, str]:
@@ -183,6 +189,12 @@ class Recombiner:
                 except Exception as e:   # noqa: BLE001 - cut short, not a zip, a member damaged
                     raise DamagedOutput(f"its output {epc} cannot be merged: "
                                         f"{e if isinstance(e, DamagedEPC) else f'{type(e).__name__}: {e}'}") from None
+                unknown = unknown_uuid(task_model, uuids)
+                if unknown is not None:
+                    # resqpy's recombination raises on it, writing nothing: no content to match
+                    task_model.h5_release()
+                    raise DamagedOutput(f"its uuid_list names {unknown!r}, which is no part of its output {epc} "
+                                        f"(a wrapper's stale or malformed uuid)")
                 plain = self._check_arrays(epc, task_model, uuids, appear)
                 self.merger.merge_model(task_model, uuids, stored=stored, plain=plain)
                 task_model.h5_release()

@@ -148,7 +148,8 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
         run.summary["performance_report"] = None       # set once written (nothing to run: none)
     recombiner = None
     try:
-        recombiner = Recombiner(out, task_directory=run.run_dir)     # its group partials, only there
+        # its group partials, only there; a damaged task is said once, by merge() below
+        recombiner = Recombiner(out, task_directory=run.run_dir, warn_damaged=False)
 
         rerun: dict[int, dict] = {}      # journaled tasks whose output is damaged: they run again now
 

@@ -53,10 +53,13 @@ def test_a_task_naming_a_uuid_not_in_its_output_fails_alone(example, tmp_path, b
     assert proc.returncode == ExitCode.TASKS_FAILED, proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
 
-    # one line says which task and what it named
+    # one warning says which task and what it named (once: not the Recombiner's log line too);
+    # besides it only the task's progress line, if the task was merged by then, says FAILED
     culprit = repr(str(BOGUS_UUIDS[bogus]))
-    (line,) = [ln for ln in proc.stderr.splitlines() if culprit in ln]
-    assert f"task {BAD} " in line and "uuid_list" in line, line
+    lines = [ln for ln in proc.stderr.splitlines() if culprit in ln]
+    (warning,) = [ln for ln in lines if ln.startswith("resqmp: warning: ")]
+    assert warning.startswith(f"resqmp: warning: task {BAD} (fault 2): its uuid_list names {culprit}"), warning
+    assert all(ln == warning or ln.startswith(f"resqmp: task {BAD} (fault 2) FAILED: DamagedOutput") for ln in lines)
 
     report = json.loads(out.with_name("faults.report.json").read_text())
     assert report["totals"]["failed"] == 1 and report["totals"]["succeeded"] == 3
@@ -75,3 +78,47 @@ def test_a_task_naming_a_uuid_not_in_its_output_fails_alone(example, tmp_path, b
         # still share one, and the bad task has none (its own file is checked and refused)
         assert last[0].get("partial") and last[0]["partial"] == last[2].get("partial")
         assert not last[BAD].get("partial")
+
+
+#: entries resqpy reads as the uuid of the part (other case, fesapi's leading underscore, a tail)
+READ_AS_UUID = ("as_is", "upper", "underscore", "tail")
+
+
+def _variants(u: str) -> dict[str, str]:
+    return {"as_is": u, "upper": u.upper(), "underscore": "_" + u, "tail": u + "-and-a-tail",
+            "absent": str(BOGUS_UUIDS["absent"]), "short": u[:35], "not_a_uuid": "x" * 36, "empty": "",
+            "decimal": str(int(u.replace("-", ""), 16))}
+
+
+def test_a_uuid_list_entry_is_refused_exactly_when_resqpy_fails_on_it(tmp_path):
+    """merge.unknown_uuid refuses what resqpy's recombination raises on, and nothing that resqpy
+    reads as the uuid of a part of the task's: tasks naming their part so are merged, the model
+    resqpy's byte for byte."""
+    import resqpy.model as rq
+    import resqpy.olio.consolidation as cons
+
+    from resqmp.merge import unknown_uuid
+    from test_recombine import resqmp_recombine, resqpy_recombine
+    from wrappers_for_tests import crs_first_surface
+    _, _, epc, (surface,) = crs_first_surface(0, str(tmp_path))
+    model = rq.Model(epc, quiet=True)
+    for kind, entry in _variants(surface).items():
+        try:
+            cons.sort_uuids_list(model, [surface, entry])
+            resqpy_fails = False
+        except Exception:   # noqa: BLE001 - whatever resqpy raises
+            resqpy_fails = True
+        assert resqpy_fails == (kind not in READ_AS_UUID), kind
+        assert unknown_uuid(model, [surface, entry]) == (entry if resqpy_fails else None), kind
+    model.h5_release()
+
+    records = []
+    for i, kind in enumerate(READ_AS_UUID):
+        _, _, epc, (surface,) = crs_first_surface(i, str(tmp_path), name=f"fault {i}")
+        records.append({"index": i, "epc_file": epc, "uuid_list": [_variants(surface)[kind]]})
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "theirs").mkdir()
+    recombiner = resqmp_recombine(records, tmp_path / "ours" / "out.epc")
+    assert recombiner.take_damaged() == {}
+    resqpy_recombine(records, tmp_path / "theirs" / "out.epc")
+    assert_identical(tmp_path / "ours" / "out.epc", tmp_path / "theirs" / "out.epc")
