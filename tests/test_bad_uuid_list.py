@@ -122,3 +122,32 @@ def test_a_uuid_list_entry_is_refused_exactly_when_resqpy_fails_on_it(tmp_path):
     assert recombiner.take_damaged() == {}
     resqpy_recombine(records, tmp_path / "theirs" / "out.epc")
     assert_identical(tmp_path / "ours" / "out.epc", tmp_path / "theirs" / "out.epc")
+
+
+def test_the_drop_in_returns_false_for_that_task(example, tmp_path):
+    """resqmp.function_multiprocessing (in-process): where resqpy's raises and writes nothing,
+    that task's success is False (its error names the culprit), the others True, the model
+    resqpy's of the others (by content: resqpy's runs the tasks again, new uuids)."""
+    import resqpy.multi_processing as rqmp
+
+    import resqmp
+    from resqmp.batch import load
+    from wrappers_for_tests import bad_uuid_find_faces
+    tasks = load(example["batch"]).tasks
+
+    def kwargs_list(bad_index):
+        return [{**k, "bad_index": bad_index, "bogus": "absent"} for k in tasks]
+
+    with pytest.raises(AttributeError):       # resqpy's own, for the record
+        rqmp.function_multiprocessing(bad_uuid_find_faces, kwargs_list(BAD), str(tmp_path / "resqpy.epc"), None,
+                                      tmp_dir_path=str(tmp_path))
+    assert not (tmp_path / "resqpy.epc").exists()
+    success = resqmp.function_multiprocessing(bad_uuid_find_faces, kwargs_list(BAD), tmp_path / "ours.epc",
+                                              cluster=None, tmp_dir_path=tmp_path)
+    assert success == [i != BAD for i in range(len(tasks))]
+    assert "DamagedOutput" in str(success.errors[BAD]) and repr(BOGUS_UUIDS["absent"]) in str(success.errors[BAD])
+    others = [k for i, k in enumerate(kwargs_list(-1)) if i != BAD]
+    assert all(rqmp.function_multiprocessing(bad_uuid_find_faces, others, str(tmp_path / "theirs.epc"), None,
+                                             tmp_dir_path=str(tmp_path)))
+    from epc_compare import content
+    assert content(tmp_path / "ours.epc") == content(tmp_path / "theirs.epc")
