@@ -116,7 +116,8 @@ def run_group(function, items: list[tuple[int, dict]], parent_tmp_dir: str,
     _StartNews), so the client can say which task runs where when a run stalls. With `premerge`,
     the successful tasks' outputs are gathered into one group partial (resqmp.premerge) named in
     their records, so the launcher opens one file per group; a Premerge rule instead of True:
-    only on a worker it admits (see premerge_rule). `run`: the run's key prefix (premerge_group warns once per run)."""
+    only on a worker it admits (see premerge_rule). `run`: the run's key prefix (premerge_group
+    warns once per run)."""
     records = []
     news = _StartNews(announce) if announce else None
     try:
