@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from typing import Any, Callable
 
 from resqmp.allocator import task_heap
@@ -49,6 +50,22 @@ def _stop_taking_tasks() -> None:
     applied.wait(10)
 
 
+def uuid_text(entry) -> str:
+    """A wrapper's uuid_list entry as the record's text (records are JSON, journaled): a uuid int,
+    which resqpy's recombination reads as that uuid (sort_uuids_list takes "the uuids list (or
+    uuid ints list)", bu.uuid_as_int), is its canonical uuid string, not its decimal digits (they
+    name no part: the task was refused as a wrapper's malformed uuid where resqpy merges it).
+    Canonical strings order as the ints do (fixed-width lower-case hex), so resqpy's ordering of
+    equally ranked parts is kept. Anything else is str(entry), as before (a uuid.UUID: its
+    canonical string; what is no uuid stays what merge.unknown_uuid names)."""
+    if isinstance(entry, int) and not isinstance(entry, bool):
+        try:
+            return str(uuid.UUID(int=entry))
+        except ValueError:           # negative or wider than 128 bits: resqpy fails on it too
+            pass
+    return str(entry)
+
+
 def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, parent_tmp_dir: str,
              timeout: float | None = None) -> dict:
     """Call function(index=, parent_tmp_dir=, **kwargs); return a result record (never raises).
@@ -83,7 +100,7 @@ def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, paren
             returned = fn(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
         _, success, epc_file, uuid_list = returned
         record.update(success=bool(success), epc_file=None if epc_file is None else str(epc_file),
-                      uuid_list=[str(u) for u in (uuid_list or [])])
+                      uuid_list=[uuid_text(u) for u in (uuid_list or [])])
     except Exception as e:   # noqa: BLE001 - isolate every task failure
         last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
         at = f" at {os.path.basename(last.filename)}:{last.lineno}" if last else ""

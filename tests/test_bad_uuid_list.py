@@ -22,6 +22,7 @@ import yaml
 
 from conftest import run_resqmp
 from resqmp.errors import ExitCode
+from resqmp.tasks import uuid_text
 from test_premerge import reference
 from test_recombine import assert_identical
 from test_reliability import journal_records
@@ -55,7 +56,8 @@ def test_a_task_naming_a_uuid_not_in_its_output_fails_alone(example, tmp_path, b
 
     # one warning says which task and what it named (once: not the Recombiner's log line too);
     # besides it only the task's progress line, if the task was merged by then, says FAILED
-    culprit = repr(str(BOGUS_UUIDS[bogus]))
+    # as the task's record holds it: an int is the uuid resqpy reads it as (resqmp.tasks.uuid_text)
+    culprit = repr(uuid_text(BOGUS_UUIDS[bogus]))
     lines = [ln for ln in proc.stderr.splitlines() if culprit in ln]
     (warning,) = [ln for ln in lines if ln.startswith("resqmp: warning: ")]
     assert warning.startswith(f"resqmp: warning: task {BAD} (fault 2): its uuid_list names {culprit}"), warning
