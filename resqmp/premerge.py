@@ -8,10 +8,11 @@ are resqpy's flat ones: consolidating in two levels (within the group, then agai
 recombined model) reaches equivalent parts too, but a reference rewritten in the partial turns
 into a relationship added at another step of resqpy's copy, so the order of relationships in a
 rels part could differ from resqpy's (issue 11, wave 3). Beside the partial, a manifest gives each task's
-share: its uuids in resqpy's consolidation order and, for every uuid of the task model, its
-related parts in the task's own part order (all that the merge reads from a task model besides
-parts and arrays); and which of the partial's datasets are plain (copied as stored, so the launcher
-copies them without opening each to check). Merger.merge_share copies a share exactly as
+share: its uuids in resqpy's consolidation order (less its HDF5 external part's, of which resqpy
+copies nothing) and, for every uuid of the task model, its related parts in the task's own part
+order (all that the merge reads from a task model besides parts and arrays); and which of the
+partial's datasets are plain (copied as stored, so the launcher copies them without opening each
+to check). Merger.merge_share copies a share exactly as
 merge_model copies the task model, and takes the XML of a part it copies unchanged from the
 partial's stored bytes instead of serialising it again.
 
@@ -55,7 +56,7 @@ import resqpy.model._catalogue as m_c
 import resqpy.olio.consolidation as cons
 import resqpy.olio.uuid as bu
 
-from resqmp.merge import Merger, unknown_uuid
+from resqmp.merge import _EXT, Merger, unknown_uuid
 from resqmp.outputs import create_new, h5_of
 from resqmp.task_model import load_task_model
 
@@ -212,12 +213,20 @@ def _write(shares: list[dict], epc: Path) -> list[dict]:
 
 
 def _share(task, uuid_list: list[str]) -> dict:
-    """What Merger.merge_model reads from the task model besides parts and arrays."""
+    """What Merger.merge_model reads from the task model besides parts and arrays. The share's
+    uuids leave out the task's HDF5 external part (obj_EpcExternalPartReference) if its uuid_list
+    names it: resqpy's copy of that part copies nothing (copy_part_from_other_model returns None
+    for its type, after at most finding it resident: no part, relationship or array, nothing to
+    consolidate), and the partial does not hold it (the partial has an external part of its own,
+    another uuid), so naming it would make the launcher refuse the whole partial as lacking a
+    part. Leaving entries out of a sorted list keeps the others' order: resqpy's, by type rank,
+    then uuid."""
     if not task.rels_present:
         raise ValueError("task model without relationships")      # resqpy's merge fails on it too
     ordered = cons.sort_uuids_list(task, uuid_list)
     if ordered is None:
         ordered = task.uuids()
+    ordered = [u for u in ordered if m_c._type_of_part(task, task.part_for_uuid(u)) != _EXT]
     parts = m_c._list_of_parts(task)
     related = {}
     for uuid_int in task.uuid_rels_dict:
