@@ -41,7 +41,6 @@ def test_a_group_of_short_tasks_sends_few_start_messages_and_the_report_names_th
     # take ~1 s here, more on a loaded machine: the bound follows their measured time)
     short_wall = sum(r["seconds"] for r in records[:40])
     assert len(events) <= 2 + short_wall / START_NEWS_INTERVAL + 1, (len(events), short_wall)
-    assert len(events) < 20, len(events)
     assert stalls, "no stall report while task 40 ran for 5 s"
     at, running, waiting = stalls[0]
     assert [r["index"] for r in running] == [40] and waiting == 0, stalls[0]
@@ -58,4 +57,7 @@ def test_every_task_that_finished_early_in_a_group_counts_as_finished(tmp_path):
     assert stalls
     _, running, waiting = stalls[0]
     assert [r["index"] for r in running] == [3] and waiting == 1, stalls[0]
-    assert len(events) <= 3, events
+    # one for task 0, one coalescing 1-3, one for task 4 (more only if tasks 0-2 took longer than
+    # an interval, on a loaded machine: the bound follows their measured time)
+    early_wall = sum(r["seconds"] for r in records[:3])
+    assert len(events) <= 3 + early_wall / START_NEWS_INTERVAL, (events, early_wall)
