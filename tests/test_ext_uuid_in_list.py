@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid as uuid_mod
 from pathlib import Path
 
 import yaml
@@ -23,48 +21,24 @@ from conftest import run_resqmp
 from resqmp.errors import ExitCode
 from resqmp.premerge import FOLDER, PartialReader, manifest_of
 from test_recombine import assert_identical, resqpy_recombine
+from wrappers_for_tests import crs_first_surface, log_output, logged_outputs
 
 ALLOW = ("--allow-wrapper", "test_ext_uuid_in_list:*")
 EXT = "obj_EpcExternalPartReference"
 
 
 def all_uuids_surface(index, parent_tmp_dir, log_file, name=None):
-    """A CRS, a fault feature and interpretation and a small surface (arrays in the task's HDF5
-    file); its uuid_list is the uuid of every part of its model, the external part's too (in the
-    model's part order: that part comes first).
-    Appends (index, epc_file, uuid_list) to log_file for the reference."""
-    import numpy as np
-    import resqpy.crs as rqc
+    """crs_first_surface (a CRS, a fault feature and interpretation, a small surface with arrays in
+    the task's HDF5 file), its uuid_list the uuid of every part of its model, the external part's
+    too (in the model's part order: that part comes first); logged for the reference (log_output)."""
     import resqpy.model as rq
-    import resqpy.surface as rqs
-    name = name or f"fault {index}"
-    folder = os.path.join(parent_tmp_dir, f"task-{index}-{uuid_mod.uuid4().hex[:8]}")
-    os.makedirs(folder)
-    epc = os.path.join(folder, "task.epc")
-    model = rq.new_model(epc, quiet=True)
-    crs = rqc.Crs(model)
-    crs.create_xml()
-    surface = rqs.Surface(model, crs_uuid=crs.uuid, title=name)
-    surface.set_from_triangles_and_points(np.array([[0, 1, 2], [1, 3, 2]], dtype=int),
-                                          np.array([[0, 0, index], [1, 0, 0], [0, 1, 0], [1, 1, 1]], dtype=float))
-    surface.create_interpretation_and_feature(kind="fault", name=name)
-    surface.write_hdf5()
-    surface.create_xml()
-    model.store_epc(quiet=True)
+    index, success, epc, _ = crs_first_surface(index, parent_tmp_dir, name=name or f"fault {index}")
+    model = rq.Model(epc, quiet=True)
     uuids = [str(model.uuid_for_part(part)) for part in model.parts_forest]
     assert str(model.h5_uuid()) in uuids          # the point of this wrapper
     model.h5_release()
-    with open(log_file, "a") as f:
-        f.write(json.dumps({"index": index, "epc_file": epc, "uuid_list": uuids}) + "\n")
-    return index, True, epc, uuids
-
-
-def _logged(log_file: Path) -> list[dict]:
-    last = {}
-    for line in log_file.read_text().splitlines():
-        record = json.loads(line)
-        last[record["index"]] = record
-    return [last[i] for i in sorted(last)]
+    log_output(log_file, index, epc, uuids)
+    return index, success, epc, uuids
 
 
 def test_a_uuid_list_naming_the_ext_part_is_merged_from_the_group_partials(tmp_path, caplog):
@@ -94,7 +68,7 @@ def test_a_uuid_list_naming_the_ext_part_is_merged_from_the_group_partials(tmp_p
     shares = {p: sorted(json.loads(manifest_of(p).read_text())["tasks"], key=int) for p in partials}
     assert sorted(shares.values()) == [["0", "1", "2"], ["3", "4", "5"]], shares
 
-    logged = _logged(log_file)
+    logged = logged_outputs(log_file)
     # every task's uuid_list does name its external part (what the launch had to merge)
     for r in logged:
         task = rq.Model(r["epc_file"], quiet=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import uuid as uuid_mod
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,7 +20,7 @@ import yaml
 from conftest import run_resqmp
 from resqmp.errors import ExitCode
 from test_recombine import assert_identical, resqpy_recombine
-from wrappers_for_tests import crs_first_surface
+from wrappers_for_tests import crs_first_surface, log_output, logged_outputs
 
 ALLOW = ("--allow-wrapper", "test_review_resume_uuid:*")
 
@@ -31,17 +30,8 @@ def int_uuid_surface(index, parent_tmp_dir, log_file, name=None):
     appends (index, epc_file, uuid_list) to log_file for the reference."""
     index, success, epc, uuids = crs_first_surface(index, parent_tmp_dir, name=name or f"fault {index}")
     ints = [uuid_mod.UUID(u).int for u in uuids]
-    with open(log_file, "a") as f:
-        f.write(json.dumps({"index": index, "epc_file": epc, "uuid_list": ints}) + "\n")
+    log_output(log_file, index, epc, ints)
     return index, success, epc, ints
-
-
-def _logged(log_file: Path) -> list[dict]:
-    last = {}
-    for line in log_file.read_text().splitlines():
-        record = json.loads(line)
-        last[record["index"]] = record
-    return [last[i] for i in sorted(last)]
 
 
 @pytest.mark.parametrize("premerge", [False, True], ids=["own-files", "group-partial"])
@@ -67,7 +57,7 @@ def test_a_launch_merges_uuid_ints_as_resqpy_does(tmp_path, premerge):
         manifests = sorted(tmp_path.glob(".resqmp-tasks/*/groups/*.json"))
         assert [sorted(json.loads(m.read_text())["tasks"]) for m in manifests] == [["0", "1"], ["2", "3"]]
     (tmp_path / "ref").mkdir()
-    resqpy_recombine(_logged(log_file), tmp_path / "ref" / "ref.epc")
+    resqpy_recombine(logged_outputs(log_file), tmp_path / "ref" / "ref.epc")
     assert_identical(out, tmp_path / "ref" / "ref.epc")
 
 
@@ -81,6 +71,6 @@ def test_the_drop_in_merges_uuid_ints_as_resqpy_does(tmp_path):
                                               cluster=None, tmp_dir_path=tmp_path, clean_up=False)
     assert success == [True, True, True], getattr(success, "errors", None)
     (tmp_path / "ref").mkdir()
-    resqpy_recombine(_logged(log_file), tmp_path / "ref" / "ref.epc")
+    resqpy_recombine(logged_outputs(log_file), tmp_path / "ref" / "ref.epc")
     assert_identical(tmp_path / "ours.epc", tmp_path / "ref" / "ref.epc")
-    assert all(os.path.exists(r["epc_file"]) for r in _logged(log_file))
+    assert all(os.path.exists(r["epc_file"]) for r in logged_outputs(log_file))

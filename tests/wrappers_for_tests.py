@@ -205,6 +205,23 @@ def crs_first_surface(index, parent_tmp_dir, name="fault A"):
     return index, True, epc, [str(surface.uuid)]
 
 
+def log_output(log_file, index: int, epc: str, uuid_list: list) -> None:
+    """Append a task's output as its wrapper returned it (index, epc_file, uuid_list), one JSON line:
+    what resqpy's recombination is given for the reference (logged_outputs)."""
+    with open(log_file, "a") as f:
+        f.write(json.dumps({"index": index, "epc_file": epc, "uuid_list": uuid_list}) + "\n")
+
+
+def logged_outputs(log_file) -> list[dict]:
+    """log_output's records in task order, the last call of each task."""
+    last = {}
+    with open(log_file) as f:
+        for line in f.read().splitlines():
+            record = json.loads(line)
+            last[record["index"]] = record
+    return [last[i] for i in sorted(last)]
+
+
 def damage_h5(h5, how: str) -> None:
     """Damage a task's HDF5 file as a disk, a copy or a filesystem could: `truncated` (cut short
     at 3000 bytes, as `truncate -s 3000`), `gone`, `not_hdf5`, or `dataset_missing` (the last
