@@ -363,7 +363,7 @@ class PartialReader:
         try:
             self._wait(str(self.folder), appear)
         except FileNotFoundError:
-            return self._not_there(epc, earlier=appear == 0)
+            return self._not_there(epc, appear=appear)
         try:
             self._fd = open_private(self.folder)
         except (OSError, NotPrivate) as e:
@@ -378,7 +378,7 @@ class PartialReader:
                     # the .h5 is written before the EPC, but a shared filesystem may show it later
                     self._wait(str(path), appear)
                 except FileNotFoundError:
-                    return self._not_there(epc, what, earlier=appear == 0)
+                    return self._not_there(epc, what, appear)
             for path in (found, h5_of(found)):
                 if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
                     self._refused.add(epc)
@@ -414,13 +414,14 @@ class PartialReader:
             self.release()
             raise
 
-    def _not_there(self, epc: str, what: str = "", earlier: bool = False) -> bool:
+    def _not_there(self, epc: str, what: str = "", appear: float | None = None) -> bool:
         """A partial (its folder, its EPC or its HDF5 file) that did not appear in time: a partial
         is only a shortcut, so the tasks' own files are merged, and no partial is read from now on
         (one wait, not one per group, when someone removed the folder or the filesystem does not
-        show the workers' partials)."""
+        show the workers' partials). `appear` 0 (an earlier run's partial, not waited for): only
+        that partial is given up."""
         self.release()
-        if earlier:
+        if appear == 0:
             # an earlier run's partial (a resume's journaled record), not waited for: that one is
             # gone, which says nothing of this run's partials
             self._refused.add(epc)
