@@ -66,6 +66,18 @@ def uuid_text(entry) -> str:
     return str(entry)
 
 
+def _is_uuid_collection(uuid_list) -> bool:
+    """Is it what resqpy's recombination iterates as uuids (a list, tuple, set...), not None, a
+    single string read character by character, or something it cannot iterate?"""
+    if uuid_list is None or isinstance(uuid_list, (str, bytes, bytearray)):
+        return False
+    try:
+        iter(uuid_list)
+    except TypeError:
+        return False
+    return True
+
+
 def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, parent_tmp_dir: str,
              timeout: float | None = None) -> dict:
     """Call function(index=, parent_tmp_dir=, **kwargs); return a result record (never raises).
@@ -99,8 +111,18 @@ def run_task(function: Callable | str, kwargs: dict[str, Any], index: int, paren
         with task_heap():            # Dask's trim threshold unmaps every large array (see allocator)
             returned = fn(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
         _, success, epc_file, uuid_list = returned
-        record.update(success=bool(success), epc_file=None if epc_file is None else str(epc_file),
-                      uuid_list=[uuid_text(u) for u in (uuid_list or [])])
+        record.update(success=bool(success), epc_file=None if epc_file is None else str(epc_file))
+        malformed = record["success"] and epc_file is not None and not _is_uuid_collection(uuid_list)
+        if malformed:
+            # resqpy's recombination raises on it (sort_uuids_list iterates it as uuids) and writes
+            # nothing; taken as no uuids, the task would count a success with nothing of it merged
+            shown = repr(uuid_list)
+            record.update(success=False, error=f"MalformedResult: the wrapper reported success with uuid_list "
+                                               f"a {type(uuid_list).__name__} "
+                                               f"({shown if len(shown) <= 60 else shown[:57] + '...'}), "
+                                               f"expected a list of the uuids of its EPC's parts")
+        elif _is_uuid_collection(uuid_list):      # else none to merge: a failure, or no EPC
+            record["uuid_list"] = [uuid_text(u) for u in uuid_list]
     except Exception as e:   # noqa: BLE001 - isolate every task failure
         last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
         at = f" at {os.path.basename(last.filename)}:{last.lineno}" if last else ""

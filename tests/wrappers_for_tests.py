@@ -270,6 +270,23 @@ def bad_uuid_find_faces(index, parent_tmp_dir, bad_index: int = -1, bogus: str =
     return index, success, epc, uuids
 
 
+#: uuid_lists resqpy's recombination cannot iterate as uuids: None (TypeError in sort_uuids_list),
+#: the part's uuid as one string (its characters taken as uuids: ValueError), a number
+MALFORMED_UUID_LISTS = {"none": lambda uuids: None, "one_string": lambda uuids: str(uuids[0]),
+                        "bytes": lambda uuids: str(uuids[0]).encode(), "number": lambda uuids: 7}
+
+
+def malformed_uuid_list_find_faces(index, parent_tmp_dir, bad_index: int = -1, shape: str = "none", **kwargs):
+    """resqpy's find-faces wrapper; task `bad_index` reports success with its EPC written but a
+    uuid_list of MALFORMED_UUID_LISTS[shape] instead of a list of uuids, as a buggy user wrapper
+    could."""
+    from resqpy.multi_processing import find_faces_to_represent_surface_regular_wrapper as find_faces
+    index, success, epc, uuids = find_faces(index=index, parent_tmp_dir=parent_tmp_dir, **kwargs)
+    if index == bad_index:
+        uuids = MALFORMED_UUID_LISTS[shape](uuids)
+    return index, success, epc, uuids
+
+
 def working_set_wrapper(index, parent_tmp_dir, arrays: int = 40, mb: int = 4, keep: bool = False,
                         seconds: float = 0.0, name=None):
     """A task whose `arrays` arrays of `mb` MB are alive together, then all freed; keep: a 200 KB
