@@ -185,8 +185,6 @@ def write(plan: Plan, output: str | Path, command: str, force: bool = False) -> 
         raise OutputError(f"batch file {out}: folder {folder} {'is not a directory' if folder.exists() else 'does not exist'}")
     if out.is_dir():
         raise OutputError(f"batch file {out}: is a directory")
-    if out.exists() and not force:
-        raise OutputError(f"batch file {out}: exists (use --force to replace it)")
     text = render(plan, folder.resolve(), command)
     tmp = str(folder / f".{out.name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -203,14 +201,28 @@ def write(plan: Plan, output: str | Path, command: str, force: bool = False) -> 
         except OSError as e:
             raise OutputError(f"batch file {out}: cannot write ({e.strerror})") from None
         try:
-            load(tmp)            # what launch will check: wrapper, arguments, EPCs, uuids
+            batch = load(tmp)    # what launch will check: wrapper, arguments, EPCs, uuids
         except BatchError as e:
             raise BatchError(str(e).replace(str(Path(tmp).resolve()), str(out)).replace(tmp, str(out))) from None
+        # before "exists": that message offers --force, which must never reach a file the batch reads
+        _refuse_input(out, batch)
+        if os.path.lexists(out) and not force:
+            raise OutputError(f"batch file {out}: exists (use --force to replace it)")
         _publish(Path(tmp), out, force)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def _refuse_input(out: Path, batch) -> None:
+    """BATCH.yaml is none of the files the batch reads (an EPC, its .h5; also through a link or
+    a hard link), whatever --force says: replacing one loses the user's model (launch's OUT rule)."""
+    from resqmp.preflight import input_at
+    label = input_at(out, batch)
+    if label is not None:
+        raise OutputError(f"batch file {out}: is an input of the batch, {label}; resqmp never replaces an "
+                          f"input, not even with --force: choose another -o (e.g. a .yaml beside it)")
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:

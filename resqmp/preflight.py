@@ -203,6 +203,16 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def input_at(path: Path, batch) -> str | None:
+    """Where the batch names the input that `path` would replace (the same path after resolving
+    links, or the same file: a hard link), or None when `path` is none of its inputs."""
+    resolved = Path(os.path.realpath(path))      # a link loop at path is no input (never raises)
+    for input_path, label in _batch_inputs(batch).items():
+        if input_path == resolved or _same(input_path, path):
+            return label
+    return None
+
+
 def check_inputs_untouched(output: Path, batch, run_dir: Path) -> None:
     """No file written for OUT is an input (same path after resolving links, or the same file),
     and no input lies where resqmp removes things: OUT's task directory, a staging folder."""
