@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from resqmp import datafile
 from resqmp.errors import BatchError
+from resqmp.paths import named_path, real
 
 PATH_SUFFIXES = ("_epc", "_file", "_path", "_dir")
 SUPPLIED = ("index", "parent_tmp_dir")      # resqmp supplies these, as function_multiprocessing does
@@ -180,14 +181,14 @@ def _resolve_paths(kwargs: dict, base: Path) -> dict:
     for key, value in kwargs.items():
         if key.endswith(PATH_SUFFIXES) and isinstance(value, str) and value:
             p = Path(os.path.expanduser(os.path.expandvars(value)))
-            out[key] = str(p if p.is_absolute() else (base / p).resolve())
+            out[key] = str(p if p.is_absolute() else real(base / p))    # a link loop: the wrapper's to open
     return out
 
 
 def load(path: str | Path, check_inputs: bool = True, allowed_wrappers: tuple[str, ...] | list[str] = ()) -> Batch:
     """Read and check a batch file. allowed_wrappers: 'module:function' / 'module:*' that may run
     besides resqpy's wrappers (see resolve_wrapper)."""
-    path = Path(path).expanduser().resolve()
+    path = named_path(path, "batch file", BatchError)
     data = _read(path)
     if "wrapper" not in data:
         raise BatchError(f"batch file {path}: missing key 'wrapper'")

@@ -10,9 +10,11 @@ never a literal `${NAME}` folder. Values that the worker's shell expands (the jo
 """
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import re
+from pathlib import Path
 
 from resqmp.errors import ProfileError
 
@@ -55,3 +57,26 @@ def expand(text: str, key: str) -> str:
             raise ProfileError(f"{key} {text!r}: ~ needs $HOME, which is not set in the launcher's environment")
         expanded = home + expanded[1:]
     return expanded
+
+
+def real(path) -> Path:
+    """`path` absolute, every symbolic link resolved, as Path.resolve() does, but never raising:
+    a loop of links or a path too long stays as far as it resolves, and whatever opens it fails
+    saying why. (Path.resolve() raises RuntimeError on a loop: an internal error, exit 1.)"""
+    return Path(os.path.realpath(path))
+
+
+def named_path(path, what: str, error: type[Exception]) -> Path:
+    """A path the user named (OUT, the batch, the performance report): ~ expanded, resolved. A
+    loop of symbolic links or a path longer than the system takes is `error` naming it, one line
+    with its exit code, not an internal error."""
+    resolved = real(os.path.expanduser(str(path)))
+    try:
+        os.stat(resolved)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise error(f"{what} {path}: a loop of symbolic links ({e.strerror}); expected a path to a "
+                        f"file or to nothing yet") from None
+        if e.errno == errno.ENAMETOOLONG:
+            raise error(f"{what} {path}: too long for this system ({e.strerror}); choose a shorter path") from None
+    return resolved

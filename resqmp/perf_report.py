@@ -19,6 +19,7 @@ from pathlib import Path
 
 from resqmp.errors import OutputError
 from resqmp.outputs import create_new
+from resqmp.paths import named_path
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def target(path: str | None, own_files: tuple[Path, ...]) -> Path | None:
     is neither one of the run's own files nor something other than an earlier report."""
     if path is None:
         return None
-    file = Path(path).expanduser().resolve()
+    file = named_path(path, "performance report", OutputError)
     where = f"performance report {file}"
     if not file.parent.is_dir():
         raise OutputError(f"{where}: folder {file.parent} does not exist")

@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 from resqmp.errors import ClusterError, OutputError
 from resqmp.outputs import (h5_of, is_staging_of, new_staging, partial_path, report_path, report_temp,
                             written_files)
-from resqmp.paths import expand
+from resqmp.paths import expand, real
 
 log = logging.getLogger("resqmp")
 
@@ -179,7 +179,7 @@ def _batch_inputs(batch) -> dict[Path, str]:
     """Every existing file or folder the batch names (the batch file, *_epc with their .h5,
     other *_file/_path/_dir values), by resolved path, with where it was named."""
     from resqmp.batch import PATH_SUFFIXES
-    found: dict[Path, str] = {Path(batch.path).resolve(): f"the batch file {batch.path}"}
+    found: dict[Path, str] = {real(batch.path): f"the batch file {batch.path}"}
     seen: set[str] = set()          # tasks share their inputs: each is looked at once
     for i, kwargs in enumerate(batch.tasks):
         for key, value in kwargs.items():
@@ -188,11 +188,11 @@ def _batch_inputs(batch) -> dict[Path, str]:
             seen.add(value)
             if not os.path.lexists(value):
                 continue
-            found.setdefault(Path(value).resolve(), f"{key} of tasks[{i}] {value}")
+            found.setdefault(real(value), f"{key} of tasks[{i}] {value}")
             if key.endswith("_epc"):
                 for h5 in _h5_files(Path(value)):
                     if os.path.lexists(h5):
-                        found.setdefault(h5.resolve(), f"the .h5 of {key} of tasks[{i}] {h5}")
+                        found.setdefault(real(h5), f"the .h5 of {key} of tasks[{i}] {h5}")
     return found
 
 
@@ -206,7 +206,7 @@ def _same(a: Path, b: Path) -> bool:
 def input_at(path: Path, batch) -> str | None:
     """Where the batch names the input that `path` would replace (the same path after resolving
     links, or the same file: a hard link), or None when `path` is none of its inputs."""
-    resolved = Path(os.path.realpath(path))      # a link loop at path is no input (never raises)
+    resolved = real(path)                   # a link loop at path is no input
     for input_path, label in _batch_inputs(batch).items():
         if input_path == resolved or _same(input_path, path):
             return label
@@ -217,10 +217,10 @@ def check_inputs_untouched(output: Path, batch, run_dir: Path) -> None:
     """No file written for OUT is an input (same path after resolving links, or the same file),
     and no input lies where resqmp removes things: OUT's task directory, a staging folder."""
     written = written_files(output)
-    task_dir = run_dir.resolve()
+    task_dir = real(run_dir)
     for path, label in _batch_inputs(batch).items():
         for what, target in written.items():
-            if path == target.resolve() or _same(path, target):
+            if path == real(target) or _same(path, target):
                 whose = "it" if what == "OUT" else f"its {what} {target}"
                 raise OutputError(f"output {output}: {whose} would replace an input of the batch, {label}; "
                                   f"choose another --output")
@@ -261,12 +261,12 @@ def check_log_file(profile, output: Path, batch) -> None:
     where = f"profile {profile.source}: logging.file {path}"
     if os.path.lexists(path) and not path.is_file():
         raise OutputError(f"{where}: exists and is not a regular file; every worker appends its log there")
-    resolved = path.resolve()
+    resolved = real(path)
     named = [(f"OUT's {what} {target}" if what != "OUT" else f"OUT {target}", target)
              for what, target in written_files(output).items()]
     named += [(label, target) for target, label in _batch_inputs(batch).items()]
     for label, target in named:
-        if resolved == target.resolve() or _same(path, target):
+        if resolved == real(target) or _same(path, target):
             raise OutputError(f"{where}: is {label}; every worker appends its log there: choose another "
                               f"logging.file")
 

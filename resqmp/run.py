@@ -22,6 +22,7 @@ from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, Resq
 from resqmp.execute import run_on_client
 from resqmp.journal import Journal
 from resqmp.outputs import h5_of, partial_path, written_files
+from resqmp.paths import named_path
 from resqmp.progress import ProgressReport
 from resqmp.recombine import Recombiner, remove_stale_staging
 from resqmp.report import write_report
@@ -98,7 +99,7 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     # Everything that can be checked before provisioning is checked first.
     profile = profiles.load(profile_ref, overrides, workers=workers)   # --workers N: a fixed count
     backend = for_profile(profile, worker_environment(profile))     # option values checked here
-    out = Path(output).expanduser().resolve()
+    out = named_path(output, "output", OutputError)     # a link loop, a path too long: exit 6
     preflight.check_output(out)
     perf = perf_report.target(performance_report, tuple(written_files(out).values()))
     code = upload.collect(profile, uploads)         # read and checked before any cluster starts
