@@ -202,7 +202,7 @@ def _prepare_folder(out_dir: Path) -> None:
         raise OutputError(f"example folder {out_dir}: not writable")
     try:
         ours = set(json.loads((out_dir / MARKER).read_text()))
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         ours = set()
     for name in EXAMPLE_FILES:
         if os.path.lexists(out_dir / name) and name not in ours:

@@ -66,7 +66,7 @@ def _written_by_resqmp(data: bytes) -> bool:
         return _HEADER_START.startswith(first) or first.startswith(_HEADER_START)
     try:
         header = json.loads(first.decode("utf-8"))
-    except ValueError:          # not JSON, or not UTF-8
+    except (ValueError, RecursionError):     # not JSON, not UTF-8, or nested deeper than json reads
         return False
     return isinstance(header, dict) and isinstance(header.get("digest"), str)
 
@@ -159,6 +159,8 @@ class Journal:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise self._unusable(n, f"not JSON ({e.msg})") from None
+        except RecursionError:     # json.loads's own limit: no result of a task is nested so deep
+            raise self._unusable(n, "not a task's result (nested deeper than JSON can be read)") from None
 
     def _check_record(self, record, n: int) -> None:
         if not isinstance(record, dict):

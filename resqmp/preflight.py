@@ -275,7 +275,7 @@ def previous_report(output: Path) -> dict | None:
     """The report beside OUT when it is resqmp's report for this very output, else None."""
     try:
         data = json.loads(report_path(output).read_bytes().decode("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):     # RecursionError: nested deeper than json reads
         return None
     return data if isinstance(data, dict) and data.get("output") == str(output) else None
 

@@ -246,7 +246,7 @@ def _read_manifest(path: Path, shown: Path | None = None) -> dict | None:
         manifest = json.loads(path.read_text())
         if isinstance(manifest, dict) and isinstance(manifest["tasks"], dict) and isinstance(manifest["plain"], list):
             return manifest
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, RecursionError):
         pass
     log.warning("group partial manifest %s unreadable: the tasks' own files are merged instead", shown or path)
     return None
