@@ -207,5 +207,7 @@ class Journal:
             self._file.close()
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)    # while still locked: no other launch can slip in
+        # A launch that opens the path from now on makes a journal (and a lock) of its own: the
+        # caller has set aside what it must still remove at a path every run on OUT uses
+        self.path.unlink(missing_ok=True)
         self.close()

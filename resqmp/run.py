@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import time
 from contextlib import contextmanager
@@ -133,6 +134,7 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
     if fresh:
         shutil.rmtree(run.run_dir, ignore_errors=True)
     remove_stale_staging(out)     # left by a launcher that was killed; ours: we hold OUT's journal lock
+    _remove_set_aside(run.run_dir)
 
     results = run.results
     results.update({i: {**record, "resumed": True} for i, record in journal.done.items()})
@@ -254,15 +256,53 @@ def _finish(run: RunState, recombiner: Recombiner, partial: Path | None) -> Laun
         for stale in (partial_path(out), h5_of(partial_path(out))):   # an earlier run's, now superseded
             stale.unlink(missing_ok=True)
     if ok:
+        # The task folder's path is every run's on OUT, and a launch on OUT may start the moment the
+        # journal is unlinked (it makes and locks a new one): set aside while OUT is still ours,
+        # removed from there (minutes, with many files on a shared filesystem)
+        aside = None if run.keep else _set_aside(run.run_dir)
         run.journal.remove()           # nothing left to resume: the output is complete
         if not run.keep:
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
             if not run.profile.storage.get("shared_directory"):
                 _remove_if_empty(run.shared)      # the default folder beside OUT
     return LaunchResult(output=out, report=report_file, exit_code=exit_code,
                         succeeded=sum(t["success"] for t in tasks),
                         failed=sum(not t["success"] for t in tasks),
                         resumed=sum(bool(t.get("resumed")) for t in tasks), tasks=tasks, partial=partial)
+
+
+#: a completed run's task folder, renamed for removal: run_dir's name, this, 8 hex digits
+ASIDE = ".removing-"
+
+
+def _set_aside(run_dir: Path) -> Path | None:
+    """Rename the task folder for removal; None when it is not there. One that cannot be renamed
+    is removed where it is (OUT is still this run's: nothing else writes there yet)."""
+    aside = run_dir.with_name(f"{run_dir.name}{ASIDE}{secrets.token_hex(4)}")
+    try:
+        os.rename(run_dir, aside)
+        return aside
+    except FileNotFoundError:
+        return None
+    except OSError:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return None
+
+
+def _remove_set_aside(run_dir: Path) -> None:
+    """Task folders of earlier runs on OUT set aside and not removed (their launcher was killed
+    while removing them): exactly run_dir's name, ASIDE, 8 hex digits; never a pattern that could
+    reach another output's."""
+    try:
+        entries = list(os.scandir(run_dir.parent))
+    except OSError:
+        return
+    for entry in entries:
+        tail = entry.name[len(run_dir.name) + len(ASIDE):]
+        if (entry.name.startswith(run_dir.name + ASIDE) and len(tail) == 8
+                and all(c in "0123456789abcdef" for c in tail) and entry.is_dir(follow_symlinks=False)):
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool) -> Path | None:
