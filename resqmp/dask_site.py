@@ -91,14 +91,21 @@ def _sources() -> list[tuple[str, dict, dict]]:
 
 
 def values(keys: dict[str, tuple[str, ...]]) -> tuple[dict[str, SiteValue], list[str]]:
-    """For each option, the site's value from the first of its dask keys that is set (mappings
-    from several sources merged), and warnings about values dask alone would read differently."""
+    """For each option, the site's value of the first of its dask keys that is set (mappings
+    from several sources merged), and warnings about values dask alone would read differently.
+
+    A key is set when its value, over every source in dask's order, is not null: dask-jobqueue's
+    own jobqueue.yaml, which sites copy and edit, lists every key and leaves most of them null,
+    meaning "not set" (dask-jobqueue then uses its own default). Here too the next layer, resqmp's
+    defaults, decides. A new key name that is unset or empty gives way to its deprecated name
+    (`job-script-prologue` to `env-extra`, ...), as dask-jobqueue does."""
     found: dict[str, SiteValue] = {}
     warnings: list[str] = []
     sources = _sources()
     for option, candidates in keys.items():
-        for source, ours, theirs in sources:
-            for key in candidates:
+        for position, key in enumerate(candidates):
+            chosen: SiteValue | None = None
+            for source, ours, theirs in sources:
                 value = dask.config.get(key, _MISSING, config=ours)
                 if value is _MISSING:
                     continue
@@ -108,9 +115,13 @@ def values(keys: dict[str, tuple[str, ...]]) -> tuple[dict[str, SiteValue], list
                     warnings.append(f"dask config {key} in {source}: {value} (unquoted) is read by resqmp as "
                                     f"written, but by dask alone (YAML 1.1) as {as_dask_reads!r}: quote it there "
                                     f"('{value}') so every tool reads the same")
-                previous = found.get(option)
-                if previous is not None and isinstance(previous.value, dict) and isinstance(value, dict):
-                    value = dask.config.merge(previous.value, value)
-                found[option] = SiteValue(value, key, source)
-                break
+                if chosen is not None and isinstance(chosen.value, dict) and isinstance(value, dict):
+                    value = dask.config.merge(chosen.value, value)
+                chosen = SiteValue(value, key, source)
+            if chosen is None or chosen.value is None:
+                continue
+            if chosen.value == [] and position < len(candidates) - 1:
+                continue
+            found[option] = chosen
+            break
     return found, warnings

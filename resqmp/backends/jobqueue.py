@@ -410,7 +410,8 @@ class JobqueueBackend:
             try:
                 script = job_class(address, name=name, **job_kw).job_script()
             except (TypeError, ValueError) as e:
-                raise ProfileError(f"cluster: {self.scheduler.cluster_class.__name__} rejected the options: {e}") from None
+                text = " ".join(str(e).split())          # its messages span lines; ours is one
+                raise ProfileError(f"cluster: {self.scheduler.cluster_class.__name__} rejected the options: {text}") from None
             if job_kw.get("log_directory") == stand_in:
                 script = script.replace(stand_in, log_dir)
         return script
