@@ -26,6 +26,7 @@ import asyncio
 import inspect
 import logging
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -388,9 +389,12 @@ class JobqueueBackend:
         """The job script start() would submit for each worker, with three run-specific values
         shown as placeholders: the scheduler address, the worker name and the TLS folder's random
         suffix. Nothing is started, submitted or written."""
-        kw = self.kwargs(os.path.join(self.tls_base, RENDER_TLS_DIR))
+        # the TLS folder's placeholder goes in after the script is built: the TLS file names are
+        # quoted as shell words (jobs.QuotedTLSFiles), and `<run>` alone would make them quoted
+        stand_in = f"{TLS_PREFIX}{secrets.token_hex(8)}"
+        kw = self.kwargs(os.path.join(self.tls_base, stand_in))
         protocol = kw.get("protocol") or ("tls://" if kw.get("security") is not None else "tcp://")
-        return self._job_script(kw, protocol + RENDER_SCHEDULER, RENDER_WORKER_NAME)
+        return self._job_script(kw, protocol + RENDER_SCHEDULER, RENDER_WORKER_NAME).replace(stand_in, RENDER_TLS_DIR)
 
     def _job_script(self, kw: dict[str, Any], address: str, name: str) -> str:
         job_kw = {k: v for k, v in kw.items() if k not in _CLUSTER_ONLY}
@@ -401,7 +405,7 @@ class JobqueueBackend:
         job_kw.setdefault("interface", None)
         job_kw["config_name"] = None
         log_dir = job_kw.get("log_directory")
-        job_class = self.scheduler.cluster_class.job_cls
+        job_class = self.scheduler.job_class            # the class start() submits with
         # the Job class creates log_directory when it does not exist: render must not, so it gets an
         # empty stand-in folder whose (unique) path is then replaced by the real one
         with tempfile.TemporaryDirectory(prefix="resqmp-render-") as stand_in:

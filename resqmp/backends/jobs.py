@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shlex
+
+import dask
 
 import resqmp.backends.dask_jobqueue_import  # noqa: F401 (first: keeps the SIGINT handler)
 from dask_jobqueue.lsf import LSFJob
@@ -54,17 +57,35 @@ class RetriedSubmission:
         await ProcessInterface.start(self)
 
 
-class SLURMWorkerJob(RetriedSubmission, SLURMJob):
+class QuotedTLSFiles:
+    """Mixed in before a dask-jobqueue Job class. dask-jobqueue writes the worker's TLS file names
+    (the launcher's expanded paths: resqmp's temporary certificate in storage.shared_directory, or
+    a site's certificate files) into the worker's command line unquoted, so the job's shell would
+    read them a second time: a space splits them, `$(...)` or backticks in a folder name run on the
+    compute node. Data is never code: they go in as worker arguments, each quoted as one word."""
+
+    def __init__(self, *args, security=None, worker_extra_args=None, **kwargs):
+        if security:
+            if worker_extra_args is None:
+                worker_extra_args = dask.config.get(f"jobqueue.{self.config_name}.worker-extra-args", None) or []
+            files = security.get_tls_config_for_role("worker")
+            worker_extra_args = list(worker_extra_args) + [
+                word for key, value in files.items() if key != "ciphers"      # no command-line option
+                for word in ("--tls-" + key.replace("_", "-"), shlex.quote(str(value)))]
+        super().__init__(*args, security=None, worker_extra_args=worker_extra_args, **kwargs)
+
+
+class SLURMWorkerJob(RetriedSubmission, QuotedTLSFiles, SLURMJob):
     pass
 
 
-class SGEWorkerJob(RetriedSubmission, SGEJob):
+class SGEWorkerJob(RetriedSubmission, QuotedTLSFiles, SGEJob):
     pass
 
 
-class PBSWorkerJob(RetriedSubmission, PBSJob):
+class PBSWorkerJob(RetriedSubmission, QuotedTLSFiles, PBSJob):
     pass
 
 
-class LSFWorkerJob(RetriedSubmission, LSFJob):
+class LSFWorkerJob(RetriedSubmission, QuotedTLSFiles, LSFJob):
     pass
