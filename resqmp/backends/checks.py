@@ -71,6 +71,20 @@ class Checker:
             self.fail(key, value, f"an integer >= {minimum}")
         return value
 
+    def words(self, key: str) -> None:
+        """A list of words or lines (strings, numbers), or one string: one item."""
+        value = self._value(key)
+        if value is None or isinstance(value, str):
+            return
+        if not isinstance(value, (list, tuple)) or \
+                any(isinstance(v, bool) or not isinstance(v, (str, int, float)) for v in value):
+            self.fail(key, value, "a list of strings (or one string: a list of one)")
+
+    def mapping(self, key: str) -> None:
+        value = self._value(key)
+        if value is not None and not isinstance(value, dict):
+            self.fail(key, value, "a mapping of options, e.g. {dashboard_address: \"127.0.0.1:8787\"}")
+
     def boolean(self, key: str) -> None:
         value = self._value(key)
         if value is not None and not isinstance(value, bool):

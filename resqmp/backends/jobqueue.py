@@ -159,6 +159,9 @@ def _as_list(value: Any, key: str) -> list:
     raise ProfileError(f"cluster.{key}: expected a list, got {type(value).__name__}")
 
 
+#: cluster options that dask-jobqueue takes as lists (one string given: a list of one)
+_LIST_OPTIONS = ("job_extra_directives", "job_directives_skip", "worker_extra_args", "job_script_prologue")
+
 #: cluster options that never reach the job script as text (the prologue is the profile's own
 #: shell code, line by line)
 _NOT_SCRIPT_TEXT = {"job_script_prologue", "scheduler_options", "security"}
@@ -316,6 +319,9 @@ class JobqueueBackend:
     def _check_values(self) -> None:
         cfg = self.profile.cluster
         check = Checker(cfg, self.profile.origin)
+        for key in _LIST_OPTIONS:
+            check.words(key)
+        check.mapping("scheduler_options")
         check.bytes("memory")
         cores = check.count("cores")
         processes = check.count("processes")
@@ -358,6 +364,10 @@ class JobqueueBackend:
     def kwargs(self, tls_dir: str | None) -> dict[str, Any]:
         """Keyword arguments of the cluster, as start() passes them."""
         kw = {k: v for k, v in self.profile.cluster.items() if v is not None}
+        for key in _LIST_OPTIONS:
+            if key in kw:
+                # dask-jobqueue iterates them: one string would be one directive per character
+                kw[key] = [str(item) for item in _as_list(kw[key], key)]
         kw["security"] = tls.security_for(kw.get("security", True), tls_dir)
         kw["shared_temp_directory"] = self.tls_base
 
