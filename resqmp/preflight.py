@@ -354,6 +354,14 @@ def check_workers_see(client, shared_dir: Path, inputs: list[str], planned: int 
     except TimeoutError:
         log.warning("%d of %d planned workers joined within %.0f s; checked the nodes of those",
                     len(client.scheduler_info()["workers"]), planned, grace)
+    if not client.scheduler_info()["workers"]:
+        # the first worker came and went (a job at the end of its walltime; a replacement is
+        # on its way): wait for one, within the check's timeout
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise ClusterError(f"shared directory {shared_dir}: no worker connected within {timeout:.0f} s "
+                               f"to check it from (the first one left)") from None
     one_per_host: dict[str, str] = {}
     for address, info in client.scheduler_info()["workers"].items():
         one_per_host.setdefault(info.get("host") or address, address)

@@ -240,6 +240,12 @@ class WorkerCluster(JobQueueCluster):
         # A worker that retired (--lifetime) or whose job ended is dropped from self.workers
         # after distributed.deploy.lost-worker-timeout; if the cluster still plans it (scale(n)
         # or adapt), submit a new job for it. Adaptive alone does not: its plan is unchanged.
+        if op == "remove" and msg not in self.scheduler_info.get("workers", {}):
+            # a worker this cluster never heard of (it joined and left between two updates, as a
+            # job at the end of a short walltime can): distributed's handler raises KeyError on
+            # it, which ends its watch of the scheduler: no worker after that was seen to join
+            # or leave, and none was replaced
+            return
         super()._update_worker_status(op, msg)
         if op == "remove":
             delay = dask.utils.parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
