@@ -154,7 +154,9 @@ def test_an_interrupt_leaves_a_timed_out_groups_tasks_not_run_out_of_the_journal
     3's timed-out record alone (4 and 5 were not run: run_on_client would send them again). The
     run is stopped in on_result of the first group's first record, once that group is back too:
     task 3's failure is final and journaled, tasks 4 and 5 are not, and nothing is sent again.
-    A cluster of its own: the worker that timed out is left not taking tasks (never restarted)."""
+    A cluster of its own: the worker that timed out is left not taking tasks (never restarted).
+    One worker, so the first group is back before the second starts (with two, a loaded machine
+    could run the first group past task 3's timeout and bring the groups back the other way)."""
     from distributed import LocalCluster
     log_dir = tmp_path / "calls"
     log_dir.mkdir()
@@ -166,7 +168,7 @@ def test_an_interrupt_leaves_a_timed_out_groups_tasks_not_run_out_of_the_journal
         events.append(("journal", [r["index"] for r in records]))
         journaled.extend(records)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster, set_as_default=False) as client:
 
         def on_result(record: dict) -> None:
