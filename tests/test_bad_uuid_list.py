@@ -32,25 +32,33 @@ from wrappers_for_tests import BOGUS_UUIDS
 BAD = 1
 
 
-def _batch(example: dict, bogus: str) -> Path:
-    """The example's four find-faces tasks through bad_uuid_find_faces, task BAD's uuid_list
-    given BOGUS_UUIDS[bogus] too (written next to the example's batch: its paths are relative)."""
+def example_batch(example: dict, wrapper: str, name: str, **defaults) -> Path:
+    """The example's four find-faces tasks through `wrapper` (wrappers_for_tests), `defaults`
+    added to every task; written next to the example's batch (its paths are relative)."""
     data = yaml.safe_load(Path(example["batch"]).read_text())
-    data["wrapper"] = "wrappers_for_tests:bad_uuid_find_faces"
-    data.setdefault("defaults", {}).update(bad_index=BAD, bogus=bogus)
-    path = Path(example["batch"]).with_name(f"batch-bad-uuid-{bogus}.yaml")
+    data["wrapper"] = f"wrappers_for_tests:{wrapper}"
+    data.setdefault("defaults", {}).update(defaults)
+    path = Path(example["batch"]).with_name(f"batch-{name}.yaml")
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+#: launch options: each task's own files merged, or groups of three gathered into group partials
+GROUPS = {False: ("--set", "tasks.premerge=false", "--set", "tasks.group_size=1"),
+          True: ("--set", "tasks.premerge=true", "--set", "tasks.group_size=3")}
+
+
+def _batch(example: dict, bogus: str) -> Path:
+    """bad_uuid_find_faces: task BAD's uuid_list given BOGUS_UUIDS[bogus] too."""
+    return example_batch(example, "bad_uuid_find_faces", f"bad-uuid-{bogus}", bad_index=BAD, bogus=bogus)
 
 
 @pytest.mark.parametrize("premerge", [False, True], ids=["own-files", "group-partial"])
 @pytest.mark.parametrize("bogus", sorted(BOGUS_UUIDS))
 def test_a_task_naming_a_uuid_not_in_its_output_fails_alone(example, tmp_path, bogus, premerge):
     out = tmp_path / "faults.epc"
-    groups = ("--set", "tasks.premerge=true", "--set", "tasks.group_size=3") if premerge else \
-        ("--set", "tasks.premerge=false", "--set", "tasks.group_size=1")
     proc = run_resqmp("launch", "--profile", "local", "--workers", "2", "--batch", _batch(example, bogus),
-                      "--output", out, *groups)
+                      "--output", out, *GROUPS[premerge])
     assert proc.returncode == ExitCode.TASKS_FAILED, proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
 

@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import run_resqmp
 from resqmp.errors import ExitCode
+from test_bad_uuid_list import GROUPS, example_batch
 from test_premerge import reference
 from test_recombine import assert_identical
 from test_reliability import journal_records
@@ -27,22 +27,15 @@ BAD = 1
 
 
 def _batch(example: dict, shape: str) -> Path:
-    data = yaml.safe_load(Path(example["batch"]).read_text())
-    data["wrapper"] = "wrappers_for_tests:malformed_uuid_list_find_faces"
-    data.setdefault("defaults", {}).update(bad_index=BAD, shape=shape)
-    path = Path(example["batch"]).with_name(f"batch-malformed-{shape}.yaml")
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return example_batch(example, "malformed_uuid_list_find_faces", f"malformed-{shape}", bad_index=BAD, shape=shape)
 
 
 @pytest.mark.parametrize("premerge", [False, True], ids=["own-files", "group-partial"])
 @pytest.mark.parametrize("shape", ["none", "one_string"])
 def test_a_task_whose_uuid_list_is_no_list_fails_alone(example, tmp_path, shape, premerge):
     out = tmp_path / "faults.epc"
-    groups = ("--set", "tasks.premerge=true", "--set", "tasks.group_size=3") if premerge else \
-        ("--set", "tasks.premerge=false", "--set", "tasks.group_size=1")
     proc = run_resqmp("launch", "--profile", "local", "--workers", "2", "--batch", _batch(example, shape),
-                      "--output", out, *groups)
+                      "--output", out, *GROUPS[premerge])
     assert proc.returncode == ExitCode.TASKS_FAILED, proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
     kind = "NoneType" if shape == "none" else "str"
