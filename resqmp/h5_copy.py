@@ -43,6 +43,7 @@ class H5Copier:
         self._in = None
         self._in_name = None
         self._out_paths: set[str] = set()      # what the output holds, as h5py's visit() names it
+        self._groups: set[str] = set()         # group paths, as copy_paths builds them, known to be there
         self.datasets = 0                      # datasets copied so far
         self.plain: set[str] | None = None     # when a set: output keys copied as stored (plain datasets)
 
@@ -79,9 +80,11 @@ class H5Copier:
             for w in group_list[:-1]:
                 if w:
                     build += '/' + w
-                    if _h5_key(build) not in existing:
-                        _create_group(fp_out, build)
-                        existing.add(_h5_key(build))
+                    if build not in self._groups:      # made or found before: no key to compute
+                        if _h5_key(build) not in existing:
+                            _create_group(fp_out, build)
+                            existing.add(_h5_key(build))
+                        self._groups.add(build)
             build += '/' + group_list[-1]
             if source is not None:
                 # a contiguous, unfiltered numeric dataset: copied as stored, which is what
@@ -122,6 +125,11 @@ class H5Copier:
                 dsid.close()
         return plain
 
+    def out_paths(self, file_out: str) -> set[str]:
+        """What the output file `file_out` holds (h5py's visit() names), the file opened if not yet."""
+        self._out_file(file_out)
+        return self._out_paths
+
     def close_input(self) -> None:
         if self._in is not None:
             self._in.close()
@@ -145,6 +153,7 @@ class H5Copier:
             self._out_name = name
             # what the file holds: the output is written only through this handle from now on
             self._out_paths = set()
+            self._groups = set()
             visit = getattr(self._out, 'visit_links', self._out.visit)   # links count as present
             visit(self._out_paths.add)
         return self._out
