@@ -164,6 +164,9 @@ class IndexedConsolidation(cons.Consolidation):
         self._pending: dict[str, list[int]] = {}       # residents not yet constructed, model order
         self._scanned = 0                               # how many of model.object_parts are filed
         self.in_progress: set[int] = set()              # uuid ints of parts being copied
+        # uuid int -> key of a resident added from a worker's plan (resqmp.splice), which computed
+        # it: filed by it, its XML not read back nor its object built until a query compares it
+        self.key_hints: dict[int, tuple] = {}
         self.constructions = 0                          # resident objects built (for tests/bench)
         self.comparisons = 0
 
@@ -207,6 +210,10 @@ class IndexedConsolidation(cons.Consolidation):
         pending = self._pending.get(obj_type)
         if pending:
             for uuid_int in pending:
+                hint = self.key_hints.pop(uuid_int, None)
+                if hint is not None:
+                    index.add(uuid_int, _NOT_BUILT, hint)
+                    continue
                 key = xml_key(obj_type, self._root(self.model, uuid_int))
                 if key is not None:
                     index.add(uuid_int, _NOT_BUILT, key)

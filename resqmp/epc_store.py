@@ -35,7 +35,9 @@ import os
 import zipfile as zf
 from pathlib import Path
 
+import resqpy.model._forestry as m_f
 import resqpy.olio.xml_et as rqet
+from resqpy.olio.xml_namespaces import curly_namespace as ns
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,32 @@ class SerialisedParts:
     def given(self, part_name: str, xml: bytes) -> None:
         """The XML of a part just added, as it would serialise (a group partial's stored bytes)."""
         self._given[part_name] = xml
+
+    def add_part(self, part_name: str, content_type: str, uuid, xml: bytes, rels: bytes) -> None:
+        """A new object part and its rels part, known by their final XML (resqmp.splice): what
+        resqpy's _add_part puts in the model, the trees spilled (or, for XML that would not
+        serialise back to the same bytes, parsed and kept), nothing serialised again."""
+        model = self.model
+        assert self._parts_seen == len(model.parts_forest), "parts added but not serialised"
+        if self.spill is not None and round_trips(xml):
+            tree = self._spilled(part_name, xml)
+        else:
+            tree = rqet.parse(io.BytesIO(xml))
+            self._xml[part_name] = xml
+        model.parts_forest[part_name] = (content_type, uuid, tree)
+        m_f._add_to_object_parts(model, part_name)
+        m_f._set_uuid_to_part(model, part_name, uuid)
+        override = rqet.SubElement(model.main_root, ns['content_types'] + 'Override')
+        override.set('PartName', part_name)
+        override.set('ContentType', 'application/x-resqml+xml;version=2.0;type=' + content_type)
+        rels_name = rqet.rels_part_name_for_part(part_name)
+        if self.spill is not None and round_trips(rels):
+            rels_tree = self._spilled(rels_name, rels)
+        else:
+            rels_tree = rqet.parse(io.BytesIO(rels))
+            self._rels[rels_name] = (len(rels_tree.getroot()), rels)
+        model.rels_forest[rels_name] = (uuid, rels_tree)
+        self._parts_seen += 1
 
     def serialise_new_parts(self) -> list[str]:
         """Serialise the XML of parts added since the last call, and their rels. With a spill

@@ -84,6 +84,7 @@ class Merger:
         # uuid ints in its part order (read once, when first needed)
         self._task = None
         self._part_ints: list[tuple[str, int]] | None = None
+        self._splicer = None           # resqmp.splice.Splicer, made for the first plan
 
     # -- public -------------------------------------------------------------------------------
     def merge_model(self, other, uuids, stored: dict | None = None, plain: set[str] | frozenset = frozenset()) -> None:
@@ -154,6 +155,22 @@ class Merger:
         finally:
             self._related, self._stored, self._plain = None, None, frozenset()
         self._task_done()
+
+    def splice_share(self, share) -> bool:
+        """Merge one task's share of a group partial from its worker's plan (resqmp.splice), when
+        the plan holds for the model as it is now; False, nothing changed, when it does not (or
+        the share has none): merge_share then copies it."""
+        if share.plan is None:
+            return False
+        if self._splicer is None:
+            from resqmp.splice import Splicer
+            self._splicer = Splicer(self)
+        return self._splicer.splice(share.plan, share.h5, share.plain)
+
+    @property
+    def spliced(self) -> int:
+        """Shares merged from their plan so far."""
+        return 0 if self._splicer is None else self._splicer.spliced
 
     def _task_done(self) -> None:
         """The task's parts are final: serialise them (and, with a spill file, let their trees go,

@@ -58,6 +58,7 @@ import resqpy.olio.uuid as bu
 
 from resqmp.merge import _EXT, Merger, unknown_uuid
 from resqmp.outputs import create_new, h5_of
+from resqmp.splice_plan import plan_group
 from resqmp.task_model import load_task_model
 
 log = logging.getLogger(__name__)
@@ -174,12 +175,14 @@ def _write(shares: list[dict], epc: Path) -> list[dict]:
     """The partial of `shares` at `epc`; returns the records whose share it holds. A task whose
     uuid_list names something that is no part of its own EPC (merge.unknown_uuid: resqpy's
     recombination raises on it) is left out of the partial, the group's other tasks not: the
-    launcher merges that task's own file, which it refuses, naming the task and the culprit."""
+    launcher merges that task's own file, which it refuses, naming the task and the culprit.
+    Each share gets the plan of the launcher's merge of it (resqmp.splice_plan) when it has one."""
     model = rq.new_model(str(epc), quiet=True)
     merger = Merger(model, consolidate=False)
     merger.h5.plain = set()              # listed in the manifest: the launcher need not check them
     manifest: dict = {"tasks": {}}
     held = []
+    tasks = []                           # (index, task model, uuid_list) for the plans
     try:
         for r in shares:
             stored: dict = {}
@@ -194,12 +197,20 @@ def _write(shares: list[dict], epc: Path) -> list[dict]:
             finally:
                 task.h5_release()
             held.append(r)
+            tasks.append((r["index"], task, r["uuid_list"]))
         merger.close()
         merger.store_epc(str(epc))
         manifest["plain"] = sorted(merger.h5.plain)      # the launcher copies these without checking
     finally:
         merger.close()
         model.h5_release()
+    try:
+        # the shadow's name: beside the partial, in the private folder; never a file
+        for index, plan in plan_group(tasks, str(epc.with_name(epc.stem + "-shadow.epc"))).items():
+            manifest["tasks"][str(index)]["splice"] = plan
+    except Exception as e:   # noqa: BLE001 - plans only save the launcher work: it merges without
+        log.warning("group partial %s: no splice plans (%s: %s); the launcher merges its shares without",
+                    epc.name, type(e).__name__, e)
     tmp = manifest_of(epc).with_suffix(".json.tmp")
     fd = create_new(tmp, 0o600)          # never through a link planted at that name
     try:
@@ -295,6 +306,24 @@ def _h5_problem(model, h5: Path) -> str | None:
     return None
 
 
+def _plan_paths(plan: dict) -> list:
+    paths = plan.get("h5")
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
+def _paths_problem(h5: Path, paths: list[str]) -> str | None:
+    """Why the partial's HDF5 file cannot give each of `paths` (the arrays its shares' plans
+    copy), or None; as _h5_problem, for the paths the plans name."""
+    try:
+        with h5py.File(h5, "r") as f:
+            for path in paths:
+                if not path or not _is_dataset(f, path):
+                    return f"lacks the dataset {path}"
+    except (OSError, ValueError) as e:
+        return f"cannot be read ({e})"
+    return None
+
+
 def _is_dataset(f, path: str) -> bool:
     try:
         h5py.h5d.open(f.id, path.encode()).close()
@@ -312,6 +341,8 @@ class Share:
     stored: dict                         # the partial's members as stored (its parts' XML)
     proxy: str                           # the partial's HDF5 proxy uuid, in that XML
     plain: set[str]                      # the partial's plain datasets (resqmp.h5_copy)
+    plan: dict | None = None             # the worker's plan of the launcher's merge (resqmp.splice_plan)
+    h5: str = ""                         # the partial's HDF5 file (what a plan's arrays are copied from)
 
 
 class PartialReader:
@@ -331,6 +362,8 @@ class PartialReader:
         self._stored: dict = {}          # the partial's members as stored: its parts' XML
         self._proxy = ""
         self._plain: set[str] = set()
+        self._h5 = ""                    # the partial's HDF5 file, by its held-open path
+        self._planned = False            # its shares' plans are to be tried first (model not loaded)
         self._refused: set[str] = set()  # partials not read (said once each)
         self._folder_refused = False     # the folder is not the user's alone: no partial is read
 
@@ -349,7 +382,18 @@ class PartialReader:
             uuids = [str(u) for u in entry["uuids"]]
         except (KeyError, TypeError, ValueError, AttributeError):
             return None               # not this task's share as premerge_group writes it
-        return Share(self.model, uuids, related, self._stored, self._proxy, self._plain)
+        plan = entry.get("splice") if self._planned else None
+        return Share(self.model, uuids, related, self._stored, self._proxy, self._plain, plan, self._h5)
+
+    def with_model(self, share: Share) -> Share | None:
+        """`share` with the partial's model, loaded now if it was not (a partial whose shares have
+        plans is loaded only when a plan does not apply); None when it cannot be (said once: the
+        task's own file is merged instead, and every later share of this partial too)."""
+        if share.model is not None:
+            return share
+        if self.path is None or not self._load(self.path, held_open(self._fd) / Path(self.path).name):
+            return None
+        return Share(self.model, share.uuids, share.related, self._stored, self._proxy, self._plain, share.plan, self._h5)
 
     def _open(self, epc: str, appear: float | None = None) -> bool:
         """Load the partial `epc` if it is to be read; False (said once) if not."""
@@ -391,13 +435,38 @@ class PartialReader:
                 self.release()
                 return False
             self._manifest = manifest
+            self._plain = {p for p in manifest["plain"] if isinstance(p, str)}
+            self._h5 = str(h5_of(found))
+            plans = [entry.get("splice") for entry in manifest["tasks"].values() if isinstance(entry, dict)]
+            paths = [p for plan in plans if isinstance(plan, dict) for p in _plan_paths(plan)]
+            if any(isinstance(plan, dict) for plan in plans):
+                # the model is loaded only for a share whose plan does not apply (with_model); the
+                # arrays every plan copies are checked now, before any share is copied
+                problem = _paths_problem(h5_of(found), paths)
+                if problem is None:
+                    self._planned = True
+                    self.path = epc
+                    return True
+                self._refused.add(epc)
+                log.warning("group partial %s: its HDF5 file %s; the tasks' own files are merged instead", epc, problem)
+                self.release()
+                return False
+            return self._load(epc, found)
+        except BaseException:
+            self.release()
+            raise
+
+    def _load(self, epc: str, found: Path) -> bool:
+        """Load the partial's model, checked whole (its EPC, its HDF5 file); False (said once, the
+        partial released) when it cannot give every share."""
+        try:
             self._stored = {}
             try:
                 self.model = load_task_model(str(found), raw=self._stored)
             except Exception as e:   # noqa: BLE001 - cut short, not a zip: only the shortcut is lost
                 problem = f"its EPC cannot be read ({type(e).__name__}: {e})"
             else:
-                problem = _epc_problem(self.model, self._stored, manifest)
+                problem = _epc_problem(self.model, self._stored, self._manifest)
                 if problem is None:
                     problem = _h5_problem(self.model, h5_of(found))
                     problem = problem and f"its HDF5 file {problem}"
@@ -407,7 +476,6 @@ class PartialReader:
                 self.release()
                 return False
             self._proxy = str(self.model.h5_uuid())
-            self._plain = set(self._manifest["plain"])
             self.path = epc
             return True
         except BaseException:
@@ -477,3 +545,4 @@ class PartialReader:
         if self._fd is not None:
             os.close(self._fd)
         self.path, self.model, self._fd, self._manifest, self._stored, self._plain = None, None, None, {}, {}, set()
+        self._h5, self._planned = "", False

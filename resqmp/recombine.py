@@ -171,9 +171,11 @@ class Recombiner:
                     self._release_partial()      # the previous group's shares are all merged
                 # waits for it (appear), in this run's groups/ only
                 share = self.partials.share(partial, index, appear=appear)
-            if share is not None:
-                self.merger.merge_share(share)
-            else:
+            if share is not None and not self.merger.splice_share(share):
+                share = self.partials.with_model(share)      # None: the partial cannot give it
+                if share is not None:
+                    self.merger.merge_share(share)
+            if share is None:
                 self._release_partial()
                 try:
                     _wait_for(epc, appear)

@@ -1,0 +1,172 @@
+"""In the launcher: a task's share of a group partial merged from its worker's plan (resqmp.
+splice_plan) — every assumption of the plan checked against the recombined model first, then its
+parts, relationships and arrays added as they are, with no part parsed, copied or serialised.
+
+What the plan assumed, and what is checked here before anything is changed:
+
+* each of the task's parts it took as there (the batch's grid and CRS...) is there, under that
+  name; each it took as not there is not, by name or uuid, nor mapped by consolidation;
+* each consolidation query its merge made would find nothing here either: no resident of that
+  type shares the query's key (two parts with different keys are never equivalent,
+  resqmp.consolidate), so resqpy's first-equivalent search has no candidate;
+* the resident parts it adds relationships to are there, with rels parts; the HDF5 paths it
+  copies are not in the output yet; the output has its HDF5 external part.
+
+When all hold, resqpy's copy would add exactly the plan's parts, in its order, with the plan's
+XML (the shadow's HDF5 proxy uuid replaced by ours), and the relationships the plan lists to the
+residents' rels parts (each still subject to our own duplicate check, as in resqpy). When one
+does not, nothing was changed and the share is merged by resqmp.merge as before.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+
+import resqpy.olio.uuid as bu
+import resqpy.olio.xml_et as rqet
+
+from resqmp.consolidate import IndexedConsolidation
+from resqmp.h5_copy import _h5_key
+from resqmp.merge import _EXT
+from resqmp.splice_plan import VERSION
+from resqmp.task_model import _relate
+
+log = logging.getLogger(__name__)
+
+
+class Declined(Exception):
+    """The plan does not apply to the recombined model as it is (why)."""
+
+
+class Splicer:
+    """Applies plans to a Merger's model (resqmp.merge.Merger, consolidating, with a spill file)."""
+
+    def __init__(self, merger):
+        self.merger = merger
+        self.spliced = 0                 # shares merged from their plan (for tests and bench)
+        self.declined: Counter = Counter()   # why a plan was not applied -> how often
+
+    def splice(self, plan, partial_h5: str, plain) -> bool:
+        """Merge the share from `plan`; False (nothing changed) when the plan does not apply."""
+        try:
+            checked = self._check(plan)
+        except Declined as e:
+            self.declined[str(e)] += 1
+            log.debug("splice plan declined: %s", e)
+            return False
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            self.declined["malformed plan"] += 1
+            log.debug("splice plan malformed: %s: %s", type(e).__name__, e)
+            return False
+        self._apply(checked, partial_h5, plain)
+        self.spliced += 1
+        return True
+
+    def _check(self, plan) -> tuple:
+        merger = self.merger
+        model = merger.model
+        if not isinstance(plan, dict) or plan.get("version") != VERSION:
+            raise Declined("not a plan of this version")
+        consolidation = model.consolidation
+        if not merger.consolidate or not isinstance(consolidation, IndexedConsolidation) or consolidation.in_progress:
+            raise Declined("not a consolidating merge")
+        if merger.serialised.spill is None or not model.rels_present:
+            raise Declined("no spill file")
+        forest, by_uuid = model.parts_forest, model.uuid_part_dict
+        for part in plan["present"]:
+            if by_uuid.get(_uuid_int(part)) != part:
+                raise Declined("a part taken as there is not")
+        for part in plan["absent"]:
+            uuid_int = _uuid_int(part)
+            if part in forest or uuid_int in by_uuid or uuid_int in consolidation.map:
+                raise Declined("a part taken as not there is")
+        if plan["queries"]:
+            consolidation._catch_up()
+            for obj_type, key in plan["queries"]:
+                index = consolidation._type_index(str(obj_type))
+                if index.entries and (not index.keyed or index.candidates(tuple(key))):
+                    raise Declined("a resident may be equivalent")
+        shadow_proxy = str(bu.uuid_from_string(plan["proxy"]))
+        h5_uuid = model.h5_uuid()
+        ext_part = rqet.part_name_for_object(_EXT, h5_uuid, prefixed=False) if h5_uuid is not None else None
+        if ext_part is None or ext_part not in forest or rqet.rels_part_name_for_part(ext_part) not in model.rels_forest:
+            raise Declined("no HDF5 external part yet")
+        ours = str(h5_uuid)
+        new = []
+        names = set()
+        for content_type, uuid_str, xml, rels, refs, key in plan["new"]:
+            uuid = bu.uuid_from_string(uuid_str)
+            if not isinstance(content_type, str) or not content_type.startswith("obj_") or content_type == _EXT:
+                raise Declined("a new part of no object type")
+            name = rqet.part_name_for_object(content_type, uuid, prefixed=False)
+            if name in forest or uuid.int in by_uuid or name in names:
+                raise Declined("a new part is there")
+            names.add(name)
+            new.append((name, content_type, uuid, xml.replace(shadow_proxy, ours).encode(),
+                        rels.replace(shadow_proxy, ours).encode(),
+                        [_int(r) for r in refs], None if key is None else tuple(key)))
+        shadow_ext = rqet.part_name_for_object(_EXT, shadow_proxy, prefixed=False)
+        appends = []
+        for resident, rel_id, rel_type, target, avoid in plan["appends"]:
+            if resident == shadow_ext:
+                resident = ext_part
+            elif resident not in forest:
+                raise Declined("a relationship to a part not there")
+            if target not in names or _int(rel_id) != _uuid_int(target):
+                raise Declined("a relationship to no new part")
+            rels_name = rqet.rels_part_name_for_part(resident)
+            if rels_name not in model.rels_forest:
+                raise Declined("a resident without rels part")
+            appends.append((rels_name, str(rel_id), str(rel_type), target, bool(avoid)))
+        paths = [str(p) for p in plan["h5"]]
+        if paths:
+            self_h5 = model.h5_file_name(file_must_exist=False)
+            existing = merger.h5.out_paths(self_h5)
+            keys = [_h5_key(p) for p in paths]
+            if len(set(keys)) != len(keys) or any(k in existing for k in keys):
+                raise Declined("an HDF5 path is there")
+        return new, appends, paths
+
+    def _apply(self, checked, partial_h5: str, plain) -> None:
+        new, appends, paths = checked
+        merger = self.merger
+        model = merger.model
+        if paths:
+            merger.h5.copy_paths(partial_h5, model.h5_file_name(file_must_exist=False), paths, plain)
+        rels_dict = model.uuid_rels_dict
+        hints = model.consolidation.key_hints
+        for name, content_type, uuid, xml, rels, refs, key in new:
+            merger.serialised.add_part(name, content_type, uuid, xml, rels)
+            if rels_dict.get(uuid.int) is None:
+                rels_dict[uuid.int] = (set(), set(), set())
+            _relate(model, uuid.int, refs)
+            if key is not None:
+                hints[uuid.int] = key
+        relationships = merger.relationships
+        for rels_name, rel_id, rel_type, target, avoid in appends:
+            root = model.rels_forest[rels_name][1].getroot()
+            if not avoid or not relationships._has_target(rels_name, root, target):
+                relationships._add(rels_name, root, rel_id, rel_type, target)
+        merger._task_done()
+
+
+#: a uuid as resqpy writes it in part names and references (the common case, read without uuid.UUID)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _int(uuid_str: str) -> int:
+    """bu.uuid_from_string(uuid_str).int for a uuid string; ValueError if it is none."""
+    if isinstance(uuid_str, str) and _UUID.fullmatch(uuid_str):
+        return int(uuid_str.replace("-", ""), 16)
+    uuid = bu.uuid_from_string(uuid_str)
+    if uuid is None:
+        raise ValueError(f"not a uuid: {uuid_str!r}")
+    return uuid.int
+
+
+def _uuid_int(part) -> int:
+    """The uuid int of a part name, as rqet.uuid_in_part_name reads it."""
+    if not isinstance(part, str) or not part.endswith(".xml") or len(part) < 40:
+        raise ValueError(f"no uuid in part name {part!r}")
+    return _int(part[-40:-4])
