@@ -247,6 +247,11 @@ def _share(task, uuid_list: list[str]) -> dict:
     return {"uuids": [str(u) for u in ordered], "related": related}
 
 
+def _related(entry: dict) -> dict[int, list[str]]:
+    """A share's related parts (uuid int -> parts), as _share wrote them."""
+    return {bu.uuid_from_string(u).int: list(parts) for u, parts in entry["related"].items()}
+
+
 def _read_manifest(path: Path, shown: Path | None = None) -> dict | None:
     """The manifest as premerge_group writes it, or None (absent, cut short, edited: the launcher
     then merges the tasks' own files, which a partial never replaces). Absent is no news: on a
@@ -337,12 +342,13 @@ class Share:
     """One task's share of a group partial, as Merger.merge_share reads it."""
     model: object                        # the partial's model
     uuids: list[str]                     # the task's uuids, in resqpy's consolidation order
-    related: dict[int, list[str]]        # uuid int -> related parts, in the task's part order
+    related: dict[int, list[str]] | None  # uuid int -> related parts, in the task's part order (None: not read yet)
     stored: dict                         # the partial's members as stored (its parts' XML)
     proxy: str                           # the partial's HDF5 proxy uuid, in that XML
     plain: set[str]                      # the partial's plain datasets (resqmp.h5_copy)
     plan: dict | None = None             # the worker's plan of the launcher's merge (resqmp.splice_plan)
     h5: str = ""                         # the partial's HDF5 file (what a plan's arrays are copied from)
+    index: int = -1                      # the task's index
 
 
 class PartialReader:
@@ -378,22 +384,29 @@ class PartialReader:
                 return None
         try:
             entry = self._manifest["tasks"][str(index)]
-            related = {bu.uuid_from_string(u).int: list(parts) for u, parts in entry["related"].items()}
             uuids = [str(u) for u in entry["uuids"]]
+            plan = entry.get("splice") if self._planned else None
+            # what only merge_share reads: read here unless a plan may make it unneeded
+            related = None if plan is not None else _related(entry)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None               # not this task's share as premerge_group writes it
-        plan = entry.get("splice") if self._planned else None
-        return Share(self.model, uuids, related, self._stored, self._proxy, self._plain, plan, self._h5)
+        return Share(self.model, uuids, related, self._stored, self._proxy, self._plain, plan, self._h5, index)
 
     def with_model(self, share: Share) -> Share | None:
         """`share` with the partial's model, loaded now if it was not (a partial whose shares have
         plans is loaded only when a plan does not apply); None when it cannot be (said once: the
         task's own file is merged instead, and every later share of this partial too)."""
-        if share.model is not None:
-            return share
-        if self.path is None or not self._load(self.path, held_open(self._fd) / Path(self.path).name):
+        related = share.related
+        if related is None:
+            try:
+                related = _related(self._manifest["tasks"][str(share.index)])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return None           # not this task's share as premerge_group writes it
+        if self.model is None and (self.path is None or
+                                   not self._load(self.path, held_open(self._fd) / Path(self.path).name)):
             return None
-        return Share(self.model, share.uuids, share.related, self._stored, self._proxy, self._plain, share.plan, self._h5)
+        return Share(self.model, share.uuids, related, self._stored, self._proxy, self._plain, share.plan, self._h5,
+                     share.index)
 
     def _open(self, epc: str, appear: float | None = None) -> bool:
         """Load the partial `epc` if it is to be read; False (said once) if not."""

@@ -165,8 +165,18 @@ def _int(uuid_str: str) -> int:
     return uuid.int
 
 
+_PART_INTS: dict[str, int] = {}      # the part names every plan repeats (the batch's grid, CRS...)
+
+
 def _uuid_int(part) -> int:
     """The uuid int of a part name, as rqet.uuid_in_part_name reads it."""
+    found = _PART_INTS.get(part) if isinstance(part, str) else None
+    if found is not None:
+        return found
     if not isinstance(part, str) or not part.endswith(".xml") or len(part) < 40:
         raise ValueError(f"no uuid in part name {part!r}")
-    return _int(part[-40:-4])
+    found = _int(part[-40:-4])
+    if len(_PART_INTS) >= 4096:
+        _PART_INTS.clear()
+    _PART_INTS[part] = found
+    return found
