@@ -197,7 +197,7 @@ def _write(shares: list[dict], epc: Path) -> list[dict]:
             finally:
                 task.h5_release()
             held.append(r)
-            tasks.append((r["index"], task, r["uuid_list"]))
+            tasks.append((r["index"], task, r["uuid_list"], stored))
         merger.close()
         merger.store_epc(str(epc))
         manifest["plain"] = sorted(merger.h5.plain)      # the launcher copies these without checking

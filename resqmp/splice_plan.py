@@ -131,10 +131,10 @@ def _key(model, part) -> list | None:
     return list(key)
 
 
-def plan_group(tasks: list[tuple[int, object, list[str]]], name: str) -> dict[int, dict]:
-    """Plans for the tasks of one group, in task order: (index, task model, uuid_list) each, every
-    uuid_list naming only parts of its model. Returns index -> plan for the tasks that have one.
-    `name`: the shadow model's EPC name, never written nor read (resqpy's new_model would delete
+def plan_group(tasks: list[tuple], name: str) -> dict[int, dict]:
+    """Plans for the tasks of one group, in task order: (index, task model, uuid_list, its EPC's
+    members as stored or None) each, every uuid_list naming only parts of its model. Returns
+    index -> plan for the tasks that have one. `name`: the shadow model's EPC name, never written nor read (resqpy's new_model would delete
     a file there: the model is made without it)."""
     shadow = rq.Model(new_epc=True, create_basics=True, create_hdf5_ext=False, quiet=True)
     shadow.set_epc_file_and_directory(name)
@@ -153,22 +153,24 @@ def plan_group(tasks: list[tuple[int, object, list[str]]], name: str) -> dict[in
     # (an earlier group brought them; for the very first group the launcher finds it otherwise
     # and merges that share without its plan)
     counts = Counter()
-    for _, task, _ in tasks:
+    for _, task, *_ in tasks:
         counts.update({uuid_int for uuid_int in task.uuid_part_dict})
-    for _, task, _ in tasks:
+    for _, task, *_ in tasks:
         for uuid_int, part in list(task.uuid_part_dict.items()):
             if counts[uuid_int] > 1 and part not in shadow.parts_forest and m_c._type_of_part(task, part) != _EXT:
                 merger.copy_part(task, part)
     merger._task_done()
 
     plans = {}
-    for index, task, uuids in tasks:
+    for index, task, uuids, *stored in tasks:
         rec = _Recording(set(shadow.uuid_part_dict))
         n0 = len(shadow.parts_forest)
         map0 = len(consolidation.map)
         consolidation.recording = relationships.recording = h5.recording = rec
         try:
-            merger.merge_model(task, uuids)
+            # stored: a part copied unchanged takes its task's bytes (proxy replaced), as the
+            # launcher's merge_model does, instead of being serialised again
+            merger.merge_model(task, uuids, stored=stored[0] if stored else None)
         finally:
             consolidation.recording = relationships.recording = h5.recording = None
         plan = _plan(shadow, merger, task, rec, n0, map0, proxy)
