@@ -115,6 +115,33 @@ def test_a_form_the_scheduler_does_not_take_is_refused(backend, walltime, source
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "cluster.walltime" in proc.stderr
 
 
+# "No limit" as each scheduler writes it (sbatch --time: 0, -1, UNLIMITED or INFINITE, any case;
+# SGE's time values: INFINITY): the directive as written, and no --lifetime, since a worker has no
+# end to retire before. PBS and LSF have no such form for a job's walltime.
+NO_LIMIT = {"slurm": ["UNLIMITED", "unlimited", "INFINITE", "Infinite", "0", "-1", "0:00", "00:00:00"],
+            "sge": ["INFINITY", "infinity"]}
+NO_LIMIT_CASES = [(b, w, src) for b, forms in NO_LIMIT.items() for w in forms for src in SOURCES]
+
+
+@pytest.mark.parametrize("backend,walltime,source", NO_LIMIT_CASES,
+                         ids=[f"{b}-{w}-{src}" for b, w, src in NO_LIMIT_CASES])
+def test_no_limit_reaches_the_job_script_and_workers_do_not_retire(backend, walltime, source, tmp_path):
+    p, _ = load(backend, walltime, source, tmp_path)
+    script = for_profile(p, worker_environment(p)).render()
+    assert DIRECTIVE[backend].format(walltime) in script.splitlines(), script
+    assert "--lifetime" not in script, script
+
+
+def test_no_limit_on_the_command_line_and_a_lifetime_of_ones_own(tmp_path):
+    """`resqmp profiles render` exits 0 on it; a --lifetime the site gives is kept as given."""
+    out = run_resqmp("profiles", "render", "slurm", "--set", "cluster.walltime=UNLIMITED", check=0).stdout
+    assert "#SBATCH -t UNLIMITED" in out.splitlines() and "--lifetime" not in out
+    p, _ = load("slurm", "UNLIMITED", "--set", tmp_path,
+                'cluster.worker_extra_args=["--lifetime", "11h", "--lifetime-stagger", "10m"]')
+    script = for_profile(p, worker_environment(p)).render()
+    assert "--lifetime 11h --lifetime-stagger 10m" in script and script.count("--lifetime ") == 1
+
+
 # --------------------------------------------------------------------------- the real schedulers
 
 def _slurm_seconds(limit: str) -> int:

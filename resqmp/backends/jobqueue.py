@@ -41,7 +41,7 @@ from distributed import Client
 
 from resqmp.backends import diagnostics, tls
 from resqmp.backends.checks import Checker
-from resqmp.backends.schedulers import SCHEDULERS, Scheduler, whoami
+from resqmp.backends.schedulers import NO_LIMIT, SCHEDULERS, Scheduler, whoami
 from resqmp.errors import ClusterError, ProfileError
 from resqmp.paths import expand
 from resqmp.worker_env import control_character, shell_exports
@@ -125,20 +125,26 @@ def defaults(backend: str, above: dict, profile: dict) -> dict:
     return out
 
 
-def walltime_seconds(backend: str, walltime: Any) -> int | None:
+def walltime_seconds(backend: str, walltime: Any) -> float | None:
+    """Seconds in `walltime` as `backend` reads it; NO_LIMIT (infinite) for none; None if it does
+    not take the form."""
     return SCHEDULERS[backend].walltime_seconds(walltime)
 
 
 def lifetime_args(backend: str, walltime: Any) -> list[str]:
     """--lifetime/--lifetime-stagger so a worker retires (its tasks and data handed over) before
     the scheduler kills its job. Stagger: 5% of walltime (at most 5 min); a further margin of 10%
-    (at most 10 min) covers the job's start-up and the retirement itself."""
+    (at most 10 min) covers the job's start-up and the retirement itself. None for a walltime
+    that sets no limit: there is nothing to retire before."""
     scheduler = SCHEDULERS[backend]
     secs = scheduler.walltime_seconds(walltime)
     if secs is None:
         raise ProfileError(f"cluster.walltime {walltime!r}: not a {backend} walltime resqmp understands "
                            f"(write it as {scheduler.walltime_forms}), or give worker_extra_args "
                            f"['--lifetime', ..., '--lifetime-stagger', ...] yourself")
+    if secs == NO_LIMIT:
+        return []
+    secs = int(secs)
     stagger = min(int(secs * 0.05), 300)
     margin = min(int(secs * 0.10), 600)
     lifetime = secs - margin - stagger

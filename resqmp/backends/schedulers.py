@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import getpass
+import math
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -30,20 +31,24 @@ class JobState(enum.Enum):
 
 # --------------------------------------------------------------------------- walltimes
 
+#: A walltime that sets no limit (SLURM's UNLIMITED, SGE's INFINITY): workers need not retire.
+NO_LIMIT = math.inf
+
+
 def _clock(text: str, fields: int) -> list[int] | None:
     parts = text.split(":")
-    if not 1 <= len(parts) <= fields:
+    if not 1 <= len(parts) <= fields or not all(p.isdigit() and p.isascii() for p in parts):
         return None
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        return None
+    return [int(p) for p in parts]
 
 
-def slurm_walltime(text: str) -> int | None:
-    """M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+def slurm_walltime(text: str) -> float | None:
+    """sbatch --time: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; no limit: 0 (in any of these forms:
+    sbatch reads a limit of zero minutes as none), -1, UNLIMITED or INFINITE (any case)."""
+    if text == "-1" or text.upper() in ("UNLIMITED", "INFINITE"):
+        return NO_LIMIT
     days, dash, clock = text.rpartition("-")
-    if dash and not days.isdigit():
+    if dash and not (days.isdigit() and days.isascii()):
         return None
     parts = _clock(clock, 3)
     if parts is None:
@@ -56,18 +61,19 @@ def slurm_walltime(text: str) -> int | None:
         h, m, s = 0, parts[0], parts[1]
     else:
         h, m, s = parts
-    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+    secs = ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+    return secs or NO_LIMIT
 
 
-def lsf_walltime(text: str) -> int | None:
-    """[H:]M."""
+def lsf_walltime(text: str) -> float | None:
+    """bsub -W: [H:]M."""
     parts = _clock(text, 2)
     if parts is None:
         return None
     return parts[0] * 60 if len(parts) == 1 else (parts[0] * 60 + parts[1]) * 60
 
 
-def pbs_walltime(text: str) -> int | None:
+def pbs_walltime(text: str) -> float | None:
     """[[H:]M:]S."""
     parts = _clock(text, 3)
     if parts is None:
@@ -78,8 +84,10 @@ def pbs_walltime(text: str) -> int | None:
     return secs
 
 
-def sge_walltime(text: str) -> int | None:
-    """H:M:S or seconds (qsub refuses M:S: "not a time value")."""
+def sge_walltime(text: str) -> float | None:
+    """H:M:S or seconds (qsub refuses M:S: "not a time value"); INFINITY (any case) for no limit."""
+    if text.upper() == "INFINITY":
+        return NO_LIMIT
     return None if text.count(":") == 1 else pbs_walltime(text)
 
 
@@ -226,7 +234,6 @@ class Scheduler:
     job_class: type                             # resqmp's Job class (dask-jobqueue's, submissions retried)
     walltime_forms: str                         # for messages
     walltime_seconds_of: Callable[[str], int | None]
-    bare_walltime_unit: int                     # seconds in a walltime written as a bare number
     default_walltime: str
     job_states: Callable[[list[str]], dict[str, JobState]]
     view_commands: Callable[[list[str]], list[list[str]]]
@@ -242,22 +249,23 @@ class Scheduler:
     def cancel_command(self) -> str:
         return self.job_class.cancel_command
 
-    def walltime_seconds(self, walltime: Any) -> int | None:
-        """Seconds in a walltime as this scheduler reads it; None if it does not take the form."""
+    def walltime_seconds(self, walltime: Any) -> float | None:
+        """Seconds in a walltime as this scheduler reads it (NO_LIMIT for none); None if it does
+        not take the form."""
         if walltime is None or isinstance(walltime, (bool, float)):
             return None             # no scheduler takes 1.5 (and it must not be truncated to 1)
-        if isinstance(walltime, int):
-            return walltime * self.bare_walltime_unit
+        # a number (YAML's reading of `90`) is read as the scheduler reads the digits
         return self.walltime_seconds_of(str(walltime).strip())
 
 
 SCHEDULERS: dict[str, Scheduler] = {s.name: s for s in (
-    Scheduler("slurm", SLURMCluster, jobs.SLURMWorkerJob, "H:MM:SS, D-H:MM:SS or minutes", slurm_walltime, 60,
+    Scheduler("slurm", SLURMCluster, jobs.SLURMWorkerJob,
+              "H:MM:SS, D-H:MM:SS, minutes, or UNLIMITED for no limit", slurm_walltime,
               "01:00:00", slurm_states, _slurm_view, _slurm_trim, _slurm_logs),
-    Scheduler("sge", SGECluster, jobs.SGEWorkerJob, "H:MM:SS or seconds", sge_walltime, 1,
+    Scheduler("sge", SGECluster, jobs.SGEWorkerJob, "H:MM:SS, seconds, or INFINITY for no limit", sge_walltime,
               "01:00:00", sge_states, _sge_view, _sge_trim, _sge_logs, _sge_adjustments),
-    Scheduler("pbs", PBSCluster, jobs.PBSWorkerJob, "H:MM:SS or seconds", pbs_walltime, 1,
+    Scheduler("pbs", PBSCluster, jobs.PBSWorkerJob, "H:MM:SS or seconds", pbs_walltime,
               "01:00:00", pbs_states, lambda ids: [["qstat", "-x", *ids], ["qstat", "-f", ids[0]]], _keep, _sge_logs),
-    Scheduler("lsf", LSFCluster, jobs.LSFWorkerJob, "H:MM or minutes", lsf_walltime, 60,
+    Scheduler("lsf", LSFCluster, jobs.LSFWorkerJob, "H:MM or minutes", lsf_walltime,
               "01:00", lsf_states, lambda ids: [["bjobs", "-w", *ids], ["bjobs", "-p", *ids]], _keep, _lsf_logs),
 )}
