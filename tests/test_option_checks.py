@@ -37,7 +37,7 @@ def test_local_option_values_are_refused_before_any_worker_starts(item, says, wo
 
 
 JOBQUEUE_BAD = [
-    ("cluster.memory=banana", "cluster.memory 'banana': expected a size such as 4GiB"),
+    ("cluster.memory=banana", "cluster.memory 'banana': expected a size with a unit such as 4GiB"),
     ("cluster.cores=0", "cluster.cores 0: expected an integer >= 1"),
     ("cluster.processes=3", "cluster.processes 3: expected at most cluster.cores (1)"),
     ("cluster.death_timeout=soonish", "cluster.death_timeout 'soonish': expected seconds"),
@@ -91,3 +91,60 @@ def test_slurm_worker_jobs_that_die_at_start_are_reported_with_their_output(slur
     assert "No module named 'no_such_module_xyz'" in line and "jobs cancelled" in line
     assert "no worker arrived" not in line
     assert wait_until(lambda: not scheduler_jobs("slurm", name), 30)
+
+
+# --------------------------------------------------------------------------- values dask-jobqueue parses
+
+# Values dask-jobqueue turns into directives and the worker's memory limit: each refused on every
+# scheduler with one line naming the key and the form expected, before a job script exists. A
+# memory without a unit is bytes to Dask: `memory: 1` (meant as 1 GiB) made SLURMCluster fail
+# with "not all arguments converted during string formatting" and gave SGE, PBS and LSF workers a
+# limit of 1 byte.
+SCHEDULER_BAD = [
+    (b, item, says) for b in ("slurm", "sge", "pbs", "lsf") for item, says in [
+        ("cluster.memory=1", "cluster.memory 1: expected a size with a unit such as 4GiB or 500MB"),
+        ('cluster.memory="4"', "cluster.memory '4': expected a size with a unit such as 4GiB or 500MB"),
+        ("cluster.memory=4.5", "cluster.memory 4.5: expected a size with a unit such as 4GiB or 500MB"),
+        ("cluster.memory=500B", "cluster.memory '500B': expected at least 256MiB per worker process"),
+        ("cluster.memory=1GiB", "cluster.memory '1GiB': expected at least 256MiB per worker process "
+                                "(1GiB for 8 processes)"),
+        ("cluster.nanny=maybe", "cluster.nanny 'maybe': expected true or false"),
+    ]] + [
+    ("slurm", "cluster.job_cpu=x", "cluster.job_cpu 'x': expected an integer >= 1"),
+    ("slurm", "cluster.job_mem=lots", "cluster.job_mem 'lots': expected a SLURM --mem value"),
+    ("lsf", "cluster.ncpus=x", "cluster.ncpus 'x': expected an integer >= 1"),
+    ("lsf", "cluster.mem=4GB", "cluster.mem '4GB': expected a number of bytes"),
+    ("lsf", "cluster.lsf_units=xx", "cluster.lsf_units 'xx': expected one of kb, mb, gb, tb, pb, eb, zb"),
+    ("lsf", "cluster.use_stdin=maybe", "cluster.use_stdin 'maybe': expected true or false"),
+]
+
+
+@pytest.mark.parametrize("backend, item, says", SCHEDULER_BAD, ids=[f"{b}-{i}" for b, i, _ in SCHEDULER_BAD])
+def test_values_dask_jobqueue_parses_are_refused_in_one_line(backend, item, says):
+    from resqmp import profiles
+    from resqmp.backends import for_profile
+    from resqmp.errors import ProfileError
+    from resqmp.worker_env import worker_environment
+    sets = [item] + (["cluster.cores=8", "cluster.processes=8"] if "8 processes" in says else [])
+    p = profiles.load(backend, sets)
+    with pytest.raises(ProfileError) as e:
+        for_profile(p, worker_environment(p)).render()
+    assert str(e.value) == f"--set '{item}': {says}" or str(e.value).startswith(f"--set '{item}': {says}"), e.value
+
+
+@pytest.mark.parametrize("backend", ["slurm", "lsf"])
+def test_memory_without_a_unit_on_the_command_line(backend):
+    proc = run_resqmp("profiles", "render", backend, "--set", "cluster.memory=1")
+    line = one_error_line(proc, ExitCode.PROFILE)
+    assert line == ("resqmp: error: --set 'cluster.memory=1': cluster.memory 1: expected a size with a unit "
+                    "such as 4GiB or 500MB (a number alone is bytes)"), line
+
+
+@pytest.mark.parametrize("backend", ["slurm", "sge", "pbs", "lsf"])
+@pytest.mark.parametrize("memory", ["256MiB", "1.5GiB", "4 GB", "16GiB"])
+def test_memory_with_a_unit_is_taken(backend, memory):
+    from resqmp import profiles
+    from resqmp.backends import for_profile
+    from resqmp.worker_env import worker_environment
+    p = profiles.load(backend, [f"cluster.memory={memory}"])
+    assert "--memory-limit" in for_profile(p, worker_environment(p)).render()

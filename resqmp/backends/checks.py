@@ -48,9 +48,27 @@ class Checker:
         if not ok:
             self.fail(key, value, expected)
 
-    def bytes(self, key: str) -> None:
-        """A size dask reads: 4GiB, 4 GB, 4000000000."""
-        self._parses(key, lambda value: parse_bytes(value) > 0, "a size such as 4GiB, 500MB or a number of bytes")
+    def memory(self, key: str, processes: int | None, minimum: int = 256 * 2**20) -> None:
+        """A job's memory as dask-jobqueue reads it (Dask's parse_bytes), written with a unit: a
+        number alone is bytes to Dask (`memory: 1` meant as 1 GiB gave workers a limit of one
+        byte, and SLURMCluster a formatting error). At least `minimum` for each worker process
+        (dask-jobqueue divides it between them): a worker with resqpy imported holds ~260 MiB
+        before its first task (measured), and its nanny pauses it at 80 % of its limit."""
+        value = self._value(key)
+        if value is None:
+            return
+        expected = "a size with a unit such as 4GiB or 500MB (a number alone is bytes)"
+        text = str(value).strip()
+        if isinstance(value, (bool, int, float)) or not text or text.replace(".", "", 1).isdigit():
+            self.fail(key, value, expected)
+        try:
+            size = parse_bytes(text)
+        except (ValueError, TypeError):
+            self.fail(key, value, expected)
+        per_process = size // max(processes or 1, 1)
+        if per_process < minimum:
+            shared = f" ({value} for {processes} processes)" if processes and processes > 1 else ""
+            self.fail(key, value, f"at least {minimum // 2**20}MiB per worker process{shared}")
 
     def memory_limit(self, key: str) -> None:
         """A worker's memory limit as distributed reads it: a size, a fraction of the machine,
@@ -63,13 +81,22 @@ class Checker:
         self._parses(key, valid, 'a size such as 4GiB, a fraction of memory such as 0.5, "auto", or 0 for no limit',
                      errors=(ValueError, TypeError, AssertionError))
 
-    def count(self, key: str, minimum: int = 1) -> int | None:
+    def count(self, key: str, minimum: int = 1, expected: str | None = None) -> int | None:
         value = self._value(key)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(key, value, f"an integer >= {minimum}")
+            self.fail(key, value, expected or f"an integer >= {minimum}")
         return value
+
+    def pattern(self, key: str, regex: str, expected: str) -> None:
+        """A value written in full as `regex` matches it (numbers as their digits)."""
+        import re
+        value = self._value(key)
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not re.fullmatch(regex, str(value)):
+            self.fail(key, value, expected)
 
     def words(self, key: str) -> None:
         """A list of words or lines (strings, numbers), or one string: one item."""

@@ -334,12 +334,24 @@ class JobqueueBackend:
         for key in _LIST_OPTIONS:
             check.words(key)
         check.mapping("scheduler_options")
-        check.bytes("memory")
         cores = check.count("cores")
         processes = check.count("processes")
         if cores and processes and processes > cores:
             check.fail("processes", processes, f"at most cluster.cores ({cores}): each worker process "
                                                f"is single-threaded and needs a core of its own")
+        check.memory("memory", processes)
+        check.boolean("nanny")
+        # scheduler-specific options that dask-jobqueue formats or computes with
+        backend = self.profile.backend
+        if backend == "slurm":
+            check.count("job_cpu")
+            # sbatch --mem: megabytes, or a number with K, M, G or T (0: all of the node's memory)
+            check.pattern("job_mem", r"[0-9]+[KMGTkmgt]?", "a SLURM --mem value such as 4096 (megabytes) or 4G")
+        if backend == "lsf":
+            check.count("ncpus")
+            check.count("mem", expected="a number of bytes (an integer; or set cluster.memory instead)")
+            check.pattern("lsf_units", r"(?i)[kmgtpez]b", "one of kb, mb, gb, tb, pb, eb, zb")
+            check.boolean("use_stdin")
         check.seconds("death_timeout")
         check.port("scheduler_options.port")
         check.address("scheduler_options.dashboard_address")
