@@ -14,6 +14,7 @@ import errno
 import os
 import pwd
 import re
+import shlex
 from pathlib import Path
 
 from resqmp.errors import ProfileError
@@ -57,6 +58,31 @@ def expand(text: str, key: str) -> str:
             raise ProfileError(f"{key} {text!r}: ~ needs $HOME, which is not set in the launcher's environment")
         expanded = home + expanded[1:]
     return expanded
+
+
+def shell_word(text: str) -> str:
+    """`text` as one POSIX sh word that the job's shell turns into a path by the same rule as
+    expand(): a leading `~` and `$NAME`, `${NAME}`, `${NAME:-default}` expand (in the job's
+    environment; a variable not set there is empty), nothing else does: no `$(...)`, backticks,
+    globbing or word splitting. For values the worker's shell expands (local_directory)."""
+    parts, pos = [], 0
+    if text == "~" or text.startswith("~/"):
+        parts.append('"${HOME}"')
+        pos = 1
+    for m in _VARIABLE.finditer(text, pos):
+        if m.start() > pos:
+            parts.append(shlex.quote(text[pos:m.start()]))
+        name = m.group("braced") or m.group("plain")
+        default = m.group("default")
+        if default is None:
+            parts.append('"${%s}"' % name)
+        else:
+            # inside "${NAME:-...}" a backslash keeps \ $ ` " } as text (bash, dash)
+            parts.append('"${%s:-%s}"' % (name, re.sub(r'([\\$`"}])', r"\\\1", default)))
+        pos = m.end()
+    if pos < len(text) or not parts:
+        parts.append(shlex.quote(text[pos:]))
+    return "".join(parts)
 
 
 def real(path) -> Path:

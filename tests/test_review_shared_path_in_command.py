@@ -27,15 +27,17 @@ from resqmp.worker_env import worker_environment
 HOSTILE = "sh$(>PWNED)a`>PWNED2`red"
 
 
-def worker_words(script: str, cwd: Path) -> list[str]:
+def worker_words(script: str, cwd: Path, env: dict | None = None) -> list[str]:
     """The worker command of a job script as bash splits it (each argument once expanded), run in
-    cwd by bash with the interpreter replaced by a printer of its arguments."""
+    cwd by bash (in `env`: the job's environment) with the interpreter replaced by a printer of
+    its arguments."""
     (line,) = [ln for ln in script.splitlines() if "distributed.cli.dask_worker" in ln]
     args = line.split(" -m distributed.cli.dask_worker ", 1)[1]
     # render's placeholders for run-specific values, as the run fills them in
     args = (args.replace(jq.RENDER_SCHEDULER, "scheduler:8786").replace(jq.RENDER_WORKER_NAME, "worker-0")
             .replace(jq.RENDER_TLS_DIR, ".resqmp-tls-run"))
-    proc = subprocess.run(["bash", "-c", f"printf '%s\\0' {args}"], cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(["bash", "-c", f"printf '%s\\0' {args}"], cwd=cwd, capture_output=True, text=True,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split("\0")[:-1]
 
@@ -89,3 +91,67 @@ def test_a_slurm_launch_under_such_a_folder_runs_nothing_of_its_name(slurm, hpc_
     # the jobs start in the submit directory (the launcher's), SGE's in the shared one: nowhere a PWNED
     for folder in (Path.cwd(), shared, SHARED, hpc_workdir, out.parent, Path.home()):
         assert not list(folder.glob("PWNED*")), folder
+
+
+# --------------------------------------------------------------------------- local_directory, worker_extra_args
+
+JOB_ENV = {"PATH": os.environ["PATH"], "HOME": "/home/job user", "TMPDIR": "/scratch/job 42"}
+
+
+def render_words(backend: str, tmp_path: Path, *sets: str, env: dict | None = None) -> tuple[list[str], Path]:
+    run = tmp_path / "cwd"
+    run.mkdir(exist_ok=True)
+    p = profiles.load(backend, [f"storage.shared_directory={tmp_path}", *sets])
+    return worker_words(for_profile(p, worker_environment(p)).render(), run, env=env or JOB_ENV), run
+
+
+@pytest.mark.parametrize("backend", ["slurm", "sge", "pbs", "lsf"])
+@pytest.mark.parametrize("local, seen", [
+    ("/scratch/my dir", "/scratch/my dir"),
+    (f"/scratch/{HOSTILE}", f"/scratch/{HOSTILE}"),
+    ("/scratch/*", "/scratch/*"),                       # no globbing
+    ("${TMPDIR:-/tmp}", "/scratch/job 42"),             # resqmp's default: the job's TMPDIR, one word
+    ("$TMPDIR/dask work", "/scratch/job 42/dask work"),
+    ("${TMPDIR}/w", "/scratch/job 42/w"),
+    ("${NOT_SET_IN_JOB:-/tmp/a b}", "/tmp/a b"),
+    ("${NOT_SET_IN_JOB:-/tmp/$(>PWNED)}", "/tmp/$(>PWNED)"),   # the default is text, as in the launcher's rule
+    ("~/scratch dir", "/home/job user/scratch dir"),
+])
+def test_local_directory_is_one_word_and_only_its_variables_expand(backend, local, seen, tmp_path):
+    """local_directory went into the worker's command line unquoted: a space split it (the worker
+    got `--local-directory /scratch/my` and a stray argument `dir`), and `$(...)` in it ran. Now
+    it is one word in which the job's shell expands `~`, `$NAME`, `${NAME}` and `${NAME:-default}`
+    (the rule of storage paths, applied by the job's shell) and nothing else."""
+    words, run = render_words(backend, tmp_path, f"cluster.local_directory={local}")
+    assert value_of(words, "--local-directory") == seen, words
+    assert sorted(os.listdir(run)) == []
+
+
+@pytest.mark.parametrize("backend", ["slurm", "sge", "pbs", "lsf"])
+def test_each_worker_extra_arg_is_one_argument(backend, tmp_path):
+    """A site's worker_extra_args are arguments, one per item, passed as written: dask-worker's
+    `--resources "GPU=2 MEMORY=10e9"` is one argument; nothing in an item runs or expands."""
+    args = ["--resources", "GPU=2 MEMORY=10e9", "--name-suffix", f"{HOSTILE} $HOME *"]
+    words, run = render_words(backend, tmp_path, f"cluster.worker_extra_args={args!r}".replace("'", '"'))
+    i = words.index("--resources")
+    assert words[i:i + 4] == args, words
+    assert value_of(words, "--preload") == "resqmp.worker_preload"      # resqmp's own still there
+    assert "--lifetime" in words and "--tls-ca-file" in words
+    assert sorted(os.listdir(run)) == []
+
+
+def test_site_worker_extra_args_from_dask_config_are_arguments_too(tmp_path):
+    """The same for the site's jobqueue.slurm.worker-extra-args and local-directory (a layer below
+    the profiles), in what `resqmp profiles render` prints."""
+    from conftest import run_resqmp
+    (tmp_path / "dask").mkdir()
+    (tmp_path / "dask" / "jobqueue.yaml").write_text(
+        'jobqueue:\n  slurm:\n    worker-extra-args: ["--resources", "GPU=2 MEMORY=10e9"]\n'
+        '    local-directory: "/site scratch/$USER"\n')
+    script = run_resqmp("profiles", "render", "slurm", "--set", f"storage.shared_directory={tmp_path}",
+                        env={"DASK_CONFIG": str(tmp_path / "dask")}, check=0).stdout
+    run = tmp_path / "cwd"
+    run.mkdir()
+    words = worker_words(script, run, env={**JOB_ENV, "USER": "someone"})
+    assert value_of(words, "--resources") == "GPU=2 MEMORY=10e9", words
+    assert value_of(words, "--local-directory") == "/site scratch/someone", words

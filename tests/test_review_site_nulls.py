@@ -67,7 +67,7 @@ def test_nulls_in_the_sites_dask_jobqueue_file_leave_resqmps_defaults(scheduler,
     # null cores/memory/processes/local-directory: resqmp's defaults
     assert "--nthreads 1 --memory-limit 4.00GiB" in cmd, cmd
     assert "--nworkers" not in cmd, cmd
-    assert "--local-directory ${TMPDIR:-/tmp}" in cmd, cmd
+    assert '--local-directory "${TMPDIR:-/tmp}"' in cmd, cmd         # one word, expanded by the job's shell
     # the values the site did set: its own
     assert "--death-timeout 60" in cmd, cmd
     assert "dask-worker" in proc.stdout.split(cmd)[0], proc.stdout          # the job name

@@ -424,7 +424,7 @@ class JobqueueBackend:
         shown as placeholders: the scheduler address, the worker name and the TLS folder's random
         suffix. Nothing is started, submitted or written."""
         # the TLS folder's placeholder goes in after the script is built: the TLS file names are
-        # quoted as shell words (jobs.QuotedTLSFiles), and `<run>` alone would make them quoted
+        # quoted as shell words (jobs.QuotedWorkerCommand), and `<run>` alone would make them quoted
         stand_in = f"{TLS_PREFIX}{secrets.token_hex(8)}"
         kw = self.kwargs(os.path.join(self.tls_base, stand_in))
         protocol = kw.get("protocol") or ("tls://" if kw.get("security") is not None else "tcp://")

@@ -16,6 +16,8 @@ from dask_jobqueue.sge import SGEJob
 from dask_jobqueue.slurm import SLURMJob
 from distributed.deploy.spec import ProcessInterface
 
+from resqmp.paths import shell_word
+
 log = logging.getLogger(__name__)
 
 SUBMIT_RETRY_DELAYS = (2.0, 5.0)      # seconds between submission attempts (busy controllers time out)
@@ -57,35 +59,47 @@ class RetriedSubmission:
         await ProcessInterface.start(self)
 
 
-class QuotedTLSFiles:
-    """Mixed in before a dask-jobqueue Job class. dask-jobqueue writes the worker's TLS file names
-    (the launcher's expanded paths: resqmp's temporary certificate in storage.shared_directory, or
-    a site's certificate files) into the worker's command line unquoted, so the job's shell would
-    read them a second time: a space splits them, `$(...)` or backticks in a folder name run on the
-    compute node. Data is never code: they go in as worker arguments, each quoted as one word."""
+class QuotedWorkerCommand:
+    """Mixed in before a dask-jobqueue Job class. dask-jobqueue joins the worker's command line
+    with spaces, unquoted, and the job's shell reads it again: a space in a folder name split the
+    argument, `$(...)` or backticks in it ran on the compute node. Data is never code:
 
-    def __init__(self, *args, security=None, worker_extra_args=None, **kwargs):
+    * the worker's TLS file names (the launcher's expanded paths: resqmp's temporary certificate
+      in storage.shared_directory, or a site's certificate files) go in as worker arguments;
+    * each item of worker_extra_args (the profile's, else the site's dask config) is one
+      argument, passed as written;
+    * local_directory is one word that the job's shell expands by the rule of profile paths (`~`,
+      `$NAME`, `${NAME}`, `${NAME:-default}`: the default `${TMPDIR:-/tmp}` is the job's TMPDIR),
+      nothing else (paths.shell_word)."""
+
+    def __init__(self, *args, security=None, worker_extra_args=None, local_directory=None, **kwargs):
+        if worker_extra_args is None:
+            worker_extra_args = dask.config.get(f"jobqueue.{self.config_name}.worker-extra-args", None) or []
+        if local_directory is None:
+            local_directory = dask.config.get(f"jobqueue.{self.config_name}.local-directory", None)
+        words = [str(a) for a in worker_extra_args]
         if security:
-            if worker_extra_args is None:
-                worker_extra_args = dask.config.get(f"jobqueue.{self.config_name}.worker-extra-args", None) or []
             files = security.get_tls_config_for_role("worker")
-            worker_extra_args = list(worker_extra_args) + [
-                word for key, value in files.items() if key != "ciphers"      # no command-line option
-                for word in ("--tls-" + key.replace("_", "-"), shlex.quote(str(value)))]
-        super().__init__(*args, security=None, worker_extra_args=worker_extra_args, **kwargs)
+            words += [word for key, value in files.items() if key != "ciphers"      # no command-line option
+                      for word in ("--tls-" + key.replace("_", "-"), str(value))]
+        worker_extra_args = [shlex.quote(word) for word in words]
+        if local_directory is not None:
+            local_directory = shell_word(str(local_directory))
+        super().__init__(*args, security=None, worker_extra_args=worker_extra_args,
+                         local_directory=local_directory, **kwargs)
 
 
-class SLURMWorkerJob(RetriedSubmission, QuotedTLSFiles, SLURMJob):
+class SLURMWorkerJob(RetriedSubmission, QuotedWorkerCommand, SLURMJob):
     pass
 
 
-class SGEWorkerJob(RetriedSubmission, QuotedTLSFiles, SGEJob):
+class SGEWorkerJob(RetriedSubmission, QuotedWorkerCommand, SGEJob):
     pass
 
 
-class PBSWorkerJob(RetriedSubmission, QuotedTLSFiles, PBSJob):
+class PBSWorkerJob(RetriedSubmission, QuotedWorkerCommand, PBSJob):
     pass
 
 
-class LSFWorkerJob(RetriedSubmission, QuotedTLSFiles, LSFJob):
+class LSFWorkerJob(RetriedSubmission, QuotedWorkerCommand, LSFJob):
     pass
