@@ -12,8 +12,10 @@ import pytest
 from conftest import run_resqmp
 from hpc_fixtures import *  # noqa: F403 - fixtures and helpers
 from hpc_fixtures import SGE_ENV
+from scheduler_parsers import needs_sbatch, sbatch_reads
 from resqmp import profiles
 from resqmp.backends import for_profile
+from resqmp.backends import jobqueue as jq
 from resqmp.errors import ExitCode, ProfileError
 from resqmp.worker_env import worker_environment
 
@@ -140,6 +142,25 @@ def test_no_limit_on_the_command_line_and_a_lifetime_of_ones_own(tmp_path):
                 'cluster.worker_extra_args=["--lifetime", "11h", "--lifetime-stagger", "10m"]')
     script = for_profile(p, worker_environment(p)).render()
     assert "--lifetime 11h --lifetime-stagger 10m" in script and script.count("--lifetime ") == 1
+
+
+def _sbatch_time(seconds: float) -> str:
+    """How sbatch -vvv shows a time limit: whole minutes rounded up, [D-]HH:MM:SS; UNLIMITED."""
+    if seconds == float("inf"):
+        return "UNLIMITED"
+    days, rest = divmod(-(-int(seconds) // 60) * 60, 86400)
+    clock = f"{rest // 3600:02}:{rest % 3600 // 60:02}:{rest % 60:02}"
+    return f"{days}-{clock}" if days else clock
+
+
+@needs_sbatch
+@pytest.mark.parametrize("walltime", list(FORMS["slurm"]) + NO_LIMIT["slurm"])
+def test_sbatch_reads_each_rendered_form_as_resqmp_does(walltime, tmp_path):
+    """The real sbatch's reading of the job script resqmp renders (no controller needed:
+    scheduler_parsers): the same limit resqmp computes its --lifetime from, or none."""
+    p, _ = load("slurm", walltime, "profile", tmp_path)
+    seconds = jq.walltime_seconds("slurm", walltime)
+    assert sbatch_reads(for_profile(p, worker_environment(p)).render(), tmp_path)["time"] == _sbatch_time(seconds)
 
 
 # --------------------------------------------------------------------------- the real schedulers

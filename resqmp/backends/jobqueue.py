@@ -39,7 +39,7 @@ import resqmp.backends.dask_jobqueue_import  # noqa: F401 (first: keeps the SIGI
 from dask_jobqueue.core import Job, JobQueueCluster
 from distributed import Client
 
-from resqmp.backends import diagnostics, tls
+from resqmp.backends import diagnostics, jobs, tls
 from resqmp.backends.checks import Checker
 from resqmp.backends.schedulers import NO_LIMIT, SCHEDULERS, Scheduler, whoami
 from resqmp.errors import ClusterError, ProfileError
@@ -314,6 +314,7 @@ class JobqueueBackend:
         _check_one_line(profile)
         self._check_values()
         self.shared = self._shared_dir()
+        self._check_directive_values()
         configured = profile.cluster.get("shared_temp_directory")
         # dask-jobqueue's own knob for where the TLS folder goes, if the profile sets one
         self.tls_base = expand(str(configured), "cluster.shared_temp_directory") if configured else self.shared
@@ -364,6 +365,43 @@ class JobqueueBackend:
             self.lifetime = self._lifetime()
         except ProfileError as e:
             raise ProfileError(f"{self.profile.origin(('cluster', 'walltime'))}: {e}") from None
+
+    def _check_directive_values(self) -> None:
+        """The log folder, the job name and (SGE) the working directory go into directive lines
+        as they are, where the scheduler reads some characters its own way: a space ends the
+        value (the job's logs went to another folder, silently). Refused, naming the setting."""
+        cluster, scheduler = self.profile.cluster, self.scheduler
+        prefix = scheduler.directive_prefix
+
+        def refuse(key: tuple[str, ...], value: str, trouble: str, hint: str) -> None:
+            raise ProfileError(f"{self.profile.origin(key)}: {'.'.join(key)} {value!r}: {trouble}; {hint}")
+
+        log_dir = cluster.get("log_directory")
+        if log_dir and self.profile.origin(("cluster", "log_directory")) != "resqmp default":
+            path = expand(str(log_dir), "cluster.log_directory")
+            trouble = scheduler.directive_trouble(path)
+            if trouble:
+                refuse(("cluster", "log_directory"), path, trouble, "choose a folder without it")
+        else:
+            trouble = scheduler.directive_trouble(os.path.join(self.shared, "logs"))
+            if trouble:
+                refuse(("storage", "shared_directory"), self.shared, trouble,
+                       f"the job logs go to its logs folder ({prefix} -o/-e): set cluster.log_directory "
+                       f"to a folder without it, or choose another shared directory")
+        name = cluster.get("job_name")
+        trouble = name is not None and scheduler.directive_trouble(str(name), name=True)
+        if trouble:
+            refuse(("cluster", "job_name"), str(name), trouble, "choose a name without it")
+        # resqmp's own directives (SGE: -wd <shared directory>)
+        probe = {k: _as_list(cluster.get(k), k) for k in ("job_directives_skip", "job_extra_directives")}
+        scheduler.adjust_options(probe, self.shared)
+        if any(d.split(None, 1)[-1] == jobs.directive_word(self.shared) for d in probe["job_extra_directives"]
+               if d not in _as_list(cluster.get("job_extra_directives"), "job_extra_directives")):
+            trouble = scheduler.directive_trouble(self.shared)
+            if trouble:
+                refuse(("storage", "shared_directory"), self.shared, trouble,
+                       f"jobs start there ({prefix} -wd): choose another shared directory, or give "
+                       f"cluster.job_extra_directives a -wd of your own")
 
     def _lifetime(self) -> list[str]:
         """resqmp's --lifetime arguments, unless the profile gives its own."""
@@ -452,6 +490,9 @@ class JobqueueBackend:
                 raise ProfileError(f"cluster: {self.scheduler.cluster_class.__name__} rejected the options: {text}") from None
             if job_kw.get("log_directory") == stand_in:
                 script = script.replace(stand_in, log_dir)
+                prefix = getattr(job_class, "directive_prefix", None)
+                if prefix:          # as the Job class writes them for the real folder (jobs.QuotedLogDirectives)
+                    script = jobs.quote_log_directives(script, prefix, log_dir)
         return script
 
     def start(self) -> WorkerCluster:

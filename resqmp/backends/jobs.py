@@ -89,12 +89,46 @@ class QuotedWorkerCommand:
                          local_directory=local_directory, **kwargs)
 
 
-class SLURMWorkerJob(RetriedSubmission, QuotedWorkerCommand, SLURMJob):
-    pass
+def directive_word(value: str) -> str:
+    """A path as one value of a #SBATCH or #$ directive: double-quoted when it holds a space, a tab
+    or #, which sbatch and qsub then read as part of it (measured: tests/test_directive_paths.py);
+    values holding quotes or backslashes are refused before (schedulers.directive_trouble)."""
+    return f'"{value}"' if any(c in value for c in " \t#") else value
 
 
-class SGEWorkerJob(RetriedSubmission, QuotedWorkerCommand, SGEJob):
-    pass
+def quote_log_directives(script: str, prefix: str, log_directory: str | None) -> str:
+    """`script` (a job header, or a whole job script) with the `-e`/`-o` directives that
+    dask-jobqueue writes for log_directory holding the path as one value (directive_word)."""
+    if not log_directory or directive_word(log_directory) == log_directory:
+        return script
+    lines = script.split("\n")
+    for i, line in enumerate(lines):
+        for option in ("-e", "-o"):
+            start = f"{prefix} {option} {log_directory}"
+            if line.startswith(start) and (line == start or line[len(start)] == "/"):
+                lines[i] = f"{prefix} {option} {directive_word(line[len(prefix) + len(option) + 2:])}"
+    return "\n".join(lines)
+
+
+class QuotedLogDirectives:
+    """Mixed in before dask-jobqueue's SLURM and SGE Job classes: their `-e`/`-o` directives carry
+    a log folder with a space as one value (quote_log_directives) instead of one the scheduler
+    cuts short (sbatch: "Invalid directive", qsub: "Unknown option", or for a `#`, silently
+    another file)."""
+
+    directive_prefix = "#"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.job_header = quote_log_directives(self.job_header, self.directive_prefix, self.log_directory)
+
+
+class SLURMWorkerJob(RetriedSubmission, QuotedWorkerCommand, QuotedLogDirectives, SLURMJob):
+    directive_prefix = "#SBATCH"
+
+
+class SGEWorkerJob(RetriedSubmission, QuotedWorkerCommand, QuotedLogDirectives, SGEJob):
+    directive_prefix = "#$"
 
 
 class PBSWorkerJob(RetriedSubmission, QuotedWorkerCommand, PBSJob):

@@ -214,7 +214,7 @@ def _sge_adjustments(kw: dict[str, Any], shared: str) -> None:
     ours = []
     if "-cwd" not in skip and not any(d.split()[:1] in (["-wd"], ["-cwd"]) for d in directives):
         skip.append("-cwd")
-        ours.append(f"-wd {shared}")
+        ours.append(f"-wd {jobs.directive_word(shared)}")
     if not any(d.split()[:1] == ["-S"] for d in directives):
         ours.append("-S /bin/bash")
     kw["job_directives_skip"] = skip
@@ -223,6 +223,38 @@ def _sge_adjustments(kw: dict[str, Any], shared: str) -> None:
 
 def _no_adjustment(kw: dict[str, Any], shared: str) -> None:
     pass
+
+
+# --------------------------------------------------------------------------- directive values
+
+# Characters a scheduler reads specially in a directive line or a log path, with what it makes of
+# them. dask-jobqueue writes the log folder and the job name (and resqmp SGE's working directory)
+# into directive lines as they are; a folder or name holding one of these is refused (jobqueue.py).
+# sbatch (22.05) and qsub (SGE 8.1.9) read a double-quoted value as one, spaces and all (measured:
+# tests/test_directive_paths.py): resqmp quotes the log folders and the working directory it
+# writes for them (jobs.QuotedLogDirectives). PBS and LSF cannot be tried here: nothing is quoted.
+_QUOTES = {
+    '"': ('"', "the directive parser reads quotes"),
+    "'": ("'", "the directive parser reads quotes"),
+    "\\": ("\\", "the directive parser reads escapes"),
+}
+_UNQUOTED = {
+    **_QUOTES,
+    " ": ("a space", "the value ends there"),
+    "\t": ("a tab", "the value ends there"),
+    "#": ("#", "the rest of the line may be read as a comment"),
+}
+_SLURM_SPECIALS = {**_QUOTES, "%": ("%", "sbatch replaces %-patterns (%j, %u, ...) in log file names")}
+_SGE_SPECIALS = {**_QUOTES,
+                 "#": ("#", "qsub ends the value there, quoted or not"),
+                 ":": (":", "qsub reads HOST:PATH"),
+                 ",": (",", "qsub reads a list of paths"),
+                 "$": ("$", "Grid Engine replaces $JOB_ID, $USER, ... in log paths")}
+_PBS_SPECIALS = {**_UNQUOTED, ":": (":", "qsub reads HOST:PATH")}
+_LSF_SPECIALS = {**_UNQUOTED, "%": ("%", "bsub replaces %J and %I in log file names")}
+#: in a name (job name), which no scheduler here quotes
+_NAME_SPECIALS = {" ": ("a space", "the value ends there"), "\t": ("a tab", "the value ends there"),
+                  "#": ("#", "the rest of the line may be read as a comment")}
 
 
 # --------------------------------------------------------------------------- the descriptions
@@ -240,6 +272,22 @@ class Scheduler:
     trim_view: Callable[[list[str], list[str], str], str]
     log_names: Callable[[str, str, list[str]], set[str]]
     adjust_options: Callable[[dict[str, Any], str], None] = field(default=_no_adjustment)
+    directive_prefix: str = "#"
+    directive_specials: dict[str, tuple[str, str]] = field(default_factory=dict)   # in paths resqmp writes
+    quotes_directives: bool = False             # log folders (and -wd) written double-quoted
+
+    def directive_trouble(self, value: str, name: bool = False) -> str | None:
+        """Why `value` (a path, or with name=True the job name) cannot go into this scheduler's
+        directive lines, or None."""
+        specials = {**self.directive_specials, **_NAME_SPECIALS} if name else self.directive_specials
+        for char in value:
+            if char in specials:
+                what, why = specials[char]
+                return f"holds {what}, which {self.directive_prefix} directives do not carry as written ({why})"
+            if ord(char) < 32 or ord(char) == 127:
+                return (f"holds a line break or control character (U+{ord(char):04X}), which would end "
+                        f"the {self.directive_prefix} directive line")
+        return None
 
     @property
     def submit_command(self) -> str:
@@ -261,11 +309,15 @@ class Scheduler:
 SCHEDULERS: dict[str, Scheduler] = {s.name: s for s in (
     Scheduler("slurm", SLURMCluster, jobs.SLURMWorkerJob,
               "H:MM:SS, D-H:MM:SS, minutes, or UNLIMITED for no limit", slurm_walltime,
-              "01:00:00", slurm_states, _slurm_view, _slurm_trim, _slurm_logs),
+              "01:00:00", slurm_states, _slurm_view, _slurm_trim, _slurm_logs,
+              directive_prefix="#SBATCH", directive_specials=_SLURM_SPECIALS, quotes_directives=True),
     Scheduler("sge", SGECluster, jobs.SGEWorkerJob, "H:MM:SS, seconds, or INFINITY for no limit", sge_walltime,
-              "01:00:00", sge_states, _sge_view, _sge_trim, _sge_logs, _sge_adjustments),
+              "01:00:00", sge_states, _sge_view, _sge_trim, _sge_logs, _sge_adjustments,
+              directive_prefix="#$", directive_specials=_SGE_SPECIALS, quotes_directives=True),
     Scheduler("pbs", PBSCluster, jobs.PBSWorkerJob, "H:MM:SS or seconds", pbs_walltime,
-              "01:00:00", pbs_states, lambda ids: [["qstat", "-x", *ids], ["qstat", "-f", ids[0]]], _keep, _sge_logs),
+              "01:00:00", pbs_states, lambda ids: [["qstat", "-x", *ids], ["qstat", "-f", ids[0]]], _keep, _sge_logs,
+              directive_prefix="#PBS", directive_specials=_PBS_SPECIALS),
     Scheduler("lsf", LSFCluster, jobs.LSFWorkerJob, "H:MM or minutes", lsf_walltime,
-              "01:00", lsf_states, lambda ids: [["bjobs", "-w", *ids], ["bjobs", "-p", *ids]], _keep, _lsf_logs),
+              "01:00", lsf_states, lambda ids: [["bjobs", "-w", *ids], ["bjobs", "-p", *ids]], _keep, _lsf_logs,
+              directive_prefix="#BSUB", directive_specials=_LSF_SPECIALS),
 )}
