@@ -53,7 +53,11 @@ def test_the_worker_reads_its_tls_files_where_the_launcher_writes_them(backend, 
     shared.mkdir()
     run = tmp_path / "cwd"
     run.mkdir()
-    p = profiles.load(backend, [f"storage.shared_directory={shared}"])
+    # the logs (and SGE's start directory) elsewhere: a folder a directive cannot carry is refused
+    # (test_directive_paths); here the shared directory is only in the worker's command line
+    others = [f"cluster.log_directory={tmp_path}/logs"] + (['cluster.job_extra_directives=["-cwd"]']
+                                                           if backend == "sge" else [])
+    p = profiles.load(backend, [f"storage.shared_directory={shared}", *others])
     script = for_profile(p, worker_environment(p)).render()
     words = worker_words(script, run)
     tls = shared / ".resqmp-tls-run"

@@ -134,8 +134,8 @@ def walltime_seconds(backend: str, walltime: Any) -> float | None:
 def lifetime_args(backend: str, walltime: Any) -> list[str]:
     """--lifetime/--lifetime-stagger so a worker retires (its tasks and data handed over) before
     the scheduler kills its job. Stagger: 5% of walltime (at most 5 min); a further margin of 10%
-    (at most 10 min) covers the job's start-up and the retirement itself. None for a walltime
-    that sets no limit: there is nothing to retire before."""
+    (at most 10 min) covers the job's start-up and the retirement itself. No arguments for a
+    walltime that sets no limit: there is nothing to retire before."""
     scheduler = SCHEDULERS[backend]
     secs = scheduler.walltime_seconds(walltime)
     if secs is None:
@@ -367,9 +367,11 @@ class JobqueueBackend:
             raise ProfileError(f"{self.profile.origin(('cluster', 'walltime'))}: {e}") from None
 
     def _check_directive_values(self) -> None:
-        """The log folder, the job name and (SGE) the working directory go into directive lines
-        as they are, where the scheduler reads some characters its own way: a space ends the
-        value (the job's logs went to another folder, silently). Refused, naming the setting."""
+        """The log folder, the job name and (SGE) the working directory go into directive lines,
+        where the scheduler reads some characters its own way (an unquoted space ends the value;
+        a `#` silently did: the logs went to another file). Folders are double-quoted for SLURM
+        and SGE (jobs.QuotedLogDirectives); a value holding a character that the scheduler still
+        reads its own way (schedulers.directive_trouble) is refused, naming the setting."""
         cluster, scheduler = self.profile.cluster, self.scheduler
         prefix = scheduler.directive_prefix
 
