@@ -25,15 +25,17 @@ FORMS = {
     # minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]]
     "slurm": {"2:00:00": 7200, "02:00:00": 7200, "1-00:00:00": 86400, "90": 5400, "1:30": 90,
               "1-12": 129600, "45:00": 2700},
-    # seconds or hours:minutes:seconds (qsub refuses minutes:seconds)
-    "sge": {"2:00:00": 7200, "02:00:00": 7200, "90": 90, "0:01:30": 90, "48:00:00": 172800},
+    # seconds (decimal, hexadecimal or octal, as C's strtol reads them) or hours:minutes:seconds,
+    # a zero field may be left empty (sge_types(5)); qsub refuses minutes:seconds
+    "sge": {"2:00:00": 7200, "02:00:00": 7200, "90": 90, "0:01:30": 90, "48:00:00": 172800,
+            "0x1C20": 7200, "017040": 7712, "1::1": 3601},
     # [[hours:]minutes:]seconds
     "pbs": {"2:00:00": 7200, "02:00:00": 7200, "90": 90, "1:30": 90, "48:00:00": 172800},
     # [hours:]minutes
     "lsf": {"2:00": 7200, "02:00": 7200, "90": 5400, "1:30": 5400},
 }
 # forms the scheduler does not take: refused with exit 4 before anything is submitted
-REFUSED = {"slurm": ["1:2:3:4", "2h", "1.5"], "sge": ["1:30", "1-00:00:00", "1.5"],
+REFUSED = {"slurm": ["1:2:3:4", "2h", "1.5"], "sge": ["1:30", "1-00:00:00", "1.5", "1:2:3:4", "0x", "08"],
            "pbs": ["1-00:00:00", "2h"], "lsf": ["2:00:00", "1-00:00:00", "1.5"]}
 DIRECTIVE = {"slurm": "#SBATCH -t {}", "sge": "#$ -l h_rt={}", "pbs": "#PBS -l walltime={}", "lsf": "#BSUB -W {}"}
 SOURCES = ("profile", "profile quoted", "--set", "--set quoted")
@@ -206,6 +208,16 @@ def test_slurm_reads_each_form_as_resqmp_does(slurm, hpc_workdir, tmp_path):
         finally:
             cluster.close()
         assert _slurm_seconds(limit) == -(-seconds // 60) * 60, (walltime, limit)
+    for walltime in NO_LIMIT["slurm"]:       # the CI partition's MaxTime is INFINITE
+        p, _ = load(PROFILES["slurm"], walltime, "profile quoted", tmp_path, 'cluster.job_extra_directives=["--hold"]',
+                    f"cluster.job_name={name}", f"cluster.log_directory={hpc_workdir}/logs")
+        cluster = for_profile(p, worker_environment(p)).start()
+        try:
+            job = _submitted_job(cluster)
+            limit = wait_until(lambda: _slurm_jobs(name).get(job, {}).get("TimeLimit"), 30)
+        finally:
+            cluster.close()
+        assert limit == "UNLIMITED", (walltime, limit)
     for walltime in REFUSED["slurm"]:
         proc = sh("sbatch", "--hold", "-t", walltime, "-J", name, "--wrap", "true")
         assert proc.returncode != 0 and "invalid --time" in proc.stderr.lower(), (walltime, proc.stdout, proc.stderr)
@@ -227,6 +239,16 @@ def test_sge_reads_each_form_as_resqmp_does(sge, hpc_workdir, tmp_path):
         finally:
             cluster.close()
         assert re.search(rf"hard resource_list:.*\bh_rt={seconds}\b", info), (walltime, info)
+    for walltime in NO_LIMIT["sge"]:
+        p, _ = load(PROFILES["sge"], walltime, "profile", tmp_path, 'cluster.job_extra_directives=["-h"]',
+                    f"cluster.job_name={name}", f"cluster.log_directory={hpc_workdir}/logs")
+        cluster = for_profile(p, worker_environment(p)).start()
+        try:
+            job = _submitted_job(cluster)
+            info = sh("qstat", "-j", job, env=SGE_ENV).stdout
+        finally:
+            cluster.close()
+        assert re.search(r"hard resource_list:.*\bh_rt=infinity\b", info, re.I), (walltime, info)
     for walltime in [w for w in REFUSED["sge"] if w != "1.5"]:
         proc = sh("qsub", "-h", "-N", name, "-l", f"h_rt={walltime}", "-b", "y", "true", env=SGE_ENV)
         assert proc.returncode != 0 and "not a time value" in proc.stderr, (walltime, proc.stdout, proc.stderr)

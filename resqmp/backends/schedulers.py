@@ -85,10 +85,24 @@ def pbs_walltime(text: str) -> float | None:
 
 
 def sge_walltime(text: str) -> float | None:
-    """H:M:S or seconds (qsub refuses M:S: "not a time value"); INFINITY (any case) for no limit."""
+    """sge_types(5) time_specifier: seconds as a decimal, hexadecimal (0x1C20) or octal (017040)
+    integer, or H:M:S in decimal where a zero field may be left empty (1::1, ::30); qsub refuses
+    M:S ("not a time value"). INFINITY (any case, as in queue limits) for no limit."""
     if text.upper() == "INFINITY":
         return NO_LIMIT
-    return None if text.count(":") == 1 else pbs_walltime(text)
+    if ":" not in text:
+        if not text.isascii() or not text.isalnum():
+            return None
+        try:
+            return int(text, 0) if not text.startswith("0") or text == "0" or text[1:2] in "xX" \
+                else int(text, 8)           # C's strtol with base 0: 010 is 8 seconds
+        except ValueError:
+            return None
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p == "" or (p.isdigit() and p.isascii()) for p in parts):
+        return None
+    h, m, s = (int(p or 0) for p in parts)
+    return (h * 60 + m) * 60 + s
 
 
 # --------------------------------------------------------------------------- asking the scheduler
