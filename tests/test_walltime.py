@@ -35,7 +35,7 @@ FORMS = {
     "lsf": {"2:00": 7200, "02:00": 7200, "90": 5400, "1:30": 5400},
 }
 # forms the scheduler does not take: refused with exit 4 before anything is submitted
-REFUSED = {"slurm": ["1:2:3:4", "2h", "1.5"], "sge": ["1:30", "1-00:00:00", "1.5", "1:2:3:4", "0x", "08"],
+REFUSED = {"slurm": ["1:2:3:4", "2h", "1.5"], "sge": ["1:30", "1-00:00:00", "1.5", "1:2:3:4"],
            "pbs": ["1-00:00:00", "2h"], "lsf": ["2:00:00", "1-00:00:00", "1.5"]}
 DIRECTIVE = {"slurm": "#SBATCH -t {}", "sge": "#$ -l h_rt={}", "pbs": "#PBS -l walltime={}", "lsf": "#BSUB -W {}"}
 SOURCES = ("profile", "profile quoted", "--set", "--set quoted")
