@@ -137,3 +137,45 @@ def test_qsub_cuts_an_unquoted_log_folder_and_a_hash_even_quoted(tmp_path):
     assert "Unknown option" in qsub_reads(f"#!/bin/bash\n#$ -e {tmp_path}/my dir/\ntrue\n", tmp_path)
     seen = qsub_reads(f'#!/bin/bash\n#$ -e "{tmp_path}/a#b/"\ntrue\n', tmp_path)
     assert re.search(rf"^stderr_path_list:\s+NONE:NONE:{re.escape(str(tmp_path))}/a$", seen, re.M), seen
+
+
+# --------------------------------------------------------------------------- the running schedulers
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_slurm_job_logs_go_to_a_folder_with_spaces(slurm, hpc_workdir):
+    """A worker job start() submits (held: it takes no slot) with its logs in a folder with a
+    space and a #: SLURM's StdErr/StdOut are in that folder."""
+    from hpc_fixtures import PROFILES, unique, wait_until
+    from test_walltime import _slurm_jobs, _submitted_job
+    name = unique("dp-")
+    logs = hpc_workdir / f"{name} logs#1"
+    p = profiles.load(str(PROFILES["slurm"]), ['cluster.job_extra_directives=["--hold"]', f"cluster.job_name={name}",
+                                               f"cluster.log_directory={logs}"])
+    cluster = for_profile(p, worker_environment(p)).start()
+    try:
+        job = _submitted_job(cluster)
+        fields = wait_until(lambda: _slurm_jobs(name).get(job), 30)
+    finally:
+        cluster.close()
+    assert fields["StdErr"] == f"{logs}/{name}-{job}.err", fields
+    assert fields["StdOut"] == f"{logs}/{name}-{job}.out", fields
+
+
+@pytest.mark.sge
+@pytest.mark.timeout(300)
+def test_sge_job_logs_and_start_directory_in_folders_with_spaces(sge, hpc_workdir):
+    from hpc_fixtures import PROFILES, SGE_ENV, sh, unique
+    from test_walltime import _submitted_job
+    name = unique("dp")
+    shared = hpc_workdir / f"{name} shared"
+    shared.mkdir()
+    p = profiles.load(str(PROFILES["sge"]), ['cluster.job_extra_directives=["-h"]', f"cluster.job_name={name}",
+                                             f"storage.shared_directory={shared}", "cluster.log_directory=null"])
+    cluster = for_profile(p, worker_environment(p)).start()
+    try:
+        info = sh("qstat", "-j", _submitted_job(cluster), env=SGE_ENV).stdout
+    finally:
+        cluster.close()
+    assert re.search(rf"^stderr_path_list:\s+NONE:NONE:{re.escape(str(shared))}/logs/$", info, re.M), info
+    assert re.search(rf"^cwd:\s+{re.escape(str(shared))}$", info, re.M), info
