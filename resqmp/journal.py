@@ -78,6 +78,8 @@ class Journal:
         self.n_tasks = n_tasks
         self.run_dir = run_dir
         self.done: dict[int, dict] = {}
+        #: success records not taken as done (their task runs again): index -> (line, why)
+        self.not_done: dict[int, tuple[int, str]] = {}
         self._synced = 0.0
         self._file = _open_in_place(output, self.path)
         try:
@@ -141,15 +143,49 @@ class Journal:
                 continue
             record = self._json(text, n)
             self._check_record(record, n)
-            # a result counts only while its task files still exist, in this run's task folder: a
-            # record naming any other file (an edited journal, an earlier storage.shared_directory)
-            # would merge a model this batch did not make into OUT; that task runs again
-            if record["success"] and (record.get("epc_file") is None or self._ours(record["epc_file"])):
+            index = record["index"]
+            # a result counts only while its output file exists, in this run's task folder: a
+            # record naming no file, or any other file (an edited journal, an earlier
+            # storage.shared_directory), would leave the task out of OUT, or merge a model this
+            # batch did not make into it, while the run reports success; that task runs again
+            why = self._not_done(record) if record["success"] else None
+            if record["success"] and why is None:
                 if "partial" in record and not (isinstance(record["partial"], str) and self._ours(record["partial"])):
                     del record["partial"]       # its group partial is gone: the task's own file merges
-                self.done[record["index"]] = record
+                self.done[index] = record
+                self.not_done.pop(index, None)
             else:
-                self.done.pop(record["index"], None)
+                self.done.pop(index, None)
+                if why is None:
+                    self.not_done.pop(index, None)      # its last record is a failure: it runs again
+                else:
+                    self.not_done[index] = (n, why)
+
+    def _not_done(self, record: dict) -> str | None:
+        """Why a success record cannot be taken as done, or None when its output file backs it."""
+        epc = record["epc_file"]
+        if not epc:
+            # resqpy's contract allows it (nothing to merge), but nothing shows the task finished:
+            # the same record is what an edit that dropped its file leaves; running it again is safe
+            return "a success with no output file"
+        if not os.path.lexists(epc):
+            return f"its output {epc} is gone"
+        if not self._ours(epc):
+            return f"its output {epc} is not in this run's task folder {self.run_dir}"
+        if not (epc.endswith(".epc") and os.path.isfile(epc)):
+            return f"its output {epc} is not an EPC file"
+        return None
+
+    def warning(self) -> str | None:
+        """One line naming the tasks whose success records are not taken as done (they run again)."""
+        if not self.not_done:
+            return None
+        shown = [f"task {i} (line {n}): {why}" for i, (n, why) in sorted(self.not_done.items())[:3]]
+        more = len(self.not_done) - len(shown)
+        count = len(self.not_done)
+        return (f"journal {self.path}: {count} task{'s' * (count != 1)} recorded as finished "
+                f"{'are' if count != 1 else 'is'} not taken as done and run{'s' * (count == 1)} again: "
+                + "; ".join(shown) + (f"; and {more} more" if more else ""))
 
     def _ours(self, epc: str) -> bool:
         return os.path.exists(epc) and Path(epc).resolve().is_relative_to(Path(self.run_dir).resolve())

@@ -141,6 +141,8 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
     report = progress or ProgressReport(total=len(batch.tasks), already_done=len(results))
     for warning in profile.warnings:
         report.warn(warning)
+    if journal.warning():
+        report.warn(journal.warning())
     if results:
         report.info(f"resuming: {len(results)} of {len(batch.tasks)} tasks already done ({journal.path})")
     run.summary.update({"output": str(out), "batch": str(batch.path), "wrapper": batch.wrapper,
