@@ -341,9 +341,22 @@ def _index_outside_the_batch(batch):
     return (_journal_header(batch) + "\n" + json.dumps(record) + "\n").encode(), ["line 2", "99"]
 
 
-# a first line that is not resqmp's header is not resqmp's journal: never replaced, not even with
+def _epc_file_not_a_path(batch):
+    record = {"index": 0, "success": True, "epc_file": 5, "uuid_list": [], "seconds": 0.1}
+    return (_journal_header(batch) + "\n" + json.dumps(record) + "\n").encode(), ["line 2", "epc_file"]
+
+
+def _uuid_list_not_strings(batch):
+    record = {"index": 0, "success": True, "epc_file": "/nowhere/x.epc", "uuid_list": [1], "seconds": 0.1}
+    return (_journal_header(batch) + "\n" + json.dumps(record) + "\n").encode(), ["line 2", "uuid_list"]
+
+
+# a line that is no result resqmp writes (a field of another type) is refused like a garbled one;
+# a well-formed success whose output file is missing runs again instead (test_journal_records.py).
+# A first line that is not resqmp's header is not resqmp's journal: never replaced, not even with
 # --fresh (test_safety_leftovers.py)
-@pytest.mark.parametrize("make", [_not_utf8, _index_outside_the_batch],
+@pytest.mark.parametrize("make", [_not_utf8, _index_outside_the_batch, _epc_file_not_a_path,
+                                  _uuid_list_not_strings],
                          ids=lambda f: f.__name__.strip("_"))
 def test_a_journal_that_cannot_be_resumed_is_refused_before_any_work(work, tmp_path, make):
     out = tmp_path / "faults.epc"
