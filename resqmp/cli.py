@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from resqmp.errors import ExitCode, ResqmpError
+from resqmp.text import printable
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -21,14 +22,27 @@ Exit codes:
   130 interrupted (resume by running the same command again)"""
 
 
+def _say(line: str, err: bool = False) -> None:
+    """A line for the user: what it names (a batch's task names, paths, errors) shown printable."""
+    click.echo(printable(line), err=err)
+
+
 def _fail(message: str, code: int) -> None:
-    click.echo(f"resqmp: error: {message}", err=True)
+    _say(f"resqmp: error: {message}", err=True)
     sys.exit(code)
 
 
 def _warn(warnings) -> None:
     for warning in warnings:
-        click.echo(f"resqmp: warning: {warning}", err=True)
+        _say(f"resqmp: warning: {warning}", err=True)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines on the terminal: the message printable (a task's name or error may be in it); a
+    traceback (--debug) as it is."""
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 def handle_errors(fn):
@@ -60,8 +74,9 @@ def main(ctx, debug):
     """Run resqpy wrapper batches on a Dask cluster and recombine them into one EPC."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
     # distributed configures its own INFO-level handlers from dask's config when it is first
     # imported (later, lazily); its chatter is for --debug only
     import dask.config
@@ -128,13 +143,13 @@ def launch(profile_ref, batch_path, output, overrides, workers, fresh, keep_task
                            performance_report=performance_report, allowed_wrappers=allowed_wrappers,
                            uploads=uploads)
     resumed = f", {result.resumed} resumed" if result.resumed else ""
-    click.echo(f"resqmp: {result.succeeded} succeeded, {result.failed} failed{resumed}")
+    _say(f"resqmp: {result.succeeded} succeeded, {result.failed} failed{resumed}")
     if result.partial:
-        click.echo(f"resqmp: output {result.output} kept: this run was not fully successful")
-        click.echo(f"resqmp: partial model {result.partial}")
+        _say(f"resqmp: output {result.output} kept: this run was not fully successful")
+        _say(f"resqmp: partial model {result.partial}")
     else:
-        click.echo(f"resqmp: output {result.output}")
-    click.echo(f"resqmp: report {result.report}")
+        _say(f"resqmp: output {result.output}")
+    _say(f"resqmp: report {result.report}")
     sys.exit(result.exit_code)
 
 
@@ -155,7 +170,7 @@ def profiles_list():
             backend = prof.load(str(path)).backend
         except ResqmpError as e:
             # one broken file (another user's, a site's) must not hide the others
-            click.echo(f"resqmp: warning: {e}", err=True)
+            _say(f"resqmp: warning: {e}", err=True)
             backend = "INVALID"
         rows.append((name, backend, f"{layer}: {path}"))
     width = max((len(r[0]) for r in rows), default=4)
@@ -202,10 +217,10 @@ def profiles_validate(refs):
             click.echo(f"ok       {p.name} ({p.backend}) {p.source}")
         except ResqmpError as e:
             bad += 1
-            click.echo(f"invalid  {e}", err=True)
+            _say(f"invalid  {e}", err=True)
         except (ValueError, TypeError) as e:
             bad += 1
-            click.echo(f"invalid  profile {ref}: {e}", err=True)
+            _say(f"invalid  profile {ref}: {e}", err=True)
     if not targets:
         _fail(f"no profiles found in {', '.join(refs)}", ExitCode.PROFILE)
     if bad:
@@ -326,7 +341,7 @@ def _write_batch(kind: str, plan, sets, output, force) -> None:
     command = "resqmp batch " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index(kind):]) \
         if kind in sys.argv else f"resqmp batch {kind}"
     out = batch_writer.write(plan, output, command, force=force)
-    click.echo(f"resqmp: batch {out}: {len(plan.tasks)} task{'s' * (len(plan.tasks) != 1)}, wrapper {plan.wrapper}")
+    _say(f"resqmp: batch {out}: {len(plan.tasks)} task{'s' * (len(plan.tasks) != 1)}, wrapper {plan.wrapper}")
     click.echo(f"run it: resqmp launch --profile local --batch {shlex.quote(str(output))} "
                f"--output {shlex.quote(str(Path(output).with_suffix('.epc')))}")
 

@@ -26,6 +26,7 @@ from resqmp import batch as batch_mod
 from resqmp import interrupts, preflight, profiles
 from resqmp.backends import for_profile
 from resqmp.errors import ClusterError, ExitCode, Interrupted, ResqmpError
+from resqmp.text import printable
 from resqmp.worker_env import references, register_logging, worker_environment
 
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
@@ -482,7 +483,7 @@ def check(profile_ref: str, overrides: tuple[str, ...] = (), workers: int | None
             outcomes.append(outcome)
             _print(console, outcome)
     for warning in c.warnings:
-        console.print(f"resqmp: warning: {escape(warning)}", style="yellow")
+        console.print(f"resqmp: warning: {escape(printable(warning))}", style="yellow")
     if interrupted or interrupts.requested():     # also a Ctrl-C during the teardown
         raise Interrupted("interrupted: the check's cluster was torn down")
     if failure:
@@ -516,4 +517,4 @@ _STYLE = {"ok": "green", "warn": "yellow", "FAILED": "bold red", "skipped": "dim
 
 def _print(console: Console, o: Outcome) -> None:
     took = f"{o.seconds:6.1f} s" if o.status != "skipped" else "       -"
-    console.print(f"[{_STYLE[o.status]}]{o.status:<11}[/] {o.stage:<12} {took}  {escape(o.detail)}")
+    console.print(f"[{_STYLE[o.status]}]{o.status:<11}[/] {o.stage:<12} {took}  {escape(printable(o.detail))}")

@@ -6,6 +6,9 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from resqmp.text import printable
 
 
 class ProgressReport:
@@ -36,17 +39,20 @@ class ProgressReport:
         if self.bar is not None:
             self.bar.update(self.task, completed=self.done)
 
-    def info(self, message: str) -> None:
+    def info(self, message: str, style: str | None = None) -> None:
+        """One line for the user. Its text may hold a batch's names, paths and errors: shown
+        printable (resqmp.text), and on a terminal never read as rich markup ('[...]')."""
+        message = printable(message)
         if self.bar is not None:
-            self.bar.console.print(message)
+            self.bar.console.print(Text(message, style=style or ""))
         else:
             print(f"resqmp: {message}", file=self.stream, flush=True)
 
     def warn(self, message: str) -> None:
         if self.bar is not None:
-            self.bar.console.print(f"[yellow]warning: {message}")
+            self.info(f"warning: {message}", style="yellow")
         else:
-            print(f"resqmp: warning: {message}", file=self.stream, flush=True)
+            self.info(f"warning: {message}")
 
     def advance(self, result: dict, name: str | None) -> None:
         self.done += 1
@@ -57,14 +63,13 @@ class ProgressReport:
         if self.bar is not None:
             self.bar.update(self.task, completed=self.done, failed=self.failed, rate=f"{rate:.1f}/s")
             if result.get("error"):
-                self.info(f"[red]task {result['index']}{_label(name)} failed: {result['error']}")
+                self.info(f"task {result['index']}{_label(name)} failed: {result['error']}", style="red")
         else:
             state = "ok" if result.get("success") else f"FAILED: {result.get('error') or 'wrapper reported failure'}"
             secs = result.get("seconds")
             took = f" in {secs:.2f} s" if secs is not None else ""
-            print(f"resqmp: task {result['index']}{_label(name)} {state}{took} "
-                  f"[{self.done}/{self.total} done, {self.failed} failed, {rate:.1f}/s]",
-                  file=self.stream, flush=True)
+            self.info(f"task {result['index']}{_label(name)} {state}{took} "
+                      f"[{self.done}/{self.total} done, {self.failed} failed, {rate:.1f}/s]")
 
     def stalled(self, idle: float, running: list[dict], waiting: int, next_after: float,
                 names: list[str | None]) -> None:
