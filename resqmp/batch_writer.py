@@ -237,3 +237,34 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
         if out.exists():
             raise OutputError(f"batch file {out}: exists (use --force to replace it)") from None
         os.rename(tmp, out)
+
+
+def suggested_output(batch_file: str | Path, stem: str | None = None) -> Path | None:
+    """The --output the "run it:" line suggests for launching batch_file: STEM.epc beside it (STEM:
+    the batch file's name without its suffix, unless given), else
+    STEM-2.epc, STEM-3.epc... the first whose launch is sure to be safe: none of the files a launch
+    writes for it (outputs.written_files) is an input of the batch (the batch file, an input EPC,
+    its .h5), and each is absent, or that OUT is resqmp's own output of an earlier run (its report
+    names it, no file there that resqmp did not write, no unfinished run's journal): a launch
+    replaces it, as launching the batch again is meant to. None when no such name is found."""
+    from resqmp import preflight
+    from resqmp.outputs import journal_path, written_files
+    batch_file = Path(batch_file).expanduser().absolute()
+    batch = load(batch_file, check_inputs=False)
+    if stem is None:
+        stem = batch_file.name[:-len(batch_file.suffix)] if batch_file.suffix else batch_file.name
+    for n in range(1, 1000):
+        out = batch_file.with_name(f"{stem}.epc" if n == 1 else f"{stem}-{n}.epc")
+        files = written_files(out).values()
+        if not any(os.path.lexists(f) for f in files):
+            return out
+        if any(preflight.input_at(f, batch) for f in files if os.path.lexists(f)):
+            continue
+        if os.path.lexists(journal_path(out)) or preflight.previous_report(out) is None:
+            continue
+        try:
+            preflight.check_ownership(out, overwrite=False)
+        except OutputError:
+            continue
+        return out
+    return None

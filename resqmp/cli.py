@@ -293,10 +293,10 @@ def example(out_dir, surfaces):
     """Write a small synthetic RESQML model and batch files (find-faces, mesh, blocked wells)."""
     from resqmp.example import write_example
     info = write_example(Path(out_dir), surfaces=surfaces)
-    click.echo(f"resqmp: model  {info['epc']}")
-    click.echo(f"resqmp: batch  {info['batch']}  ({surfaces} find-faces tasks)")
-    click.echo(f"resqmp: also   {info['batch_mesh']}, {info['batch_wells']}")
-    click.echo(f"run it: resqmp launch --profile local --batch {info['batch']} --output {Path(out_dir) / 'faults.epc'}")
+    _say(f"resqmp: model  {info['epc']}")
+    _say(f"resqmp: batch  {info['batch']}  ({surfaces} find-faces tasks)")
+    _say(f"resqmp: also   {info['batch_mesh']}, {info['batch_wells']}")
+    _run_it(Path(info["batch"]), "faults")
 
 
 # --- resqmp batch: batch files from a model (issue 12) ----------------------------------------
@@ -342,8 +342,16 @@ def _write_batch(kind: str, plan, sets, output, force) -> None:
         if kind in sys.argv else f"resqmp batch {kind}"
     out = batch_writer.write(plan, output, command, force=force)
     _say(f"resqmp: batch {out}: {len(plan.tasks)} task{'s' * (len(plan.tasks) != 1)}, wrapper {plan.wrapper}")
-    click.echo(f"run it: resqmp launch --profile local --batch {shlex.quote(str(output))} "
-               f"--output {shlex.quote(str(Path(output).with_suffix('.epc')))}")
+    _run_it(out)
+
+
+def _run_it(batch_file: Path, stem: str | None = None) -> None:
+    """The launch command to try next, with an --output that is safe to write (batch_writer.suggested_output)."""
+    import shlex
+    from resqmp.batch_writer import suggested_output
+    out = suggested_output(batch_file, stem)
+    output = shlex.quote(str(out)) if out is not None else "OUT.epc"
+    _say(f"run it: resqmp launch --profile local --batch {shlex.quote(str(batch_file))} --output {output}")
 
 
 @main.group("batch", epilog=BATCH_EXIT_CODES_HELP)

@@ -304,3 +304,59 @@ def test_existing_batch_is_replaced_only_with_force(resqpy_models, tmp_path):
     again = tmp_path / "again.yaml"
     run_resqmp("batch", "faces", "--grid", block, "--surfaces", block, "-o", again, check=0)
     assert again.read_text().splitlines()[1:] == first.splitlines()[1:]
+
+
+def _run_it(proc) -> list[str]:
+    """The `run it:` line's command, as a shell reads it, without `resqmp`."""
+    import shlex
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("run it: "))
+    words = shlex.split(line[len("run it: "):])
+    assert words[:2] == ["resqmp", "launch"], line
+    return words[1:]
+
+
+def _output_of(words: list[str]) -> Path:
+    return Path(words[words.index("--output") + 1])
+
+
+def _batch_named_like_the_model(tmp_path, block):
+    return tmp_path / "block.yaml"            # the suggestion was block.epc: the input model
+
+
+def _batch_named_like_a_users_file(tmp_path, block):
+    (tmp_path / "faces.epc").write_text("the user's own notes")
+    return tmp_path / "faces.yaml"            # the suggestion was faces.epc: not resqmp's
+
+
+def _batch_file_named_epc(tmp_path, block):
+    return tmp_path / "faces.epc"             # the suggestion was the batch file itself
+
+
+@pytest.mark.parametrize("where", [_batch_named_like_the_model, _batch_named_like_a_users_file, _batch_file_named_epc],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_the_suggested_launch_is_safe_to_run(resqpy_models, tmp_path, where):
+    """`resqmp batch` ends with a `run it:` line: run as it is, it must write a new model, never
+    refuse (an input, a file resqmp did not write) nor touch a file that is not resqmp's."""
+    block = _copy_model(resqpy_models / "block.epc", tmp_path)
+    batch = where(tmp_path, block)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    proc = run_resqmp("batch", "faces", "--grid", block, "--surfaces", block, "-o", batch, check=0)
+    words = _run_it(proc)
+    out = _output_of(words)
+    assert out.name not in before and out != batch, proc.stdout
+    run_resqmp(*words, "--workers", "1", check=0)
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before       # nothing else touched
+    # the batch written again: the model an earlier launch wrote is resqmp's, suggested again
+    again = run_resqmp("batch", "faces", "--grid", block, "--surfaces", block, "-o", batch, "--force", check=0)
+    assert _output_of(_run_it(again)) == out
+
+
+def test_the_example_suggests_a_safe_launch_too(tmp_path):
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "faults.epc").write_text("the user's own model")
+    proc = run_resqmp("example", "--out", folder, "--surfaces", "2", check=0)
+    words = _run_it(proc)
+    assert _output_of(words) != folder / "faults.epc", proc.stdout
+    run_resqmp(*words, "--workers", "1", check=0)
+    assert (folder / "faults.epc").read_text() == "the user's own model"
