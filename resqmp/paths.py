@@ -85,6 +85,19 @@ def shell_word(text: str) -> str:
     return "".join(parts)
 
 
+def absolute_directory(text: str, key: str) -> str:
+    """expand() for a folder the launcher and the workers share (storage.shared_directory): the
+    profile anchored a relative value it holds (profiles.anchored_directory), so a value still
+    relative once expanded (`$SCRATCH/tasks` with SCRATCH=scratch) has nothing to be relative to
+    that every process agrees on: an error naming the key."""
+    expanded = expand(text, key)
+    if not os.path.isabs(expanded):
+        raise ProfileError(f"{key} {text!r}: expands to {expanded!r}, a relative path; write an absolute "
+                           f"path, or one relative to the profile file's folder that starts with no "
+                           f"variable or ~")
+    return expanded
+
+
 def real(path) -> Path:
     """`path` absolute, every symbolic link resolved, as Path.resolve() does, but never raising:
     a loop of links or a path too long stays as far as it resolves, and whatever opens it fails

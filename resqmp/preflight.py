@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 from resqmp.errors import ClusterError, OutputError
 from resqmp.outputs import (h5_of, is_staging_of, new_staging, partial_path, report_path, report_temp,
                             written_files)
-from resqmp.paths import expand, real
+from resqmp.paths import absolute_directory, real
 
 log = logging.getLogger("resqmp")
 
@@ -25,7 +25,7 @@ def shared_directory(profile, output: Path) -> Path:
     folder beside OUT."""
     configured = profile.storage.get("shared_directory")
     if configured:
-        return Path(expand(str(configured), "storage.shared_directory"))
+        return Path(absolute_directory(str(configured), "storage.shared_directory"))
     return output.parent / ".resqmp-tasks"
 
 

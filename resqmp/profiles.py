@@ -210,13 +210,27 @@ def _validate(data: dict, where: str, require_backend: bool) -> None:
         raise ProfileError(f"profile {where}: {describe_schema_error(errors[0])}")
 
 
-def _anchor_uploads(data: dict, folder: Path) -> None:
-    """tasks.upload paths ($VARS and ~ expanded) that are relative are relative to the folder of
-    the profile file that names them, wherever resqmp is run from (merging forgets the file)."""
+def _anchor_paths(data: dict, folder: Path) -> None:
+    """Relative paths in a profile file are relative to the folder of the file that names them,
+    wherever resqmp is run from (merging forgets the file): tasks.upload ($VARS and ~ expanded),
+    and storage.shared_directory (see anchored_directory)."""
     entries = (data.get("tasks") or {}).get("upload")
     if entries:
         data["tasks"]["upload"] = [os.path.normpath(folder / os.path.expanduser(os.path.expandvars(e)))
                                   for e in entries]
+    storage = data.get("storage")
+    if isinstance(storage, dict) and "shared_directory" in storage:
+        storage["shared_directory"] = anchored_directory(storage["shared_directory"], folder)
+
+
+def anchored_directory(value, folder: Path):
+    """A folder's path as written, below `folder` when it is plainly relative. The launcher expands
+    it later (paths.expand: an unset variable is an error then, not now), so a value that starts
+    with a variable or ~ is left to its expansion, which must give an absolute path
+    (paths.absolute_directory); any other relative value is joined as written, $VARS in it kept."""
+    if not isinstance(value, str) or not value or value.startswith(("/", "~", "$")):
+        return value
+    return os.path.join(os.path.abspath(folder), value)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -307,7 +321,7 @@ def load(ref: str, overrides: list[str] | tuple[str, ...] = (), workers: int | N
             raise ProfileError(f"profile {top}: extends cycle: {cycle}")
         data = _read(path)
         _validate(data, str(path), require_backend=False)
-        _anchor_uploads(data, path.parent)
+        _anchor_paths(data, path.parent)
         chain.append(path)
         layers.append(data)
         parent = data.get("extends")
@@ -333,6 +347,8 @@ def load(ref: str, overrides: list[str] | tuple[str, ...] = (), workers: int | N
         command_line.append((f"scaling.workers={workers}", f"--workers {workers}"))
     for item, label in command_line:
         parts, value = parse_set(item)
+        if parts == ["storage", "shared_directory"]:
+            value = anchored_directory(value, Path.cwd())      # the command line's: the current folder
         _apply_set(merged, parts, value, item)
         layer: dict[str, Any] = value
         for part in reversed(parts):

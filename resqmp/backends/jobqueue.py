@@ -43,7 +43,7 @@ from resqmp.backends import diagnostics, jobs, tls
 from resqmp.backends.checks import Checker
 from resqmp.backends.schedulers import NO_LIMIT, SCHEDULERS, Scheduler, whoami
 from resqmp.errors import ClusterError, ProfileError
-from resqmp.paths import expand
+from resqmp.paths import absolute_directory, expand
 from resqmp.worker_env import control_character, shell_exports
 
 log = logging.getLogger(__name__)
@@ -419,7 +419,7 @@ class JobqueueBackend:
             raise ProfileError(f"profile {self.profile.source}: storage.shared_directory must be set for backend "
                                f"{self.profile.backend}: a folder every compute node sees (e.g. under /home or "
                                f"/scratch); task files, TLS files and job logs go there")
-        return expand(str(configured), "storage.shared_directory")
+        return absolute_directory(str(configured), "storage.shared_directory")
 
     @property
     def retries(self) -> int:
