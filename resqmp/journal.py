@@ -10,6 +10,10 @@ Everything in it is checked when it is opened, before any work: a journal that c
 from is refused then (--fresh starts over), never after every task ran again. A file there that
 does not start with resqmp's header is not ours: it is neither resumed from nor replaced, not even
 with --fresh (it may be the user's own file of that name).
+A line that is no result resqmp writes (not JSON, a field of another type, an index outside the
+batch) is refused likewise. A well-formed success counts as done only while its output EPC is a
+file in this run's task folder; any other (no file named, a file gone or elsewhere) is not done:
+its task runs again, and warning() says so in one line.
 """
 from __future__ import annotations
 
@@ -168,7 +172,7 @@ class Journal:
             # resqpy's contract allows it (nothing to merge), but nothing shows the task finished:
             # the same record is what an edit that dropped its file leaves; running it again is safe
             return "a success with no output file"
-        if not os.path.lexists(epc):
+        if not os.path.exists(epc):
             return f"its output {epc} is gone"
         if not self._ours(epc):
             return f"its output {epc} is not in this run's task folder {self.run_dir}"
