@@ -1,0 +1,138 @@
+"""Review of the worker's merge plans (resqmp.splice_plan, resqmp.splice): inputs on which a
+spliced share differed from resqpy's recombination, and plans the launcher applied although they
+could not be applied whole (a traceback instead of the share merged as before). Real tasks on a
+real LocalCluster, group partials written by the workers as in a launch.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import resqpy.model as rq
+
+from resqmp.premerge import manifest_of
+from resqmp.relationships import _id_str
+from test_recombine import assert_identical, resqpy_recombine
+from test_splice import client, faults, recombine, reference, run_tasks  # noqa: F401 - fixtures
+
+_EXT = "obj_EpcExternalPartReference_{}.xml"
+
+
+def _rewrite_manifests(records, edit) -> None:
+    """edit(plan) on every plan of every partial the records name, the manifest rewritten."""
+    for partial in sorted({r["partial"] for r in records if r.get("partial")}):
+        path = manifest_of(partial)
+        manifest = json.loads(path.read_text())
+        for entry in manifest["tasks"].values():
+            if isinstance(entry.get("splice"), dict):
+                entry["splice"] = edit(entry["splice"])
+        path.write_text(json.dumps(manifest))
+
+
+def _with_proxy(plan: dict, new: str) -> dict:
+    """The plan as its worker would have written it had its shadow's HDF5 proxy uuid been `new`
+    (that uuid is random: any value is one a worker may draw)."""
+    old = plan["proxy"]
+    text = json.dumps(plan)
+    text = text.replace(f'Id=\\"{_id_str(old)}\\"', f'Id=\\"{_id_str(new)}\\"').replace(old, new)
+    return json.loads(text)
+
+
+def test_rels_id_of_the_hdf5_proxy_is_resqpys_whatever_the_shadows_proxy(client, faults, tmp_path):
+    """resqpy writes a relationship's Id as the target's uuid, '_'-prefixed when the uuid starts
+    with a digit (fesapi's quirk: an xsd:ID cannot start with one). A new part's rels holds its
+    relationship to the HDF5 proxy; the plan's rels XML names the shadow's proxy, which the
+    launcher replaces by its own: a shadow uuid starting with a letter and the output's with a
+    digit (or the reverse) gave Id="3f..." (or Id="_ab..."), not what resqpy writes. OUT here
+    exists (its proxy uuid known), so both recombinations share the proxy and every entry must
+    be byte for byte resqpy's."""
+    earlier = run_tasks(client, faults["distinct"][:3], tmp_path / "earlier", group_size=1)
+    existing = tmp_path / "earlier.epc"
+    resqpy_recombine(earlier, existing)
+    ours = str(rq.Model(str(existing), quiet=True).h5_uuid())
+    # a shadow proxy whose first character is of the other kind (digit / letter) than OUT's
+    shadow = ("a" if ours[0].isdigit() else "1") + "2345678-aaaa-4bbb-8ccc-0123456789ab"
+    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
+    _rewrite_manifests(records, lambda plan: _with_proxy(plan, shadow))
+    out, recombiner = recombine(records, tmp_path, existing=existing)
+    assert recombiner.merger.spliced >= 3
+    ref = reference(records, tmp_path, existing=existing)
+    with zipfile.ZipFile(out) as a, zipfile.ZipFile(ref) as b:
+        assert a.namelist() == b.namelist()
+        differ = {n: _lines_differing(a.read(n), b.read(n)) for n in a.namelist()
+                  if not n.startswith("docProps") and a.read(n) != b.read(n)}
+    assert differ == {}
+    assert_identical(out, ref)
+
+
+def _lines_differing(ours: bytes, theirs: bytes) -> list[tuple[str, str]]:
+    split = lambda xml: xml.decode().replace("><", ">\n<").splitlines()  # noqa: E731
+    return [(x, y) for x, y in zip(split(ours), split(theirs)) if x != y]
+
+
+def _edit_new(field: int, value):
+    def edit(plan):
+        for entry in plan["new"]:
+            if field != 5 or entry[5] is not None:
+                entry[field] = value(entry[field])
+        return plan
+    return edit
+
+
+@pytest.mark.parametrize("edit", [
+    # a key that is no tuple of scalars: filed as a resident's key, it is hashed later
+    pytest.param(_edit_new(5, lambda key: [key]), id="nested-key"),
+    pytest.param(_edit_new(5, lambda key: {"k": key}), id="dict-key"),
+    # an HDF5 path that is no string: not checked with the partial's paths, then copied as str()
+    pytest.param(lambda plan: {**plan, "h5": plan["h5"] + [7]}, id="h5-number"),
+    pytest.param(lambda plan: {**plan, "h5": plan["h5"] + [None]}, id="h5-null"),
+    pytest.param(lambda plan: {**plan, "h5": "/RESQML/x"}, id="h5-string"),
+    pytest.param(lambda plan: {**plan, "h5": {p: 1 for p in plan["h5"] + ["/RESQML/x"]}}, id="h5-object"),
+])
+def test_a_plan_with_values_of_the_wrong_type_is_declined(client, faults, tmp_path, edit):
+    """Each value of a plan is the launcher's to check before it changes anything: one of an
+    unexpected type declines the plan (the share merged as before), never raises out of the
+    launcher, half-applied."""
+    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
+    _rewrite_manifests(records, edit)
+    out, recombiner = recombine(records, tmp_path)
+    assert recombiner.merger.spliced == 0
+    assert_identical(out, reference(records, tmp_path))
+
+
+def test_a_run_without_consolidation_is_resqpys(client, faults, tmp_path):
+    """consolidate=False: the plans were made consolidating (as the launcher's merge does by
+    default); the launcher does not apply them and the model is resqpy's without consolidation,
+    faults recurring by name kept apart."""
+    from resqmp.recombine import Recombiner
+    records = run_tasks(client, faults["recurring"], tmp_path, group_size=4)
+    out = tmp_path / "out" / "out.epc"
+    out.parent.mkdir()
+    recombiner = Recombiner(out, consolidate=False, task_directory=tmp_path / "tasks")
+    for r in records:
+        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"], r.get("partial"))
+    recombiner.publish()
+    assert recombiner.merger.spliced == 0
+    ref = tmp_path / "ref" / "out.epc"
+    ref.parent.mkdir()
+    resqpy_recombine(records, ref, consolidate=False)
+    assert_identical(out, ref)
+
+
+def test_a_plan_whose_xml_is_not_xml_is_declined(client, faults, tmp_path):
+    """The plan's XML goes into OUT as it is, unparsed: XML that is not well formed (a byte of
+    the manifest changed: JSON still) is no part resqpy would write. The share is merged from
+    the partial as before, not published as an EPC member no reader can parse."""
+    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
+
+    def damage(plan):
+        for entry in plan["new"]:
+            entry[2] = entry[2].replace("</", "<", 1)
+        return plan
+    _rewrite_manifests(records, damage)
+    out, recombiner = recombine(records, tmp_path)
+    assert recombiner.merger.spliced == 0
+    assert_identical(out, reference(records, tmp_path))
