@@ -29,6 +29,7 @@ import resqpy.olio.xml_et as rqet
 from resqmp.consolidate import IndexedConsolidation
 from resqmp.h5_copy import _h5_key
 from resqmp.merge import _EXT
+from resqmp.relationships import _id_str
 from resqmp.splice_plan import VERSION
 from resqmp.task_model import _relate
 
@@ -93,6 +94,9 @@ class Splicer:
         if ext_part is None or ext_part not in forest or rqet.rels_part_name_for_part(ext_part) not in model.rels_forest:
             raise Declined("no HDF5 external part yet")
         ours = str(h5_uuid)
+        # a relationship's Id is the uuid, '_'-prefixed when it starts with a digit (resqpy's
+        # fesapi quirk): the one to the HDF5 proxy takes our proxy's form, not the shadow's
+        proxy_id = (f'Id="{_id_str(shadow_proxy)}"', f'Id="{_id_str(ours)}"')
         new = []
         names = set()
         for content_type, uuid_str, xml, rels, refs, key in plan["new"]:
@@ -104,7 +108,7 @@ class Splicer:
                 raise Declined("a new part is there")
             names.add(name)
             new.append((name, content_type, uuid, xml.replace(shadow_proxy, ours).encode(),
-                        rels.replace(shadow_proxy, ours).encode(),
+                        rels.replace(*proxy_id).replace(shadow_proxy, ours).encode(),
                         [_int(r) for r in refs], None if key is None else tuple(key)))
         shadow_ext = rqet.part_name_for_object(_EXT, shadow_proxy, prefixed=False)
         appends = []

@@ -71,7 +71,10 @@ def fingerprint(epc) -> tuple[list[str], dict[str, str], dict[str, tuple]]:
         def norm(text):
             for i, e in enumerate(exts):
                 # a relationship's Id is the uuid, '_'-prefixed when it starts with a digit
-                # (resqpy's fesapi quirk): the fresh uuid decides that too
+                # (resqpy's fesapi quirk): the fresh uuid decides that too, and the form must be
+                # the one it decides (a spliced rels part once kept its worker's proxy's form)
+                wrong = f'Id="{e}"' if e[0].isdigit() else f'Id="_{e}"'
+                assert wrong not in text, f"{epc}: a relationship to the HDF5 proxy {e} has {wrong}"
                 text = text.replace(f'Id="_{e}"', f'Id="{e}"').replace(e, f"EXT{i}")
             return text.replace(epc.with_suffix(".h5").name, "OUT.h5")
         entries = {}
