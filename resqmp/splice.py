@@ -86,7 +86,7 @@ class Splicer:
             consolidation._catch_up()
             for obj_type, key in plan["queries"]:
                 index = consolidation._type_index(str(obj_type))
-                if index.entries and (not index.keyed or index.candidates(tuple(key))):
+                if index.entries and (not index.keyed or index.candidates(_key(key))):
                     raise Declined("a resident may be equivalent")
         shadow_proxy = str(bu.uuid_from_string(plan["proxy"]))
         h5_uuid = model.h5_uuid()
@@ -109,7 +109,7 @@ class Splicer:
             names.add(name)
             new.append((name, content_type, uuid, xml.replace(shadow_proxy, ours).encode(),
                         rels.replace(*proxy_id).replace(shadow_proxy, ours).encode(),
-                        [_int(r) for r in refs], None if key is None else tuple(key)))
+                        [_int(r) for r in refs], None if key is None else _key(key)))
         shadow_ext = rqet.part_name_for_object(_EXT, shadow_proxy, prefixed=False)
         appends = []
         for resident, rel_id, rel_type, target, avoid in plan["appends"]:
@@ -123,7 +123,9 @@ class Splicer:
             if rels_name not in model.rels_forest:
                 raise Declined("a resident without rels part")
             appends.append((rels_name, str(rel_id), str(rel_type), target, bool(avoid)))
-        paths = [str(p) for p in plan["h5"]]
+        paths = plan["h5"]
+        if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+            raise Declined("an HDF5 path of no string")
         if paths:
             self_h5 = model.h5_file_name(file_must_exist=False)
             existing = merger.h5.out_paths(self_h5)
@@ -167,6 +169,16 @@ def _int(uuid_str: str) -> int:
     if uuid is None:
         raise ValueError(f"not a uuid: {uuid_str!r}")
     return uuid.int
+
+
+def _key(key) -> tuple:
+    """A consolidation key from a plan, a list of scalars (as resqmp.splice_plan._key writes
+    it), as a tuple; ValueError for anything else: a resident filed by it is hashed and compared
+    later, long after the plan was applied."""
+    if not isinstance(key, list) or not all(
+            v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and v == v) for v in key):
+        raise ValueError(f"not a consolidation key: {key!r}")
+    return tuple(key)
 
 
 _PART_INTS: dict[str, int] = {}      # the part names every plan repeats (the batch's grid, CRS...)
