@@ -122,16 +122,27 @@ def test_a_run_without_consolidation_is_resqpys(client, faults, tmp_path):
     assert_identical(out, ref)
 
 
-def test_a_plan_whose_xml_is_not_xml_is_declined(client, faults, tmp_path):
-    """The plan's XML goes into OUT as it is, unparsed: XML that is not well formed (a byte of
-    the manifest changed: JSON still) is no part resqpy would write. The share is merged from
-    the partial as before, not published as an EPC member no reader can parse."""
-    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
-
+def _damage_new(field: int, old: str, new: str):
     def damage(plan):
         for entry in plan["new"]:
-            entry[2] = entry[2].replace("</", "<", 1)
+            entry[field] = entry[field].replace(old, new, 1)
         return plan
+    return damage
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(_damage_new(2, "</", "<"), id="xml-not-xml"),
+    pytest.param(_damage_new(2, "fault", "faulu"), id="title-byte"),
+    pytest.param(_damage_new(3, "sourceObject", "sourceObjecu"), id="rels-type-byte"),
+    pytest.param(lambda plan: {**plan, "appends": [[a[0], a[1], a[2][:-1] + "x", *a[3:]] for a in plan["appends"]]},
+                 id="append-type-byte"),
+])
+def test_a_plan_damaged_where_json_still_reads_is_declined(client, faults, tmp_path, damage):
+    """The plan's XML and relationships go into OUT as they are, unparsed: a byte of the manifest
+    changed where JSON still reads (a disk, a copy; the partial's EPC members have their CRC,
+    the manifest had none) published a member no reader can parse, or a part or relationship
+    resqpy never wrote, in a run that ended well. The share is merged from the partial instead."""
+    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
     _rewrite_manifests(records, damage)
     out, recombiner = recombine(records, tmp_path)
     assert recombiner.merger.spliced == 0
