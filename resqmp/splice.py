@@ -30,7 +30,7 @@ from resqmp.consolidate import IndexedConsolidation
 from resqmp.h5_copy import _h5_key
 from resqmp.merge import _EXT
 from resqmp.relationships import _id_str
-from resqmp.splice_plan import VERSION
+from resqmp.splice_plan import VERSION, checksum
 from resqmp.task_model import _relate
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Splicer:
             self.declined[str(e)] += 1
             log.debug("splice plan declined: %s", e)
             return False
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
             self.declined["malformed plan"] += 1
             log.debug("splice plan malformed: %s: %s", type(e).__name__, e)
             return False
@@ -69,6 +69,8 @@ class Splicer:
         model = merger.model
         if not isinstance(plan, dict) or plan.get("version") != VERSION:
             raise Declined("not a plan of this version")
+        if plan.get("crc") != checksum(plan):
+            raise Declined("a plan damaged (its CRC differs)")
         consolidation = model.consolidation
         if not merger.consolidate or not isinstance(consolidation, IndexedConsolidation) or consolidation.in_progress:
             raise Declined("not a consolidating merge")

@@ -27,7 +27,9 @@ launcher did not check: it saves the launcher the work, not the judgement.
 """
 from __future__ import annotations
 
+import json
 import logging
+import zlib
 from collections import Counter
 
 import resqpy.model as rq
@@ -41,8 +43,16 @@ from resqmp.task_model import _references
 
 log = logging.getLogger(__name__)
 
-#: the plan format; the launcher applies only plans of this version
-VERSION = 1
+#: the plan format; the launcher applies only plans of this version (2: with its "crc")
+VERSION = 2
+
+
+def checksum(plan: dict) -> int:
+    """CRC-32 of `plan` less its "crc", as canonical JSON (what json.loads of the manifest gives
+    back dumps to the same text). The plan's XML and relationships go into OUT as they are,
+    unparsed: a byte of the manifest changed where JSON still reads must not (the partial's EPC
+    members have their CRC in its zip; the manifest has none)."""
+    return zlib.crc32(json.dumps({k: v for k, v in plan.items() if k != "crc"}, sort_keys=True).encode())
 
 
 class _Recording:
@@ -175,6 +185,7 @@ def plan_group(tasks: list[tuple], name: str) -> dict[int, dict]:
             consolidation.recording = relationships.recording = h5.recording = None
         plan = _plan(shadow, merger, task, rec, n0, map0, proxy)
         if isinstance(plan, dict):
+            plan["crc"] = checksum(plan)
             plans[index] = plan
         else:
             log.debug("task %d: no splice plan (%s)", index, plan)

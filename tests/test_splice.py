@@ -117,12 +117,16 @@ def test_adding_to_an_existing_model_checks_the_plans_against_it(client, faults,
 
 
 def _edit_plans(records, edit) -> None:
+    """edit(entry) on every share with a plan, the plan then with its CRC as a worker writes it
+    (a plan made for another model, not one damaged)."""
+    from resqmp.splice_plan import checksum
     for partial in sorted({r["partial"] for r in records if r.get("partial")}):
         path = manifest_of(partial)
         manifest = json.loads(path.read_text())
         for entry in manifest["tasks"].values():
             if "splice" in entry:
                 edit(entry)
+                entry["splice"]["crc"] = checksum(entry["splice"])
         path.write_text(json.dumps(manifest))
 
 

@@ -15,20 +15,24 @@ import resqpy.model as rq
 
 from resqmp.premerge import manifest_of
 from resqmp.relationships import _id_str
+from resqmp.splice_plan import checksum
 from test_recombine import assert_identical, resqpy_recombine
 from test_splice import client, faults, recombine, reference, run_tasks  # noqa: F401 - fixtures
 
 _EXT = "obj_EpcExternalPartReference_{}.xml"
 
 
-def _rewrite_manifests(records, edit) -> None:
-    """edit(plan) on every plan of every partial the records name, the manifest rewritten."""
+def _rewrite_manifests(records, edit, seal: bool = True) -> None:
+    """edit(plan) on every plan of every partial the records name, the manifest rewritten; each
+    plan with its CRC made again (seal: as its worker would have written it) or not (damage)."""
     for partial in sorted({r["partial"] for r in records if r.get("partial")}):
         path = manifest_of(partial)
         manifest = json.loads(path.read_text())
         for entry in manifest["tasks"].values():
             if isinstance(entry.get("splice"), dict):
                 entry["splice"] = edit(entry["splice"])
+                if seal:
+                    entry["splice"]["crc"] = checksum(entry["splice"])
         path.write_text(json.dumps(manifest))
 
 
@@ -143,7 +147,7 @@ def test_a_plan_damaged_where_json_still_reads_is_declined(client, faults, tmp_p
     the manifest had none) published a member no reader can parse, or a part or relationship
     resqpy never wrote, in a run that ended well. The share is merged from the partial instead."""
     records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
-    _rewrite_manifests(records, damage)
+    _rewrite_manifests(records, damage, seal=False)
     out, recombiner = recombine(records, tmp_path)
     assert recombiner.merger.spliced == 0
     assert_identical(out, reference(records, tmp_path))
