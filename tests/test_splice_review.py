@@ -5,6 +5,7 @@ real LocalCluster, group partials written by the workers as in a launch.
 """
 from __future__ import annotations
 
+import copy
 import json
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import resqpy.model as rq
 
 from resqmp.premerge import manifest_of
+from resqmp.recombine import Recombiner
 from resqmp.relationships import _id_str
 from resqmp.splice_plan import checksum
 from test_recombine import assert_identical, resqpy_recombine
@@ -151,3 +153,116 @@ def test_a_plan_damaged_where_json_still_reads_is_declined(client, faults, tmp_p
     out, recombiner = recombine(records, tmp_path)
     assert recombiner.merger.spliced == 0
     assert_identical(out, reference(records, tmp_path))
+
+
+def test_titles_with_entities_and_carriage_returns_are_resqpys(client, tmp_path):
+    """Parts whose XML would not serialise back to the same bytes (an '&', a '<', a CR in a title:
+    epc_store.round_trips) are kept as trees, not spilled; features and interpretations with such
+    names recur within a group and across groups (consolidated as resqpy does, by keys that went
+    through the plan's JSON)."""
+    from resqmp.execute import run_on_client
+    from resqmp.recombine import Recombiner
+    names = ["fault A & B", "fault <C>", "fault\r\nD", "fault A & B", "fault E", "fault\r\nD", "fault <C>",
+             "fault A & B", "fault F", "fault G"]
+    run_dir = tmp_path / "tasks"
+    run_dir.mkdir()
+    found = {}
+    run_on_client(client, "wrappers_for_tests:crs_first_surface", dict(enumerate({"name": n} for n in names)),
+                  str(run_dir), lambda r: found.__setitem__(r["index"], r), group_size=3, premerge=True)
+    records = [found[i] for i in sorted(found)]
+    assert all(r["success"] for r in records)
+    out = tmp_path / "out" / "out.epc"
+    out.parent.mkdir()
+    recombiner = Recombiner(out, task_directory=run_dir)
+    for r in records:
+        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"], r.get("partial"))
+    recombiner.publish()
+    assert recombiner.merger.spliced >= 1
+    assert_identical(out, reference(records, tmp_path))
+
+
+def _leaves(value, path=()):
+    """Paths to every value of a plan (of its top-level lists: the first two entries)."""
+    yield path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value[:2] if len(path) == 1 else value):
+            yield from _leaves(v, path + (i,))
+
+
+def _json_type(value) -> str:
+    return {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object",
+            type(None): "null"}[type(value)]
+
+
+def _in_key(path) -> bool:
+    """Is `path` a value of a consolidation key (a query's or a new part's)?"""
+    return len(path) == 4 and ((path[0] == "queries" and path[2] == 1) or (path[0] == "new" and path[2] == 5))
+
+
+def _replaced(plan, path, value):
+    plan = copy.deepcopy(plan)
+    node = plan
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return plan
+
+
+def test_any_value_of_another_json_type_anywhere_in_a_plan_declines_it(client, faults, tmp_path):
+    """Every value of a real plan (its worker's, sealed with its CRC as a worker would: a worker
+    of another version, a bug) replaced by one of each other JSON type: the launcher declines
+    the plan, changing nothing, and never raises. A rel type of null was written as 'None', an
+    'avoid duplicates' of [] as false, a reference of 0 as a uuid, a key of [] for a
+    triangulated set kept as a hint."""
+    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
+    partial = records[5]["partial"]
+    plan = json.loads(manifest_of(partial).read_text())["tasks"]["5"]["splice"]
+    others = [None, 0, 1.5, True, "x", [], {}, [[]]]
+    made = []
+
+    def launcher():
+        """A launcher that merged tasks 0-4 (task 5's plan applies to it)."""
+        made.append(tmp_path / f"out{len(made)}" / "out.epc")
+        made[-1].parent.mkdir()
+        launcher = Recombiner(made[-1], task_directory=tmp_path / "tasks")
+        for r in records[:5]:
+            launcher.offer(r["index"], r["epc_file"], r["uuid_list"], r.get("partial"))
+        return launcher
+
+    recombiner = launcher()
+    applied, raised = [], []
+    tried = 0
+    for path in _leaves(plan):
+        if path in ((), ("crc",), ("version",)):
+            continue
+        node = plan
+        for p in path:
+            node = node[p]
+        for value in others:
+            if _json_type(value) == _json_type(node):
+                continue
+            if _in_key(path) and _json_type(value) in ("null", "bool", "number", "string"):
+                continue       # a key's values are scalars of any type (a CRS's: strings, booleans, null)
+            bad = _replaced(plan, path, value)
+            bad["crc"] = checksum(bad)
+            share = recombiner.partials.share(partial, 5)
+            share.plan = bad
+            tried += 1
+            try:
+                if recombiner.merger.splice_share(share):
+                    applied.append((path, value))
+                    recombiner.abort()
+                    recombiner = launcher()
+            except Exception as e:   # noqa: BLE001 - what the test is about
+                raised.append((path, value, f"{type(e).__name__}: {e}"))
+                recombiner.abort()
+                recombiner = launcher()
+    recombiner.abort()
+    assert tried > 200
+    assert (applied, raised) == ([], [])
+    # the plan as its worker wrote it applies (the values above were the only change)
+    out2, again = recombine(records, tmp_path, name="whole")
+    assert again.merger.spliced == len(records) - 1
