@@ -26,7 +26,7 @@ from collections import Counter
 import resqpy.olio.uuid as bu
 import resqpy.olio.xml_et as rqet
 
-from resqmp.consolidate import IndexedConsolidation
+from resqmp.consolidate import CONSOLIDATABLE, IndexedConsolidation
 from resqmp.h5_copy import _h5_key
 from resqmp.merge import _EXT
 from resqmp.relationships import _id_str
@@ -71,6 +71,8 @@ class Splicer:
             raise Declined("not a plan of this version")
         if plan.get("crc") != checksum(plan):
             raise Declined("a plan damaged (its CRC differs)")
+        if not _well_typed(plan):
+            raise Declined("a plan value of an unexpected type")
         consolidation = model.consolidation
         if not merger.consolidate or not isinstance(consolidation, IndexedConsolidation) or consolidation.in_progress:
             raise Declined("not a consolidating merge")
@@ -163,9 +165,43 @@ class Splicer:
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
+def _strs(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_key(key) -> bool:
+    """A consolidation key as resqmp.splice_plan._key writes it: a list of scalars, no NaN."""
+    return isinstance(key, list) and len(key) > 0 and all(
+        v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and v == v) for v in key)
+
+
+def _well_typed(plan: dict) -> bool:
+    """Is every value of `plan` of the JSON type resqmp.splice_plan writes there? Values the
+    launcher would otherwise coerce (str(), bool()) into OUT's XML, or file as a resident's key,
+    or hash long after the plan was applied."""
+    if not (isinstance(plan.get("proxy"), str) and _strs(plan.get("present")) and _strs(plan.get("absent"))
+            and isinstance(plan.get("new"), list) and isinstance(plan.get("appends"), list)
+            and isinstance(plan.get("queries"), list) and _strs(plan.get("h5"))):
+        return False
+    for entry in plan["new"]:
+        if not (isinstance(entry, list) and len(entry) == 6 and all(isinstance(v, str) for v in entry[:4])
+                and _strs(entry[4]) and (entry[5] is None or (_is_key(entry[5]) and entry[0][4:] in CONSOLIDATABLE))):
+            return False
+    for entry in plan["appends"]:
+        if not (isinstance(entry, list) and len(entry) == 5 and all(isinstance(v, str) for v in entry[:4])
+                and isinstance(entry[4], bool)):
+            return False
+    for entry in plan["queries"]:
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in CONSOLIDATABLE and _is_key(entry[1])):
+            return False
+    return True
+
+
 def _int(uuid_str: str) -> int:
     """bu.uuid_from_string(uuid_str).int for a uuid string; ValueError if it is none."""
-    if isinstance(uuid_str, str) and _UUID.fullmatch(uuid_str):
+    if not isinstance(uuid_str, str):
+        raise ValueError(f"not a uuid: {uuid_str!r}")
+    if _UUID.fullmatch(uuid_str):
         return int(uuid_str.replace("-", ""), 16)
     uuid = bu.uuid_from_string(uuid_str)
     if uuid is None:
@@ -174,11 +210,9 @@ def _int(uuid_str: str) -> int:
 
 
 def _key(key) -> tuple:
-    """A consolidation key from a plan, a list of scalars (as resqmp.splice_plan._key writes
-    it), as a tuple; ValueError for anything else: a resident filed by it is hashed and compared
-    later, long after the plan was applied."""
-    if not isinstance(key, list) or not all(
-            v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and v == v) for v in key):
+    """A consolidation key from a plan (_is_key) as a tuple; ValueError for anything else: a
+    resident filed by it is hashed and compared later, long after the plan was applied."""
+    if not _is_key(key):
         raise ValueError(f"not a consolidation key: {key!r}")
     return tuple(key)
 

@@ -133,7 +133,7 @@ def _edit_plans(records, edit) -> None:
 @pytest.mark.parametrize("edit, why", [
     (lambda e: e["splice"]["present"].append("obj_LocalDepth3dCrs_00000000-0000-0000-0000-000000000001.xml"),
      "a part taken as there is not"),
-    (lambda e: e["splice"].__setitem__("new", 5), "malformed plan"),
+    (lambda e: e["splice"].__setitem__("new", 5), "a plan value of an unexpected type"),
     (lambda e: e["splice"].__setitem__("version", 0), "not a plan of this version"),
     (lambda e: e["splice"]["appends"].append(["obj_Nothing_00000000-0000-0000-0000-000000000002.xml", "x", "y",
                                               "z", True]), "a relationship to a part not there"),
