@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -264,5 +263,5 @@ def test_any_value_of_another_json_type_anywhere_in_a_plan_declines_it(client, f
     assert tried > 200
     assert (applied, raised) == ([], [])
     # the plan as its worker wrote it applies (the values above were the only change)
-    out2, again = recombine(records, tmp_path, name="whole")
+    _, again = recombine(records, tmp_path, name="whole")
     assert again.merger.spliced == len(records) - 1
