@@ -22,12 +22,13 @@ import json
 import os
 import stat
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from resqmp.errors import BatchError, OutputError
 from resqmp.outputs import journal_path
 
-__all__ = ["Journal", "journal_path"]
+__all__ = ["Journal", "journal_path", "locked_if_there"]
 
 #: the longest a journal line waits for fsync (one fsync per task cost the launcher 0.24 ms/task)
 SYNC_SECONDS = 0.1
@@ -73,6 +74,29 @@ def _written_by_resqmp(data: bytes) -> bool:
     except (ValueError, RecursionError):     # not JSON, not UTF-8, or nested deeper than json reads
         return False
     return isinstance(header, dict) and isinstance(header.get("digest"), str)
+
+
+@contextmanager
+def locked_if_there(output: Path):
+    """OUT's journal, when there is one, locked as a launch locks it, without creating it or
+    changing a byte: yields True while held. False (nothing held) when there is none, it is no
+    regular file, or another launch holds it. A launch whose checks must see OUT as a killed launch
+    left it put back (run.py) holds this; the journal itself is checked and locked by Journal."""
+    try:
+        fd = os.open(journal_path(output), os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
+        held = stat.S_ISREG(os.fstat(fd).st_mode)
+        if held:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                held = False
+        yield held
+    finally:
+        os.close(fd)       # releases the lock
 
 
 class Journal:

@@ -9,6 +9,7 @@ task's merge costs the same whether it is the 10th or the 10,000th (resqpy's gro
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import resqpy.model as rq
 from resqmp.errors import OutputError
 from resqmp.h5_copy import MissingDataset
 from resqmp.merge import Merger, unknown_uuid
-from resqmp.outputs import h5_of, is_staging_of, new_staging
+from resqmp.outputs import create_new, h5_of, is_staging_of, new_staging, partial_path
 from resqmp.premerge import PartialReader
 from resqmp.task_model import DamagedEPC, TreeCache, load_task_model
 
@@ -272,8 +273,11 @@ class Recombiner:
 
     def _move_into_place(self, stage_epc: Path, h5_stage: Path, target: Path) -> None:
         """The old model (EPC first: never an old EPC with a new .h5) goes into the staging folder,
-        which abort() removes; the new one comes in, EPC last. On failure the old one comes back."""
-        replaced = self.staging / "replaced"
+        which abort() removes; the new one comes in, EPC last. On failure the old one comes back.
+        Before any rename, PUBLISHING in the staging folder says what goes where: a launcher killed
+        between two renames leaves a state the next launch on OUT can undo (recover_staging)."""
+        _write_publishing(self.staging, target, h5_stage.exists())
+        replaced = self.staging / REPLACED
         replaced.mkdir()
         moved = []
         try:
@@ -313,19 +317,145 @@ class Recombiner:
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
+#: in a staging folder: where the publish moves the model it replaces (removed with the folder)
+REPLACED = "replaced"
+#: in a staging folder, written before the publish renames anything: {"target": the name the new
+#: EPC goes to (OUT's, or its partial model's), "new_h5": whether a new .h5 goes beside it}
+PUBLISHING = "publishing.json"
+
+
+def _write_publishing(staging: Path, target: Path, new_h5: bool) -> None:
+    fd = create_new(staging / PUBLISHING)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"target": target.name, "new_h5": new_h5}, f)
+        f.flush()
+        os.fsync(f.fileno())       # on disk before the renames it describes (a node that dies)
+
+
 def remove_stale_staging(out: Path) -> None:
-    """Staging folders left by a launcher that was killed: folders named exactly as OUT's
-    (outputs.is_staging_of), never a pattern match that could reach another output's. The caller
-    holds OUT's journal lock, so no other launch is writing them."""
+    """OUT's staging folders left by a launcher that was killed: folders named exactly as OUT's
+    (outputs.is_staging_of), never a pattern match that could reach another output's. One whose
+    publish had begun (it holds REPLACED) goes through recover_staging: the model it was replacing
+    is put back, or the folder is kept and said. The caller holds OUT's journal lock, so no other
+    launch is writing them."""
     try:
         entries = list(os.scandir(out.parent))
     except OSError:
         return
     for entry in entries:
         if is_staging_of(out, entry.name) and entry.is_dir(follow_symlinks=False):
-            if os.path.isdir(os.path.join(entry.path, "replaced")):
-                continue     # a model a failed publish could not put back (its error named it)
-            shutil.rmtree(entry.path, ignore_errors=True)
+            staging = Path(entry.path)
+            if (staging / REPLACED).is_dir() and not (staging / REPLACED).is_symlink():
+                recover_staging(out, staging)
+            else:
+                shutil.rmtree(staging, ignore_errors=True)     # an unfinished model, never published
+
+
+def _publishing(staging: Path) -> dict:
+    """PUBLISHING's content; {} when there is none (a folder an earlier resqmp left) or it is unreadable."""
+    try:
+        data = json.loads((staging / PUBLISHING).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _publish_target(out: Path, staging: Path, plan: dict) -> Path | None:
+    """Where the interrupted publish was putting its model: OUT or OUT's partial model (run.py's
+    _publish), by PUBLISHING, else by the names in the folder; None when that cannot be told."""
+    candidates = (out, partial_path(out))
+    named = [c for c in candidates if plan.get("target") == c.name]
+    if not named and not plan:
+        named = [c for c in candidates if any(os.path.lexists(p) for p in (
+            staging / REPLACED / c.name, staging / REPLACED / h5_of(c).name, staging / c.name))]
+    return named[0] if len(named) == 1 else None
+
+
+def recover_staging(out: Path, staging: Path) -> None:
+    """A staging folder whose publish began (it holds REPLACED) and whose launcher never finished
+    it (killed, its node lost), under OUT's journal lock. Renames in the publish, in order: OUT's
+    EPC, then its .h5, into REPLACED; the new .h5, then the new EPC, from the folder into place
+    (Recombiner._move_into_place). So:
+
+    - the new EPC still in the folder: the publish did not complete. With nothing at the target's
+      EPC, what REPLACED holds is put back (a new .h5 already moved in goes back into the folder
+      first: never the old EPC with the new .h5), one warning line says so, and the folder goes
+      (what is left is an unfinished model; the journal still holds every task of it);
+    - the new EPC gone from the folder: it was renamed into place, the publish completed; the model
+      it replaced is removed as the publish would have, with one warning line;
+    - anything else (something at OUT since the kill, a file that cannot be told old from new):
+      nothing is moved or removed; one warning line names the folder and what to do.
+    """
+    replaced = staging / REPLACED
+    plan = _publishing(staging)
+    try:
+        moved = set(os.listdir(replaced))
+    except OSError as e:
+        return _keep(out, staging, f"it cannot be read ({e.strerror})")
+    target = _publish_target(out, staging, plan)
+    if target is None:
+        if moved:
+            return _keep(out, staging, "resqmp cannot tell which model it replaced")
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    epc, h5 = target, h5_of(target)
+    strangers = sorted(moved - {epc.name, h5.name})
+    if strangers:
+        return _keep(epc, staging, f"it holds files resqmp did not put there ({', '.join(strangers)})")
+    new_epc, new_h5 = staging / epc.name, staging / h5.name
+    if not os.path.lexists(new_epc):
+        # the new EPC left the folder by its rename into place: the publish completed
+        if moved and not os.path.lexists(epc):
+            return _keep(epc, staging, f"the model that publish put at {epc} is not there either")
+        shutil.rmtree(staging, ignore_errors=True)
+        if moved:
+            log.warning("output %s: a launch killed just after it put its model there had left the model it "
+                        "replaced in %s: removed, as that launch would have", epc, staging)
+        return
+    if os.path.lexists(epc):
+        if moved:
+            return _keep(epc, staging, f"{epc} is there again (put there since the launch was killed)")
+        shutil.rmtree(staging, ignore_errors=True)       # nothing was moved yet, or all was put back
+        return
+    # the publish did not complete and nothing is at the target's EPC: put back what it moved
+    aside = None
+    if os.path.lexists(h5) and not os.path.lexists(new_h5):
+        # the .h5 at the target is the new one when the publish had one to move and it is gone from
+        # the folder, or the old one moved aside before it (the old .h5 is moved before the new)
+        new_in_place = plan.get("new_h5")
+        if new_in_place is None and h5.name in moved:
+            new_in_place = True          # the old .h5 is in REPLACED: what is at its name came after
+        if new_in_place is None:
+            return _keep(epc, staging, f"resqmp cannot tell whether {h5} is the old model's .h5 or the new one's")
+        if new_in_place:
+            aside = new_h5
+        elif h5.name in moved:           # neither the old .h5 (in REPLACED) nor a new one (there was none)
+            return _keep(epc, staging, f"{h5} is there again (put there since the launch was killed)")
+    elif os.path.lexists(h5) and h5.name in moved:
+        return _keep(epc, staging, f"{h5} is there again (put there since the launch was killed)")
+    try:
+        if aside is not None:
+            os.rename(h5, aside)
+        for name in (h5.name, epc.name):         # the EPC last: never an EPC without its .h5
+            if name in moved:
+                os.rename(replaced / name, target.with_name(name))
+    except OSError as e:
+        return _keep(epc, staging, f"putting it back failed ({e.strerror})")
+    if moved:
+        log.warning("output %s: restored the model a killed launch had moved aside while putting its own "
+                    "in place (from %s: %s)%s", epc, replaced, ", ".join(sorted(moved)),
+                    f"; the new .h5 it had put at {h5} was taken back out" if aside is not None else "")
+    elif aside is not None:
+        log.warning("output %s: a launch killed while putting its model there had moved only its new .h5 "
+                    "to %s: taken back out", epc, h5)
+    shutil.rmtree(staging, ignore_errors=True)      # the unfinished model: the journal resumes it
+
+
+def _keep(target: Path, staging: Path, why: str) -> None:
+    """One warning line: the folder is kept, why, and what the user can do."""
+    log.warning("output %s: a launch killed while putting its model in place left the model it was replacing "
+                "in %s; %s, so it is kept: to have that model back, move its .epc and .h5 to %s yourself, "
+                "then remove %s", target, staging / REPLACED, why, target.parent, staging)
 
 
 # errno -> what the user reads: the causes that are about OUT's filesystem, not a bug

@@ -21,7 +21,7 @@ from resqmp import interrupts, perf_report, preflight, profiles, upload
 from resqmp.backends import for_profile
 from resqmp.errors import ClusterError, ExitCode, Interrupted, OutputError, ResqmpError
 from resqmp.execute import run_on_client
-from resqmp.journal import Journal
+from resqmp.journal import Journal, locked_if_there
 from resqmp.outputs import h5_of, partial_path, written_files
 from resqmp.paths import named_path
 from resqmp.progress import ProgressReport
@@ -66,6 +66,7 @@ class RunState:
     previous: dict | None = None         # the report of the run that wrote OUT, if resqmp's
     perf: Path | None = None             # --performance-report
     code: tuple = ()                     # uploads (resqmp.upload), shipped to every worker
+    staging_tidied: bool = False         # OUT's stale staging folders dealt with before the checks
     results: dict[int, dict] = field(default_factory=dict)     # final record by task index
     summary: dict = field(default_factory=dict)                # the report's summary
 
@@ -113,6 +114,8 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     preflight.check_inputs_untouched(out, batch, run_dir)
     preflight.check_log_file(profile, out, batch)    # every worker appends to it
     preflight.check_task_directory(out, run_dir)
+    # what a launcher killed mid-publish left is put back before OUT's files are judged
+    staging_tidied = _tidy_staging_before_checks(out)
     previous = preflight.check_ownership(out, overwrite)
     made = preflight.check_shared_directory(shared)
     try:
@@ -123,7 +126,7 @@ def launch(profile_ref: str, batch_path: str, output: str, overrides: tuple[str,
     try:
         keep = profile.storage.get("keep_task_files", False) if keep_task_files is None else keep_task_files
         run = RunState(profile, backend, batch, out, shared, run_dir, journal, started, t0, keep, overwrite,
-                       previous, perf, code)
+                       previous, perf, code, staging_tidied=staging_tidied)
         return _launch_locked(run, fresh, progress)
     finally:
         journal.close()
@@ -133,7 +136,8 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
     profile, batch, out, journal = run.profile, run.batch, run.out, run.journal
     if fresh:
         shutil.rmtree(run.run_dir, ignore_errors=True)
-    remove_stale_staging(out)     # left by a launcher that was killed; ours: we hold OUT's journal lock
+    if not run.staging_tidied:    # left by a launcher that was killed; ours: we hold OUT's journal lock
+        remove_stale_staging(out)
     _remove_set_aside(run.run_dir)
 
     results = run.results
@@ -305,6 +309,18 @@ def _remove_set_aside(run_dir: Path) -> None:
         if (entry.name.startswith(run_dir.name + ASIDE) and len(tail) == 8
                 and all(c in "0123456789abcdef" for c in tail) and entry.is_dir(follow_symlinks=False)):
             shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _tidy_staging_before_checks(out: Path) -> bool:
+    """OUT's staging folders left by killed launchers, dealt with (remove_stale_staging) before OUT's
+    files are checked, under OUT's existing journal's lock: a publish a killed launcher left half
+    done had moved OUT's model aside (OUT missing, or a new .h5 there without its EPC: the ownership
+    check would call it a file resqmp did not write) and its journal is still there. False when it
+    could not be done here (no journal, or a launch holds it): the locked launch does it then."""
+    with locked_if_there(out) as held:
+        if held:
+            remove_stale_staging(out)
+        return held
 
 
 def _publish(recombiner: Recombiner, out: Path, complete: bool, overwrite: bool) -> Path | None:
