@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from resqmp import datafile
 from resqmp.errors import BatchError
+from resqmp.outputs import left_aside_hint
 from resqmp.paths import named_path, real
 
 PATH_SUFFIXES = ("_epc", "_file", "_path", "_dir")
@@ -253,7 +254,7 @@ def check_inputs_exist(batch: Batch) -> None:
         epcs = [v for k, v in kwargs.items() if k.endswith("_epc") and isinstance(v, str)]
         for key, value in kwargs.items():
             if key.endswith("_epc") and isinstance(value, str) and not os.path.isfile(value):
-                raise BatchError(f"{label}: {key} {value}: file not found")
+                raise BatchError(f"{label}: {key} {value}: file not found{left_aside_hint(value)}")
         if not epcs:
             continue
         for key, value in kwargs.items():

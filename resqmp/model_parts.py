@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resqmp.errors import BatchError
+from resqmp.outputs import left_aside_hint
 
 GRID_TYPE = "IjkGridRepresentation"
 SURFACE_TYPES = {"triangulated": ("TriangulatedSetRepresentation",), "pointset": ("PointSetRepresentation",),
@@ -46,7 +47,7 @@ def open_model(epc: str | Path, role: str):
     import resqpy.model as rq
     path = Path(epc).expanduser()
     if not path.exists():
-        raise BatchError(f"{role} {epc}: not found")
+        raise BatchError(f"{role} {epc}: not found{left_aside_hint(path)}")
     if not path.is_file():
         raise BatchError(f"{role} {epc}: not a file")
     try:

@@ -59,6 +59,37 @@ def is_staging_of(out: Path, name: str) -> bool:
     return re.fullmatch(re.escape(f".{out.stem}.staging-") + f"[0-9a-f]{{{_STAGING_TOKEN}}}", name) is not None
 
 
+def left_aside(epc: Path) -> tuple[Path, Path] | None:
+    """Where a launcher killed while putting a new model in place left the model that was at `epc`
+    (an OUT, or an OUT's partial model): (that OUT, the file in its staging folder's replaced/),
+    which the next launch on that OUT puts back (recombine.recover_staging); None when there is
+    none. For "not found" errors about an EPC."""
+    outs = [epc]
+    if epc.name.endswith(".partial.epc"):
+        outs.append(epc.with_name(epc.name[:-len(".partial.epc")] + ".epc"))
+    try:
+        names = sorted(os.listdir(epc.parent))
+    except OSError:
+        return None
+    for out in outs:
+        if out == epc or partial_path(out) == epc:
+            for name in names:
+                aside = epc.parent / name / "replaced" / epc.name
+                if is_staging_of(out, name) and os.path.lexists(aside):
+                    return out, aside
+    return None
+
+
+def left_aside_hint(epc: str | os.PathLike) -> str:
+    """'' or, for an EPC not found, where a killed launch left it and what puts it back."""
+    found = left_aside(Path(os.path.abspath(os.path.expanduser(epc))))
+    if found is None:
+        return ""
+    out, aside = found
+    return (f" (a resqmp launch writing it was killed while putting a new model there; the model that was "
+            f"there is in {aside.parent}: the next `resqmp launch --output {out}` puts it back)")
+
+
 def written_files(out: Path) -> dict[str, Path]:
     """Every file a launch on OUT may create or replace, by what it is."""
     partial = partial_path(out)
