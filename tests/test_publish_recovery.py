@@ -250,7 +250,7 @@ def test_a_folder_an_earlier_resqmp_left_without_its_plan_is_recovered_when_its_
     before = digest(out, h5)
     killed_launch(tmp_path, new_batch, out, "rename:4")      # old EPC and .h5 aside, the new .h5 in place
     [staging] = stagings(out)
-    (staging / "publishing.json").unlink()
+    (staging / "publishing.json").unlink(missing_ok=True)     # none on an earlier resqmp
     proc = launch(other_batch(work), out)
     assert proc.returncode == ExitCode.BATCH, proc.stderr
     assert digest(out, h5) == before and not stagings(out)
@@ -268,7 +268,7 @@ def test_a_state_that_cannot_be_told_keeps_everything_and_says_where(work, tmp_p
     before = digest(out, h5)
     killed_launch(tmp_path, new_batch, out, "rename:2")      # the old EPC aside, its .h5 in place
     [staging] = stagings(out)
-    (staging / "publishing.json").unlink()
+    (staging / "publishing.json").unlink(missing_ok=True)     # none on an earlier resqmp
     (staging / "faults.h5").unlink()                         # as if the new model had no .h5
     for _ in range(2):                                       # each launch says it, none moves anything
         proc = launch(other_batch(work), out)
