@@ -145,6 +145,7 @@ COMPONENTS = [
     ("merge: serialise part XML", "resqmp.merge", "Merger._serialise_new_parts"),
     ("merge: serialise part XML", "resqmp.epc_store", "SerialisedParts.serialise_new_parts"),
     ("merge: disk-room check", "resqmp.preflight", "check_room"),
+    ("merge: disk-room check", "resqmp.preflight", "RoomCheck.__call__"),
     ("journal (JSON line + fsync)", "resqmp.journal", "Journal.record"),
     ("progress lines", "resqmp.progress", "ProgressReport.advance"),
     ("publish (EPC written at the end)", "resqmp.recombine", "Recombiner.publish"),

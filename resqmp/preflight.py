@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import stat
+import time
 import zipfile
 from pathlib import Path
 from xml.etree import ElementTree
@@ -306,19 +307,55 @@ def check_ownership(output: Path, overwrite: bool) -> dict | None:
 ROOM_MARGIN = 1 << 20      # bytes kept free beyond what one merge can write
 
 
+#: with at least this much free at OUT, the free space read up to a second ago (less what the
+#: merges since may have written) stands for the filesystem's: one statvfs a second, not one a task
+ROOM_PLENTY = 1 << 30
+ROOM_READ_EVERY = 1.0
+
+
+class RoomCheck:
+    """check_room for one run's merges: the same refusal, the filesystem asked at most once a
+    second while more than ROOM_PLENTY would remain (every time below that)."""
+
+    def __init__(self, output: Path):
+        self.output = output
+        self._free: int | None = None       # free bytes last read, less what merges since needed
+        self._read_at = 0.0
+
+    def __call__(self, task_epc: str | None) -> None:
+        if not task_epc:
+            return
+        needed = _needed(task_epc)
+        now = time.monotonic()
+        if self._free is None or self._free - needed < ROOM_PLENTY or now - self._read_at >= ROOM_READ_EVERY:
+            self._free, self._read_at = shutil.disk_usage(self.output.parent).free, now
+        _refuse_without_room(self.output, self._free, needed)
+        self._free -= needed
+
+
 def check_room(output: Path, task_epc: str | None) -> None:
     """Before a task's output is merged: OUT's filesystem must hold at least that task's files.
     HDF5 does not fail cleanly on a full disk (errors surface as RuntimeError and crashes at
     exit), so a merge must not start without room."""
     if not task_epc:
         return
+    needed = _needed(task_epc)
+    _refuse_without_room(output, shutil.disk_usage(output.parent).free, needed)
+
+
+def _needed(task_epc: str) -> int:
+    """What merging the task's files can write at most: their size, and a margin."""
     needed = ROOM_MARGIN
-    for part in (Path(task_epc), Path(task_epc).with_suffix(".h5")):
+    task_epc = str(task_epc)
+    for part in (task_epc, task_epc[:-4] + ".h5" if task_epc.endswith(".epc") else str(Path(task_epc).with_suffix(".h5"))):
         try:
-            needed += part.stat().st_size
-        except OSError:
+            needed += os.stat(part).st_size
+        except (OSError, ValueError):
             pass
-    free = shutil.disk_usage(output.parent).free
+    return needed
+
+
+def _refuse_without_room(output: Path, free: int, needed: int) -> None:
     if free < needed:
         raise OutputError(f"output {output}: no space left on device ({free // 1024} KiB free, "
                           f"a merge needs up to {needed // 1024} KiB); nothing was written at OUT, "

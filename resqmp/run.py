@@ -161,9 +161,10 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
         recombiner = Recombiner(out, task_directory=run.run_dir, warn_damaged=False)
 
         rerun: dict[int, dict] = {}      # journaled tasks whose output is damaged: they run again now
+        room = preflight.RoomCheck(out)
 
         def merge(i: int, result: dict, resumed: bool = False) -> None:
-            preflight.check_room(out, result["epc_file"])
+            room(result["epc_file"])
             # a journaled result found damaged is not left out but run again in this run: nothing
             # after it is merged until its new result is (the merge stays in task order)
             recombiner.offer(i, result["epc_file"], result["uuid_list"], result.get("partial"), rerunnable=resumed)
