@@ -19,9 +19,13 @@ KILLED_WHILE_RECORDING = """
 import os, signal, sys
 from pathlib import Path
 from resqmp.journal import Journal
-journal = Journal(Path(sys.argv[1]), "digest", Path(sys.argv[2]), 500)
+run = Path(sys.argv[2])
+journal = Journal(Path(sys.argv[1]), "digest", run, 500)
 for i in range(500):
-    journal.record({"index": i, "success": True, "epc_file": None, "uuid_list": [], "traceback": "x"})
+    epc = run / f"t{i}" / "wrapper.epc"      # a success counts as done only with its output there
+    epc.parent.mkdir(parents=True)
+    epc.write_bytes(b"")
+    journal.record({"index": i, "success": True, "epc_file": str(epc), "uuid_list": [], "traceback": "x"})
 os.kill(os.getpid(), signal.SIGKILL)      # no close: the last fsync has not run
 """
 
@@ -37,6 +41,7 @@ def test_a_killed_launcher_loses_no_journal_line(tmp_path):
     journal = Journal(out, "digest", tmp_path / "run", 500)
     try:
         assert sorted(journal.done) == list(range(500))
+        assert journal.warning() is None
         assert all("traceback" not in r for r in journal.done.values())
     finally:
         journal.close()
