@@ -198,25 +198,23 @@ def test_slurm_reads_each_form_as_resqmp_does(slurm, hpc_workdir, tmp_path):
     """What start() submits for each form (held, so it takes no slot): SLURM's TimeLimit is the
     form's seconds, rounded up to whole minutes as SLURM does; forms resqmp refuses, sbatch refuses."""
     name = unique("wt-")
-    for walltime, seconds in FORMS["slurm"].items():
-        p, _ = load(PROFILES["slurm"], walltime, "profile", tmp_path, 'cluster.job_extra_directives=["--hold"]',
+
+    def held_time_limit(walltime: str, how: str) -> str:
+        """SLURM's TimeLimit of the worker job start() submits (held) for this walltime."""
+        p, _ = load(PROFILES["slurm"], walltime, how, tmp_path, 'cluster.job_extra_directives=["--hold"]',
                     f"cluster.job_name={name}", f"cluster.log_directory={hpc_workdir}/logs")
         cluster = for_profile(p, worker_environment(p)).start()
         try:
             job = _submitted_job(cluster)
-            limit = wait_until(lambda: _slurm_jobs(name).get(job, {}).get("TimeLimit"), 30)
+            return wait_until(lambda: _slurm_jobs(name).get(job, {}).get("TimeLimit"), 30)
         finally:
             cluster.close()
+
+    for walltime, seconds in FORMS["slurm"].items():
+        limit = held_time_limit(walltime, "profile")
         assert _slurm_seconds(limit) == -(-seconds // 60) * 60, (walltime, limit)
     for walltime in NO_LIMIT["slurm"]:       # the CI partition's MaxTime is INFINITE
-        p, _ = load(PROFILES["slurm"], walltime, "profile quoted", tmp_path, 'cluster.job_extra_directives=["--hold"]',
-                    f"cluster.job_name={name}", f"cluster.log_directory={hpc_workdir}/logs")
-        cluster = for_profile(p, worker_environment(p)).start()
-        try:
-            job = _submitted_job(cluster)
-            limit = wait_until(lambda: _slurm_jobs(name).get(job, {}).get("TimeLimit"), 30)
-        finally:
-            cluster.close()
+        limit = held_time_limit(walltime, "profile quoted")
         assert limit == "UNLIMITED", (walltime, limit)
     for walltime in REFUSED["slurm"]:
         proc = sh("sbatch", "--hold", "-t", walltime, "-J", name, "--wrap", "true")
