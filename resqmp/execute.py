@@ -33,9 +33,10 @@ from resqmp.tasks import pickled, run_task
 log = logging.getLogger(__name__)
 
 #: the most tasks `auto` puts in one Dask task: Dask's client, scheduler and comms cost the
-#: launcher a few ms per Dask task whatever its length (issue 11: the launcher's CPU per task);
-#: AUTO_GROUP_SECONDS and AUTO_TASKS_PER_WORKER keep bigger groups short and the batch's end balanced
-AUTO_MAX_GROUP = 16
+#: launcher ~8 ms of CPU per Dask task whatever its length (issue 11: 0.5 ms per task in groups
+#: of 16, 0.25 in groups of 32); AUTO_GROUP_SECONDS and AUTO_TASKS_PER_WORKER keep bigger groups
+#: short and the batch's end balanced, so this cap only matters for big batches of short tasks
+AUTO_MAX_GROUP = 64
 #: `auto` groups only when each worker has at least this many tasks per task in a group
 AUTO_TASKS_PER_WORKER = 16
 #: `auto` keeps a group shorter than this: Dask's few ms per task matter next to tasks of tens of
@@ -48,7 +49,7 @@ AUTO_PROBE_PER_WORKER = 3
 
 
 def auto_group_size(n_tasks: int, workers: int, task_seconds: float | None = None) -> int:
-    """max(1, min(16, n_tasks // (16 × workers))): groups only when every worker has many tasks,
+    """max(1, min(64, n_tasks // (16 × workers))): groups only when every worker has many tasks,
     so the imbalance at the end of the batch (a worker still busy with a whole group while the
     others are idle) stays a small share of the run. Given the measured seconds of a task, also
     no more tasks than fit in AUTO_GROUP_SECONDS."""

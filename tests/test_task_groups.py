@@ -31,8 +31,9 @@ LOGGED = "wrappers_for_tests:logged_wrapper"
 # --- the auto rule ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n_tasks, workers, size", [
-    (1024, 2, 16),     # the benchmark: 512 tasks per worker
-    (64, 2, 2), (63, 2, 1), (96, 2, 3), (128, 2, 4), (256, 2, 8), (512, 2, 16), (10_000, 2, 16),
+    (1024, 2, 32),     # the benchmark: 512 tasks per worker
+    (64, 2, 2), (63, 2, 1), (96, 2, 3), (128, 2, 4), (256, 2, 8), (512, 2, 16), (2047, 2, 63),
+    (2048, 2, 64), (10_000, 2, 64),
     (32, 1, 2), (31, 1, 1), (8, 2, 1), (1, 1, 1), (0, 2, 1),
     (1024, 64, 1), (2048, 64, 2),
     (100, 0, 6),       # a cluster with no worker yet counts as one
@@ -44,8 +45,8 @@ def test_auto_rule(n_tasks, workers, size):
 
 
 @pytest.mark.parametrize("task_seconds, size", [
-    (None, 16), (0.044, 16),    # find-faces in the benchmark: 22 fit in a second
-    (0.09, 11),
+    (None, 32), (0.044, 22),    # find-faces in the benchmark: 22 fit in a second
+    (0.02, 32), (0.09, 11),
     (0.3, 3), (0.5, 2), (0.6, 1), (30.0, 1), (float("inf"), 1),
 ])
 def test_auto_keeps_a_group_within_a_second_of_work(task_seconds, size):
