@@ -9,6 +9,7 @@ datasets are copied as stored (H5Ocopy), which is what ``create_dataset(data=...
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import h5py
 
@@ -45,6 +46,7 @@ class H5Copier:
         self._out_paths: set[str] = set()      # what the output holds, as h5py's visit() names it
         self._groups: set[str] = set()         # group paths, as copy_paths builds them, known to be there
         self.datasets = 0                      # datasets copied so far
+        self.groups = 0                        # of which in groups copied whole (copy_groups)
         self.plain: set[str] | None = None     # when a set: output keys copied as stored (plain datasets)
 
     def copy_paths(self, file_in: str, file_out: str, paths: list[str], plain: set[str] | frozenset = frozenset()) -> int:
@@ -103,6 +105,58 @@ class H5Copier:
         self.datasets += count
         return count
 
+    def copy_groups(self, file_in: str, file_out: str, groups: dict[str, list[str]]) -> int:
+        """Copy each group of file_in whole (one H5Ocopy: its datasets, as stored, and the groups
+        between), as copy_paths would copy its datasets one by one; `groups`: group path -> the
+        paths of the datasets it holds, which the caller checked are all it holds (H5Tree.holds_only)
+        and plain. Returns how many datasets were copied. A group the output holds already
+        is the caller's error (ValueError, nothing copied): copy_paths adds to a group, this cannot."""
+        assert file_out != file_in, 'identical input and output files specified for hdf5 copy'
+        fp_out = self._out_file(file_out)
+        if not groups:
+            return 0
+        fp_in = self._in_file(file_in)
+        existing = self._out_paths
+        keys = {group: _h5_key(group) for group in groups}
+        if any(key in existing for key in keys.values()):
+            raise ValueError(f'HDF5 group(s) already in {file_out}: {sorted(k for k in keys.values() if k in existing)}')
+        count = 0
+        for group, paths in groups.items():
+            build = ''
+            parts = [w for w in group.split('/') if w]
+            for w in parts[:-1]:        # the groups above it, as copy_paths makes them
+                build += '/' + w
+                if build not in self._groups:
+                    if _h5_key(build) not in existing:
+                        _create_group(fp_out, build)
+                        existing.add(_h5_key(build))
+                    self._groups.add(build)
+            build += '/' + parts[-1]
+            h5py.h5o.copy(fp_in.id, group.encode(), fp_out.id, build.encode(), copypl=_COPY_PLAIN)
+            for path in paths:          # what it brought: its datasets and the groups on their way
+                key = _h5_key(path)
+                existing.add(key)
+                if self.plain is not None:
+                    self.plain.add(key)
+                i = key.rfind('/')
+                while i > 0 and key[:i] not in existing:
+                    existing.add(key[:i])
+                    i = key.rfind('/', 0, i)
+            existing.add(keys[group])
+            count += len(paths)
+            self.groups += 1
+        self.datasets += count
+        return count
+
+    @staticmethod
+    def copies_as_stored() -> bool:
+        """Are plain datasets copied as stored (resqpy's default: no chunking asked for)? Only
+        then is a group copy what copy_paths would do."""
+        chunks = whdf5.global_default_chunks
+        if whdf5.global_default_compression is not None and chunks is None:
+            chunks = 'auto'
+        return chunks is None or chunks == 'none'
+
     def check_input(self, file_in: str, paths) -> set[str]:
         """Open file_in, the input the next copy_paths calls read, and check that each of `paths`
         names a dataset there; returns the keys of the plain ones (copy_paths' `plain`). Raises
@@ -128,6 +182,11 @@ class H5Copier:
     def out_paths(self, file_out: str) -> set[str]:
         """What the output file `file_out` holds (h5py's visit() names), the file opened if not yet."""
         self._out_file(file_out)
+        return self._out_paths
+
+    @property
+    def held(self) -> set[str]:
+        """What the output file holds, as known since this copier opened it (nothing before)."""
         return self._out_paths
 
     def close_input(self) -> None:
@@ -165,6 +224,69 @@ class H5Copier:
             self._in = h5py.File(name, 'r')
             self._in_name = name
         return self._in
+
+
+class H5Tree:
+    """The names an HDF5 file holds (h5py's visit() form) and how many lie under each group: enough
+    to tell, without opening anything, whether a group holds only given datasets (so one copy of
+    the group copies exactly those)."""
+
+    def __init__(self, names):
+        self.names = set(names)
+        self.under: Counter = Counter()
+        for name in self.names:
+            i = name.rfind('/')
+            while i > 0:
+                self.under[name[:i]] += 1
+                i = name.rfind('/', 0, i)
+
+    @classmethod
+    def of_file(cls, fp) -> "H5Tree":
+        """The tree of the open h5py File `fp` (links count: a name is what a copy would find)."""
+        names = []
+        getattr(fp, 'visit_links', fp.visit)(names.append)
+        return cls(names)
+
+    def holds_only(self, group: str, paths) -> bool:
+        """Does `group` hold the datasets `paths` (all of them under it), the groups leading to
+        them, and nothing else?"""
+        key = _h5_key(group)
+        if not key:
+            return False
+        prefix = key + '/'
+        expected = set()
+        for path in paths:
+            k = _h5_key(path)
+            if not k.startswith(prefix) or k not in self.names or k in self.under:    # under: a group
+                return False
+            expected.add(k)
+            i = k.rfind('/')
+            while i > len(key):
+                expected.add(k[:i])
+                i = k.rfind('/', 0, i)
+        return bool(expected) and self.under.get(key, 0) == len(expected)
+
+
+def whole_groups(paths: list[str], tree: H5Tree, plain) -> dict[str, list[str]]:
+    """The groups of `tree`'s file that hold only some of `paths` (datasets, all plain: in
+    `plain`, by key), each the highest such above its datasets: group path -> its paths, in the
+    order of `paths`. Copying those groups whole and the other paths one by one copies `paths`."""
+    keys = [_h5_key(p) for p in paths]
+    groups: dict[str, list[str]] = {}
+    covered: set[str] = set()
+    for key in keys:
+        if key in covered or key not in plain:
+            continue
+        parts = key.split('/')
+        for depth in range(1, len(parts)):
+            prefix = '/'.join(parts[:depth]) + '/'
+            mine = [p for p, k in zip(paths, keys) if k.startswith(prefix)]
+            if all(_h5_key(p) in plain and _h5_key(p) not in covered for p in mine) \
+                    and tree.holds_only(prefix[:-1], mine):
+                groups['/' + prefix[:-1]] = mine
+                covered.update(_h5_key(p) for p in mine)
+                break
+    return groups
 
 
 def _create_group(fp_out, name: str) -> None:

@@ -165,7 +165,7 @@ class Merger:
         if self._splicer is None:
             from resqmp.splice import Splicer
             self._splicer = Splicer(self)
-        return self._splicer.splice(share.plan, share.h5, share.plain)
+        return self._splicer.splice(share.plan, share.h5, share.plain, share.tree)
 
     @property
     def spliced(self) -> int:

@@ -56,6 +56,7 @@ import resqpy.model._catalogue as m_c
 import resqpy.olio.consolidation as cons
 import resqpy.olio.uuid as bu
 
+from resqmp.h5_copy import H5Tree
 from resqmp.merge import _EXT, Merger, unknown_uuid
 from resqmp.outputs import create_new, h5_of
 from resqmp.splice_plan import plan_group
@@ -198,6 +199,7 @@ def _write(shares: list[dict], epc: Path) -> list[dict]:
                 task.h5_release()
             held.append(r)
             tasks.append((r["index"], task, r["uuid_list"], stored))
+        written = H5Tree(merger.h5.held)         # what the partial's HDF5 file holds
         merger.close()
         merger.store_epc(str(epc))
         manifest["plain"] = sorted(merger.h5.plain)      # the launcher copies these without checking
@@ -206,7 +208,8 @@ def _write(shares: list[dict], epc: Path) -> list[dict]:
         model.h5_release()
     try:
         # the shadow's name: beside the partial, in the private folder; never a file
-        for index, plan in plan_group(tasks, str(epc.with_name(epc.stem + "-shadow.epc"))).items():
+        for index, plan in plan_group(tasks, str(epc.with_name(epc.stem + "-shadow.epc")),
+                                      partial=(written, merger.h5.plain)).items():
             manifest["tasks"][str(index)]["splice"] = plan
     except Exception as e:   # noqa: BLE001 - plans only save the launcher work: it merges without
         log.warning("group partial %s: no splice plans (%s: %s); the launcher merges its shares without",
@@ -316,17 +319,20 @@ def _plan_paths(plan: dict) -> list:
     return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
 
 
-def _paths_problem(h5: Path, paths: list[str]) -> str | None:
-    """Why the partial's HDF5 file cannot give each of `paths` (the arrays its shares' plans
-    copy), or None; as _h5_problem, for the paths the plans name."""
+def _tree_problem(h5: Path, paths: list[str]) -> tuple[str | None, H5Tree | None]:
+    """(Why the partial's HDF5 file cannot give each of `paths` (the arrays its shares' plans
+    copy) or None, what it holds): as _h5_problem, for the paths the plans name, by name (one
+    visit of the file; each a dataset, not a group), with the tree for the plans' group copies."""
     try:
         with h5py.File(h5, "r") as f:
-            for path in paths:
-                if not path or not _is_dataset(f, path):
-                    return f"lacks the dataset {path}"
-    except (OSError, ValueError) as e:
-        return f"cannot be read ({e})"
-    return None
+            tree = H5Tree.of_file(f)
+    except (OSError, ValueError, RuntimeError) as e:
+        return f"cannot be read ({e})", None
+    for path in paths:
+        key = "/".join(w for w in path.split("/") if w)
+        if not key or key not in tree.names or key in tree.under:
+            return f"lacks the dataset {path}", None
+    return None, tree
 
 
 def _is_dataset(f, path: str) -> bool:
@@ -349,6 +355,7 @@ class Share:
     plan: dict | None = None             # the worker's plan of the launcher's merge (resqmp.splice_plan)
     h5: str = ""                         # the partial's HDF5 file (what a plan's arrays are copied from)
     index: int = -1                      # the task's index
+    tree: H5Tree | None = None           # what the partial's HDF5 file holds (read for its plans)
 
 
 class PartialReader:
@@ -369,6 +376,7 @@ class PartialReader:
         self._proxy = ""
         self._plain: set[str] = set()
         self._h5 = ""                    # the partial's HDF5 file, by its held-open path
+        self._tree: H5Tree | None = None  # what that file holds (when its shares have plans)
         self._planned = False            # its shares' plans are to be tried first (model not loaded)
         self._refused: set[str] = set()  # partials not read (said once each)
         self._folder_refused = False     # the folder is not the user's alone: no partial is read
@@ -390,7 +398,8 @@ class PartialReader:
             related = None if plan is not None else _related(entry)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None               # not this task's share as premerge_group writes it
-        return Share(self.model, uuids, related, self._stored, self._proxy, self._plain, plan, self._h5, index)
+        return Share(self.model, uuids, related, self._stored, self._proxy, self._plain, plan, self._h5, index,
+                     self._tree)
 
     def with_model(self, share: Share) -> Share | None:
         """`share` with the partial's model, loaded now if it was not (a partial whose shares have
@@ -406,7 +415,7 @@ class PartialReader:
                                    not self._load(self.path, held_open(self._fd) / Path(self.path).name)):
             return None
         return Share(self.model, share.uuids, related, self._stored, self._proxy, self._plain, share.plan, self._h5,
-                     share.index)
+                     share.index, self._tree)
 
     def _open(self, epc: str, appear: float | None = None) -> bool:
         """Load the partial `epc` if it is to be read; False (said once) if not."""
@@ -455,7 +464,7 @@ class PartialReader:
             if any(isinstance(plan, dict) for plan in plans):
                 # the model is loaded only for a share whose plan does not apply (with_model); the
                 # arrays every plan copies are checked now, before any share is copied
-                problem = _paths_problem(h5_of(found), paths)
+                problem, self._tree = _tree_problem(h5_of(found), paths)
                 if problem is None:
                     self._planned = True
                     self.path = epc
@@ -558,4 +567,4 @@ class PartialReader:
         if self._fd is not None:
             os.close(self._fd)
         self.path, self.model, self._fd, self._manifest, self._stored, self._plain = None, None, None, {}, {}, set()
-        self._h5, self._planned = "", False
+        self._h5, self._planned, self._tree = "", False, None

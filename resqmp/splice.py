@@ -12,6 +12,11 @@ What the plan assumed, and what is checked here before anything is changed:
 * the resident parts it adds relationships to are there, with rels parts; the HDF5 paths it
   copies are not in the output yet; the output has its HDF5 external part.
 
+Each HDF5 group the plan names ("h5_groups") is copied whole, in one call, when the partial's
+file shows it holds only the plan's datasets there, all plain, and the output lacks it;
+otherwise its datasets are copied one by one. Either way the output gets exactly the plan's
+datasets, as stored.
+
 When all hold, resqpy's copy would add exactly the plan's parts, in its order, with the plan's
 XML (the shadow's HDF5 proxy uuid replaced by ours), and the relationships the plan lists to the
 residents' rels parts (each still subject to our own duplicate check, as in resqpy). When one
@@ -27,10 +32,10 @@ import resqpy.olio.uuid as bu
 import resqpy.olio.xml_et as rqet
 
 from resqmp.consolidate import CONSOLIDATABLE, IndexedConsolidation
-from resqmp.h5_copy import _h5_key
+from resqmp.h5_copy import H5Copier, _h5_key
 from resqmp.merge import _EXT
 from resqmp.relationships import _id_str
-from resqmp.splice_plan import VERSION, checksum
+from resqmp.splice_plan import VERSIONS, checksum
 from resqmp.task_model import _relate
 
 log = logging.getLogger(__name__)
@@ -48,10 +53,11 @@ class Splicer:
         self.spliced = 0                 # shares merged from their plan (for tests and bench)
         self.declined: Counter = Counter()   # why a plan was not applied -> how often
 
-    def splice(self, plan, partial_h5: str, plain) -> bool:
-        """Merge the share from `plan`; False (nothing changed) when the plan does not apply."""
+    def splice(self, plan, partial_h5: str, plain, tree=None) -> bool:
+        """Merge the share from `plan`; False (nothing changed) when the plan does not apply.
+        `tree`: what the partial's HDF5 file holds (resqmp.h5_copy.H5Tree; None: no group copies)."""
         try:
-            checked = self._check(plan)
+            checked = self._check(plan, plain, tree)
         except Declined as e:
             self.declined[str(e)] += 1
             log.debug("splice plan declined: %s", e)
@@ -64,10 +70,10 @@ class Splicer:
         self.spliced += 1
         return True
 
-    def _check(self, plan) -> tuple:
+    def _check(self, plan, plain=frozenset(), tree=None) -> tuple:
         merger = self.merger
         model = merger.model
-        if not isinstance(plan, dict) or plan.get("version") != VERSION:
+        if not isinstance(plan, dict) or plan.get("version") not in VERSIONS:
             raise Declined("not a plan of this version")
         if plan.get("crc") != checksum(plan):
             raise Declined("a plan damaged (its CRC differs)")
@@ -130,20 +136,29 @@ class Splicer:
         paths = plan["h5"]
         if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
             raise Declined("an HDF5 path of no string")
+        groups = {}
         if paths:
             self_h5 = model.h5_file_name(file_must_exist=False)
             existing = merger.h5.out_paths(self_h5)
             keys = [_h5_key(p) for p in paths]
             if len(set(keys)) != len(keys) or any(k in existing for k in keys):
                 raise Declined("an HDF5 path is there")
-        return new, appends, paths
+            if tree is not None and H5Copier.copies_as_stored():
+                groups = _whole(plan.get("h5_groups") or [], paths, keys, plain, tree, existing)
+        return new, appends, paths, groups
 
     def _apply(self, checked, partial_h5: str, plain) -> None:
-        new, appends, paths = checked
+        new, appends, paths, groups = checked
         merger = self.merger
         model = merger.model
         if paths:
-            merger.h5.copy_paths(partial_h5, model.h5_file_name(file_must_exist=False), paths, plain)
+            out = model.h5_file_name(file_must_exist=False)
+            if groups:
+                merger.h5.copy_groups(partial_h5, out, groups)
+                in_groups = {p for group in groups.values() for p in group}
+                paths = [p for p in paths if p not in in_groups]
+            if paths:
+                merger.h5.copy_paths(partial_h5, out, paths, plain)
         rels_dict = model.uuid_rels_dict
         hints = model.consolidation.key_hints
         for name, content_type, uuid, xml, rels, refs, key in new:
@@ -165,6 +180,27 @@ class Splicer:
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
+def _whole(named, paths: list[str], keys: list[str], plain, tree, existing) -> dict[str, list[str]]:
+    """The plan's groups (`named`) to copy whole: group -> the plan's paths under it, for each
+    that the partial's `tree` shows holds only those, all `plain`, none the output's (`existing`)
+    and no other group's. A group that does not qualify is left out: its datasets are copied one
+    by one, as every path of a plan without groups."""
+    groups: dict[str, list[str]] = {}
+    taken: set[str] = set()
+    for group in named:
+        key = _h5_key(group)
+        if not key or key in existing:
+            continue
+        prefix = key + "/"
+        mine = [p for p, k in zip(paths, keys) if k.startswith(prefix)]
+        if not mine or any(p in taken for p in mine) or not all(k in plain for k in keys if k.startswith(prefix)):
+            continue
+        if tree.holds_only(key, mine):
+            groups["/" + key] = mine
+            taken.update(mine)
+    return groups
+
+
 def _strs(value) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
@@ -181,7 +217,8 @@ def _well_typed(plan: dict) -> bool:
     or hash long after the plan was applied."""
     if not (isinstance(plan.get("proxy"), str) and _strs(plan.get("present")) and _strs(plan.get("absent"))
             and isinstance(plan.get("new"), list) and isinstance(plan.get("appends"), list)
-            and isinstance(plan.get("queries"), list) and _strs(plan.get("h5"))):
+            and isinstance(plan.get("queries"), list) and _strs(plan.get("h5"))
+            and _strs(plan.get("h5_groups", []))):
         return False
     for entry in plan["new"]:
         if not (isinstance(entry, list) and len(entry) == 6 and all(isinstance(v, str) for v in entry[:4])

@@ -15,7 +15,8 @@ model long before), then the group's earlier tasks. It records the outcome:
   launcher's), and the uuids each refers to;
 * the relationships it adds to parts that were there before (appended by the launcher, whose
   own duplicate check decides, as resqpy's does);
-* the HDF5 paths it copies, in order;
+* the HDF5 paths it copies, in order, and the groups of the partial's HDF5 file that hold only
+  some of them (each copied whole by the launcher, in one call: resqmp.h5_copy.whole_groups);
 * what it assumed: which of the task's parts were there and which were not, and each
   consolidation query with the key two equivalent parts must share (resqmp.consolidate) — all
   of which found nothing.
@@ -37,14 +38,16 @@ import resqpy.model._catalogue as m_c
 import resqpy.olio.uuid as bu
 
 from resqmp.consolidate import CONSOLIDATABLE, IndexedConsolidation, _construct, _hashable_key, xml_key
+from resqmp.h5_copy import whole_groups
 from resqmp.merge import _EXT, Merger
 from resqmp.relationships import RelationshipIndex
 from resqmp.task_model import _references
 
 log = logging.getLogger(__name__)
 
-#: the plan format; the launcher applies only plans of this version (2: with its "crc")
-VERSION = 2
+#: the plan format (2: with its "crc"; 3: with "h5_groups"); the launcher applies VERSIONS
+VERSION = 3
+VERSIONS = (2, 3)
 
 
 def checksum(plan: dict) -> int:
@@ -141,11 +144,12 @@ def _key(model, part) -> list | None:
     return list(key)
 
 
-def plan_group(tasks: list[tuple], name: str) -> dict[int, dict]:
+def plan_group(tasks: list[tuple], name: str, partial: tuple | None = None) -> dict[int, dict]:
     """Plans for the tasks of one group, in task order: (index, task model, uuid_list, its EPC's
     members as stored or None) each, every uuid_list naming only parts of its model. Returns
-    index -> plan for the tasks that have one. `name`: the shadow model's EPC name, never written nor read (resqpy's new_model would delete
-    a file there: the model is made without it)."""
+    index -> plan for the tasks that have one. `name`: the shadow model's EPC name, never written
+    nor read (resqpy's new_model would delete a file there: the model is made without it).
+    `partial`: (H5Tree, plain keys) of the group partial's HDF5 file, for the plans' "h5_groups"."""
     shadow = rq.Model(new_epc=True, create_basics=True, create_hdf5_ext=False, quiet=True)
     shadow.set_epc_file_and_directory(name)
     # so the merge never creates it: the launcher's exists (its name is never opened either)
@@ -185,6 +189,7 @@ def plan_group(tasks: list[tuple], name: str) -> dict[int, dict]:
             consolidation.recording = relationships.recording = h5.recording = None
         plan = _plan(shadow, merger, task, rec, n0, map0, proxy)
         if isinstance(plan, dict):
+            plan["h5_groups"] = list(whole_groups(rec.paths, *partial)) if partial is not None else []
             plan["crc"] = checksum(plan)
             plans[index] = plan
         else:
