@@ -192,12 +192,12 @@ def _whole(named, paths: list[str], keys: list[str], plain, tree, existing) -> d
         if not key or key in existing:
             continue
         prefix = key + "/"
-        mine = [p for p, k in zip(paths, keys) if k.startswith(prefix)]
-        if not mine or any(p in taken for p in mine) or not all(k in plain for k in keys if k.startswith(prefix)):
+        mine = [(p, k) for p, k in zip(paths, keys) if k.startswith(prefix)]
+        if not mine or any(k in taken or k not in plain for _, k in mine):
             continue
-        if tree.holds_only(key, mine):
-            groups["/" + key] = mine
-            taken.update(mine)
+        if tree.holds_only(key, [k for _, k in mine]):
+            groups["/" + key] = [p for p, _ in mine]
+            taken.update(k for _, k in mine)
     return groups
 
 
