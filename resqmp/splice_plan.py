@@ -45,17 +45,36 @@ from resqmp.task_model import _references
 
 log = logging.getLogger(__name__)
 
-#: the plan format (2: with its "crc"; 3: with "h5_groups"); the launcher applies VERSIONS
-VERSION = 3
-VERSIONS = (2, 3)
+#: the plan format (2: with its "crc"; 3: with "h5_groups"; 4: the CRC reads the XML as it is);
+#: the launcher applies VERSIONS
+VERSION = 4
+VERSIONS = (2, 3, 4)
 
 
 def checksum(plan: dict) -> int:
-    """CRC-32 of `plan` less its "crc", as canonical JSON (what json.loads of the manifest gives
-    back dumps to the same text). The plan's XML and relationships go into OUT as they are,
+    """CRC-32 of `plan` less its "crc". The plan's XML and relationships go into OUT as they are,
     unparsed: a byte of the manifest changed where JSON still reads must not (the partial's EPC
-    members have their CRC in its zip; the manifest has none)."""
-    return zlib.crc32(json.dumps({k: v for k, v in plan.items() if k != "crc"}, sort_keys=True).encode())
+    members have their CRC in its zip; the manifest has none). Up to version 3: the plan as
+    canonical JSON (what json.loads of the manifest gives back dumps to the same text). From 4:
+    the new parts' XML and rels texts (most of a plan's bytes) as UTF-8, after the rest as
+    canonical JSON with [length] in their place: as exact, and 5× cheaper than encoding them as
+    JSON again (50 µs a find-faces plan, a twentieth of the launcher's whole merge of it)."""
+    rest = {k: v for k, v in plan.items() if k != "crc"}
+    if plan.get("version") in (2, 3):
+        return zlib.crc32(json.dumps(rest, sort_keys=True).encode())
+    texts = []
+    if isinstance(rest.get("new"), list):
+        skeleton = []
+        for entry in rest["new"]:
+            if isinstance(entry, list) and len(entry) == 6 and isinstance(entry[2], str) and isinstance(entry[3], str):
+                texts += entry[2:4]
+                entry = [entry[0], entry[1], [len(entry[2])], [len(entry[3])], *entry[4:]]
+            skeleton.append(entry)
+        rest["new"] = skeleton
+    crc = zlib.crc32(json.dumps(rest, sort_keys=True).encode())
+    for text in texts:
+        crc = zlib.crc32(text.encode("utf-8", "surrogatepass"), crc)
+    return crc
 
 
 class _Recording:

@@ -109,19 +109,32 @@ def test_another_groups_arrays_named_as_this_plans_group_are_not_copied(client, 
     assert_identical(out, reference(records, tmp_path))
 
 
-def test_a_plan_of_version_2_without_groups_still_applies(client, faults, tmp_path):
-    """A worker of the previous resqmp writes version 2 plans (no "h5_groups"): still applied."""
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_plan_of_an_earlier_version_still_applies(client, faults, tmp_path, version):
+    """A worker of an earlier resqmp writes version 2 plans (no "h5_groups") or 3 (its CRC over
+    the whole plan as JSON): still applied, and still refused when damaged."""
     records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
 
     def edit(plan):
-        del plan["h5_groups"]
-        plan["version"] = 2
+        if version == 2:
+            del plan["h5_groups"]
+        plan["version"] = version
         return plan
     _rewrite_manifests(records, edit)
     out, recombiner = recombine(records, tmp_path)
     assert recombiner.merger.spliced == len(records) - 1
-    assert recombiner.merger.h5.groups == 0
-    assert_identical(out, reference(records, tmp_path))
+    assert recombiner.merger.h5.groups == (0 if version == 2 else 2 * recombiner.merger.spliced)
+    ref = reference(records, tmp_path)
+    assert_identical(out, ref)
+
+    def damage(plan):
+        for entry in plan["new"]:
+            entry[2] = entry[2].replace("fault", "faulu", 1)
+        return plan
+    _rewrite_manifests(records, damage, seal=False)
+    out, recombiner = recombine(records, tmp_path, name="damaged")
+    assert recombiner.merger.spliced == 0
+    assert_identical(out, ref)
 
 
 def test_a_planned_array_that_is_a_group_in_the_partial_costs_the_partial(client, faults, tmp_path, caplog):
