@@ -176,3 +176,57 @@ def test_tree_tells_which_groups_hold_only_given_datasets(tmp_path):
     # one not plain: copied one by one, and so the group with it
     assert whole_groups(["/R/a/x", "/R/a/sub/y"], tree, {"R/a/x"}) == {}
     assert whole_groups(["/R/a/sub/y"], tree, plain) == {"/R/a/sub": ["/R/a/sub/y"]}
+
+
+def _soft(f, victim, tmp_path):
+    f.move(victim, "/Moved")                       # the array kept, elsewhere in the partial
+    f[victim] = h5py.SoftLink("/Moved")
+
+
+def _external(f, victim, tmp_path):
+    with h5py.File(tmp_path / "elsewhere.h5", "w") as g:
+        g.create_dataset("array", data=f[victim][()])
+    del f[victim]
+    f[victim] = h5py.ExternalLink(str(tmp_path / "elsewhere.h5"), "/array")
+
+
+def _dangling(f, victim, tmp_path):
+    del f[victim]
+    f[victim] = h5py.SoftLink("/nowhere")
+
+
+def _empty_group(f, victim, tmp_path):
+    del f[victim]
+    f.create_group(victim)
+
+
+@pytest.mark.parametrize("damage, whole", [(_soft, True), (_external, True), (_dangling, True), (_empty_group, True),
+                                            (_dangling, False), (_empty_group, False)],
+                         ids=["soft-link", "external-link", "dangling-link", "empty-group",
+                              "dangling-link-one-by-one", "empty-group-one-by-one"])
+def test_a_planned_array_that_is_no_dataset_in_the_partial_costs_the_partial(client, faults, tmp_path, caplog, damage,
+                                                                              whole):
+    """A dataset a plan copies replaced in the partial's file by a link (soft, external, dangling)
+    or an empty group: the partial is not read (its tasks' own files are merged). A group copied
+    whole brought the link into OUT as it is (a link to a name OUT lacks, or to a file outside
+    it), the empty group in place of the array; copied one by one (`whole` False: the plans name
+    no group), a dangling link stopped the share half-way, an exception out of the launcher, and
+    the empty group went in too. A names-only check of the partial let all through."""
+    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
+    plans = _plans(records)
+    victim = plans[6]["h5"][0]
+    assert any(victim.startswith(g + "/") for g in plans[6]["h5_groups"])
+    if not whole:                                  # as a plan of version 2, or groups not the task's alone
+        _rewrite_manifests(records, _name_groups(lambda plan: []))
+    partial = next(r["partial"] for r in records if r["index"] == 6)
+    with h5py.File(Path(partial).with_suffix(".h5"), "a") as f:
+        damage(f, victim, tmp_path)
+    out, recombiner = recombine(records, tmp_path)
+    with h5py.File(out.with_suffix(".h5"), "r") as f:
+        links = []
+        f.id.links.visit(lambda name, info: links.append(name) if info.type != h5py.h5l.TYPE_HARD else None,
+                         info=True)
+    assert links == []
+    assert_identical(out, reference(records, tmp_path))
+    assert f"lacks the dataset {victim}" in caplog.text
+    assert recombiner.merger.spliced == 3
