@@ -230,3 +230,17 @@ def test_a_planned_array_that_is_no_dataset_in_the_partial_costs_the_partial(cli
     assert_identical(out, reference(records, tmp_path))
     assert f"lacks the dataset {victim}" in caplog.text
     assert recombiner.merger.spliced == 3
+
+
+def test_a_name_that_is_no_utf8_in_the_partials_file_is_no_crash(client, faults, tmp_path):
+    """The partial's file holds, beside the plans' arrays, a name that is not UTF-8 (h5py then
+    gives it as bytes): reading its names raised TypeError out of the launcher. The plans' groups
+    are still the tasks' alone: copied whole, and OUT is resqpy's."""
+    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
+    partial = next(r["partial"] for r in records if r["index"] == 6)
+    with h5py.File(Path(partial).with_suffix(".h5"), "a") as f:
+        h5py.h5g.create(f.id, b"odd-\xff\xfe").close()
+    out, recombiner = recombine(records, tmp_path)
+    assert recombiner.merger.spliced == len(records) - 1
+    assert recombiner.merger.h5.groups == 2 * recombiner.merger.spliced
+    assert_identical(out, reference(records, tmp_path))
