@@ -227,11 +227,14 @@ class H5Copier:
 
 
 class H5Tree:
-    """The names an HDF5 file holds (h5py's visit() form) and how many lie under each group: enough
-    to tell, without opening anything, whether a group holds only given datasets (so one copy of
-    the group copies exactly those)."""
+    """The names an HDF5 file holds (h5py's visit() form), how many lie under each group, and which
+    are datasets: enough to tell, without opening anything, whether a name is a dataset a copy
+    reads, and whether a group holds only given datasets (so one copy of the group copies exactly
+    those)."""
 
-    def __init__(self, names):
+    def __init__(self, names, datasets=None):
+        """`datasets`: the names that are datasets, each by a hard link (None: every name no other
+        lies under, as in a file written by H5Copier, which makes nothing else)."""
         self.names = set(names)
         self.under: Counter = Counter()
         for name in self.names:
@@ -239,17 +242,33 @@ class H5Tree:
             while i > 0:
                 self.under[name[:i]] += 1
                 i = name.rfind('/', 0, i)
+        self.datasets = {n for n in self.names if n not in self.under} if datasets is None else set(datasets)
 
     @classmethod
     def of_file(cls, fp) -> "H5Tree":
-        """The tree of the open h5py File `fp` (links count: a name is what a copy would find)."""
-        names = []
-        getattr(fp, 'visit_links', fp.visit)(names.append)
-        return cls(names)
+        """The tree of the open h5py File `fp`: every link counts as a name (soft and external ones
+        too: what a copy of a group would bring), and only objects that are datasets reached by a
+        hard link as datasets (H5Ovisit: each object once, by the first name it is found by). A link,
+        an empty group or a second name of a dataset is therefore no dataset here: a copy of it
+        would not be what copy_paths makes of a dataset. Names that are no UTF-8 are kept, decoded
+        with surrogates (no path of a plan, which is encoded strictly, can name them)."""
+        names, datasets = [], []
+        fp.id.links.visit(names.append)
+        dataset = h5py.h5o.TYPE_DATASET
+
+        def visit(name, info):
+            if info.type == dataset:
+                datasets.append(name)
+        h5py.h5o.visit(fp.id, visit, info=True)
+        return cls(map(_decoded, names), map(_decoded, datasets))
+
+    def is_dataset(self, path: str) -> bool:
+        """Does `path` name a dataset by a hard link (its own, not another name of it)?"""
+        return _h5_key(path) in self.datasets
 
     def holds_only(self, group: str, paths) -> bool:
         """Does `group` hold the datasets `paths` (all of them under it), the groups leading to
-        them, and nothing else?"""
+        them, and nothing else (no link, no empty group)?"""
         key = _h5_key(group)
         if not key:
             return False
@@ -257,7 +276,7 @@ class H5Tree:
         expected = set()
         for path in paths:
             k = _h5_key(path)
-            if not k.startswith(prefix) or k not in self.names or k in self.under:    # under: a group
+            if not k.startswith(prefix) or k not in self.datasets:
                 return False
             expected.add(k)
             i = k.rfind('/')
@@ -265,6 +284,14 @@ class H5Tree:
                 expected.add(k[:i])
                 i = k.rfind('/', 0, i)
         return bool(expected) and self.under.get(key, 0) == len(expected)
+
+
+def _decoded(name: bytes) -> str:
+    """An HDF5 name as h5py gives it (UTF-8), one that is not UTF-8 with surrogates for its bytes."""
+    try:
+        return name.decode()
+    except UnicodeDecodeError:
+        return name.decode(errors='surrogateescape')
 
 
 def whole_groups(paths: list[str], tree: H5Tree, plain) -> dict[str, list[str]]:

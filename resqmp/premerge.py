@@ -321,16 +321,21 @@ def _plan_paths(plan: dict) -> list:
 
 def _tree_problem(h5: Path, paths: list[str]) -> tuple[str | None, H5Tree | None]:
     """(Why the partial's HDF5 file cannot give each of `paths` (the arrays its shares' plans
-    copy) or None, what it holds): as _h5_problem, for the paths the plans name, by name (one
-    visit of the file; each a dataset, not a group), with the tree for the plans' group copies."""
+    copy) or None, what it holds): as _h5_problem, for the paths the plans name, from one visit of
+    the file's names and one of its objects (each path a dataset by its own hard link: not a
+    group, empty or not, nor a link, which a copy would bring into OUT as it is or fail on half-way
+    through a share), with the tree for the plans' group copies."""
     try:
         with h5py.File(h5, "r") as f:
             tree = H5Tree.of_file(f)
     except (OSError, ValueError, RuntimeError) as e:
         return f"cannot be read ({e})", None
     for path in paths:
-        key = "/".join(w for w in path.split("/") if w)
-        if not key or key not in tree.names or key in tree.under:
+        try:
+            path.encode()                # the copy's name for it (a lone surrogate names nothing)
+        except UnicodeEncodeError:
+            return f"lacks the dataset {path!r}", None
+        if not tree.is_dataset(path):
             return f"lacks the dataset {path}", None
     return None, tree
 

@@ -244,3 +244,22 @@ def test_a_name_that_is_no_utf8_in_the_partials_file_is_no_crash(client, faults,
     assert recombiner.merger.spliced == len(records) - 1
     assert recombiner.merger.h5.groups == 2 * recombiner.merger.spliced
     assert_identical(out, reference(records, tmp_path))
+
+
+def test_tree_counts_as_datasets_only_datasets_by_their_own_hard_link(tmp_path):
+    path = tmp_path / "t.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("R/a/x", data=np.arange(2))
+        f["R/a/soft"] = h5py.SoftLink("/R/a/x")
+        f["R/a/external"] = h5py.ExternalLink("elsewhere.h5", "/x")
+        f.create_group("R/a/empty")
+        f["R/b/y"] = f["R/a/x"]                       # a second hard link to the same dataset
+        h5py.h5g.create(f["R"].id, b"\xff").close()
+    with h5py.File(path, "r") as f:
+        tree = H5Tree.of_file(f)
+    assert tree.is_dataset("/R/a/x")
+    for name in ("/R/a/soft", "/R/a/external", "/R/a/empty", "/R/b/y", "/R/a", "/R"):
+        assert not tree.is_dataset(name), name
+    assert not tree.holds_only("/R/a", ["/R/a/x", "/R/a/soft", "/R/a/external", "/R/a/empty"])
+    assert not tree.holds_only("/R/b", ["/R/b/y"])
+    assert "R/\udcff" in tree.names and not tree.is_dataset("R/\udcff")
