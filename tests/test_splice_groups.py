@@ -263,3 +263,41 @@ def test_tree_counts_as_datasets_only_datasets_by_their_own_hard_link(tmp_path):
     assert not tree.holds_only("/R/a", ["/R/a/x", "/R/a/soft", "/R/a/external", "/R/a/empty"])
     assert not tree.holds_only("/R/b", ["/R/b/y"])
     assert "R/\udcff" in tree.names and not tree.is_dataset("R/\udcff")
+
+
+def _break_dataspace(h5: Path, victim: str) -> None:
+    """The version of the dataspace message of `victim`'s object header made one HDF5 does not
+    know: its name, its link and its object header's prefix stay whole (a visit of the file's names
+    and objects sees a dataset), opening or copying it fails."""
+    with h5py.File(h5, "r") as f:
+        addr = h5py.h5o.get_info(f.id, victim.encode()).addr
+    with open(h5, "r+b") as f:
+        f.seek(addr)
+        prefix = f.read(32)
+        # a version 1 object header (h5py's default): 16 bytes, then the first message's header:
+        # type 1 (dataspace), its size, flags, 3 reserved; then its body, whose first byte is its version
+        assert prefix[0] == 1 and int.from_bytes(prefix[16:18], "little") == 1 and prefix[24] in (1, 2), prefix
+        f.seek(addr + 24)
+        f.write(bytes([0x7f]))
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["group-copy", "one-by-one"])
+def test_a_planned_array_that_cannot_be_copied_costs_the_rest_of_the_partial_not_the_run(client, faults, tmp_path,
+                                                                                        caplog, whole):
+    """A planned dataset's object header damaged where neither its name nor its type shows it (a
+    visit of the file sees a dataset; before a8ded64, opening each planned dataset caught this
+    one): its copy raised out of the launcher half-way through the share (the share's earlier
+    arrays in OUT's .h5, its parts not in the model), on every resume again. The share's arrays
+    copied so far are removed from OUT's .h5, the partial is given up, and its remaining tasks are
+    merged from their own files."""
+    records = run_tasks(client, faults["distinct"], tmp_path, group_size=4)
+    if not whole:
+        _rewrite_manifests(records, _name_groups(lambda plan: []))
+    plans = _plans(records)
+    victim = plans[6]["h5"][-1]
+    partial = next(r["partial"] for r in records if r["index"] == 6)
+    _break_dataspace(Path(partial).with_suffix(".h5"), victim)
+    out, recombiner = recombine(records, tmp_path)
+    assert f"group partial {partial}" in caplog.text and victim in caplog.text
+    assert recombiner.merger.spliced == 5            # the first group's 3, tasks 4 and 5 of this one
+    assert_identical(out, reference(records, tmp_path))
