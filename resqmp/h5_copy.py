@@ -48,6 +48,8 @@ class H5Copier:
         self.datasets = 0                      # datasets copied so far
         self.groups = 0                        # of which in groups copied whole (copy_groups)
         self.plain: set[str] | None = None     # when a set: output keys copied as stored (plain datasets)
+        self.added: list[str] | None = None    # when a list: every output key made since (undo)
+        self.copying = ''                      # the input path or group being copied (for errors)
 
     def copy_paths(self, file_in: str, file_out: str, paths: list[str], plain: set[str] | frozenset = frozenset()) -> int:
         """resqpy's copy_h5_path_list(file_in, file_out, paths, mode='a'), same datasets written;
@@ -67,6 +69,7 @@ class H5Copier:
         existing = self._out_paths
         count = 0
         for path in paths:
+            self.copying = path
             key = _h5_key(path)
             if key in existing:
                 log.warning(f'not copying hdf5 data due to pre-existence for: {path}')
@@ -86,6 +89,8 @@ class H5Copier:
                         if _h5_key(build) not in existing:
                             _create_group(fp_out, build)
                             existing.add(_h5_key(build))
+                            if self.added is not None:
+                                self.added.append(_h5_key(build))
                         self._groups.add(build)
             build += '/' + group_list[-1]
             if source is not None:
@@ -101,6 +106,8 @@ class H5Copier:
             else:
                 fp_out.create_dataset(build, data=fp_in[path], chunks=True, compression=compression)
             existing.add(key)
+            if self.added is not None:
+                self.added.append(key)
             count += 1
         self.datasets += count
         return count
@@ -130,9 +137,14 @@ class H5Copier:
                     if _h5_key(build) not in existing:
                         _create_group(fp_out, build)
                         existing.add(_h5_key(build))
+                        if self.added is not None:
+                            self.added.append(_h5_key(build))
                     self._groups.add(build)
             build += '/' + parts[-1]
+            self.copying = group
             h5py.h5o.copy(fp_in.id, group.encode(), fp_out.id, build.encode(), copypl=_COPY_PLAIN)
+            if self.added is not None:
+                self.added.append(keys[group])      # its datasets and groups go with it
             for path in paths:          # what it brought: its datasets and the groups on their way
                 key = _h5_key(path)
                 existing.add(key)
@@ -147,6 +159,26 @@ class H5Copier:
             self.groups += 1
         self.datasets += count
         return count
+
+    def undo(self, added: list[str]) -> None:
+        """Remove from the output what `added` (the keys self.added collected) made: the highest
+        of them unlinked (what lies under goes with it), all forgotten. Its space in the file stays
+        unused (HDF5 does not give it back); nothing the file names is left of it."""
+        made = set(added)
+        removed = set()
+        for key in added:
+            i = key.rfind('/')
+            if i > 0 and key[:i] in made:
+                continue                    # goes with the group above it
+            if key in self._out_paths:
+                self._out.id.unlink(key.encode())
+                removed.add(key)
+        prefixes = tuple(k + '/' for k in removed)
+        for key in [k for k in self._out_paths if isinstance(k, str) and (k in removed or k.startswith(prefixes))]:
+            self._out_paths.discard(key)
+            self._groups.discard('/' + key)
+            if self.plain is not None:
+                self.plain.discard(key)
 
     @staticmethod
     def copies_as_stored() -> bool:

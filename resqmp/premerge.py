@@ -328,8 +328,8 @@ def _tree_problem(h5: Path, paths: list[str]) -> tuple[str | None, H5Tree | None
     try:
         with h5py.File(h5, "r") as f:
             tree = H5Tree.of_file(f)
-    except (OSError, ValueError, RuntimeError) as e:
-        return f"cannot be read ({e})", None
+    except Exception as e:   # noqa: BLE001 - whatever a damaged file makes HDF5 raise: only the shortcut is lost
+        return f"cannot be read ({type(e).__name__}: {e})", None
     for path in paths:
         try:
             path.encode()                # the copy's name for it (a lone surrogate names nothing)
@@ -508,6 +508,12 @@ class PartialReader:
         except BaseException:
             self.release()
             raise
+
+    def give_up(self, epc: str) -> None:
+        """The partial `epc` is read no more (its file failed a copy: said by the caller)."""
+        self._refused.add(epc)
+        if self.path == epc:
+            self.release()
 
     def _not_there(self, epc: str, what: str = "", appear: float | None = None) -> bool:
         """A partial (its folder, its EPC or its HDF5 file) that did not appear in time: a partial

@@ -23,6 +23,7 @@ from resqmp.h5_copy import MissingDataset
 from resqmp.merge import Merger, unknown_uuid
 from resqmp.outputs import create_new, h5_of, is_staging_of, new_staging, partial_path
 from resqmp.premerge import PartialReader
+from resqmp.splice import PartialUnusable
 from resqmp.task_model import DamagedEPC, TreeCache, load_task_model
 
 log = logging.getLogger(__name__)
@@ -172,10 +173,19 @@ class Recombiner:
                     self._release_partial()      # the previous group's shares are all merged
                 # waits for it (appear), in this run's groups/ only
                 share = self.partials.share(partial, index, appear=appear)
-            if share is not None and not self.merger.splice_share(share):
-                share = self.partials.with_model(share)      # None: the partial cannot give it
-                if share is not None:
-                    self.merger.merge_share(share)
+            try:
+                spliced = share is not None and self.merger.splice_share(share)
+            except PartialUnusable as e:
+                # nothing of the share stayed: it and the partial's later shares come from the tasks' own files
+                log.warning("group partial %s: %s; the tasks' own files are merged instead", partial, e)
+                self.merger.h5.close_input()
+                self.partials.give_up(partial)
+                share = None
+            else:
+                if share is not None and not spliced:
+                    share = self.partials.with_model(share)      # None: the partial cannot give it
+                    if share is not None:
+                        self.merger.merge_share(share)
             if share is None:
                 self._release_partial()
                 try:

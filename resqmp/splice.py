@@ -45,6 +45,12 @@ class Declined(Exception):
     """The plan does not apply to the recombined model as it is (why)."""
 
 
+class PartialUnusable(Exception):
+    """A copy from the partial's HDF5 file failed (why): what the share's copy had made in the
+    output was removed again, nothing else of the share was changed; the partial is not to be
+    read any more (its other shares' arrays may fail too)."""
+
+
 class Splicer:
     """Applies plans to a Merger's model (resqmp.merge.Merger, consolidating, with a spill file)."""
 
@@ -152,13 +158,7 @@ class Splicer:
         merger = self.merger
         model = merger.model
         if paths:
-            out = model.h5_file_name(file_must_exist=False)
-            if groups:
-                merger.h5.copy_groups(partial_h5, out, groups)
-                in_groups = {p for group in groups.values() for p in group}
-                paths = [p for p in paths if p not in in_groups]
-            if paths:
-                merger.h5.copy_paths(partial_h5, out, paths, plain)
+            self._copy(partial_h5, model.h5_file_name(file_must_exist=False), paths, groups, plain)
         rels_dict = model.uuid_rels_dict
         hints = model.consolidation.key_hints
         for name, content_type, uuid, xml, rels, refs, key in new:
@@ -174,6 +174,35 @@ class Splicer:
             if not avoid or not relationships._has_target(rels_name, root, target):
                 relationships._add(rels_name, root, rel_id, rel_type, target)
         merger._task_done()
+
+
+    def _copy(self, partial_h5: str, out: str, paths: list[str], groups: dict, plain) -> None:
+        """The share's arrays, copied before anything else of it: a copy that fails (the partial's
+        file damaged where the check before could not see it) takes back what this share's
+        copies made in the output and raises PartialUnusable, so the share is merged from
+        elsewhere, whole. A failure to write the output (disk full...) is raised as it is."""
+        h5 = self.merger.h5
+        h5.added, counts = [], (h5.datasets, h5.groups)
+        try:
+            if groups:
+                h5.copy_groups(partial_h5, out, groups)
+                in_groups = {p for group in groups.values() for p in group}
+                paths = [p for p in paths if p not in in_groups]
+            if paths:
+                h5.copy_paths(partial_h5, out, paths, plain)
+        except Exception as e:   # noqa: BLE001 - whatever HDF5 raised, the share must not stay half-copied
+            h5.undo(h5.added)
+            h5.datasets, h5.groups = counts
+            if isinstance(e, OSError) and _writing_failed(e):
+                raise
+            raise PartialUnusable(f"{h5.copying} of its HDF5 file cannot be copied ({type(e).__name__}: {e})") from e
+        finally:
+            h5.added = None
+
+
+def _writing_failed(e: OSError) -> bool:
+    from resqmp.recombine import _is_output_failure
+    return _is_output_failure(e)
 
 
 #: a uuid as resqpy writes it in part names and references (the common case, read without uuid.UUID)
