@@ -175,7 +175,6 @@ class Splicer:
                 relationships._add(rels_name, root, rel_id, rel_type, target)
         merger._task_done()
 
-
     def _copy(self, partial_h5: str, out: str, paths: list[str], groups: dict, plain) -> None:
         """The share's arrays, copied before anything else of it: a copy that fails (the partial's
         file damaged where the check before could not see it) takes back what this share's
