@@ -424,8 +424,18 @@ def run_on_client(client, function, kwargs_by_index: dict[int, dict], run_dir: s
                 # an innocent bystander: queued on a worker resqmp restarted for another
                 # task's timeout; not a death of its own, so it is sent again uncounted
                 return _Settled(None, [], [(group, again + 1)], None)
-            records = [_lost(i, error) for i in group]
             given_up = type(error).__name__ == "KilledWorker"
+            if given_up and len(group) > 1:
+                # Dask gave up on the group (its workers died, allowed-failures times): which of
+                # its tasks killed them is unknown, so each is sent again alone, with its own
+                # allowed-failures; a group is resqmp's shortcut, never why a task fails
+                gone = lost.pop(key, [])
+                for i in group:
+                    lost_workers[i] += gone
+                    resent[i] += max(1, len(gone))       # it died at least once
+                    running.ended(i)
+                return _Settled(None, [], [([i], 0) for i in group], None)
+            records = [_lost(i, error) for i in group]
         gone = lost.pop(key, [])
         for i in group:
             lost_workers[i] += gone

@@ -26,6 +26,7 @@ from resqmp.example import write_example
 from resqmp.execute import auto_group_size, group_size_for, run_on_client
 
 LOGGED = "wrappers_for_tests:logged_wrapper"
+SCRIPTED = "wrappers_for_tests:scripted_wrapper"
 
 
 # --- the auto rule ---------------------------------------------------------------------------
@@ -272,34 +273,28 @@ def test_the_api_groups_when_each_worker_has_many_tasks(faults32, tmp_path):
     assert content(tmp_path / "o.epc") == faults32["reference"]
 
 
-def test_when_dask_gives_up_on_a_group_each_of_its_tasks_is_reported_failed(tmp_path):
-    """allowed-failures 0: the group whose worker is killed ends in KilledWorker; each of its tasks
-    gets its own failed record, the other group's tasks succeed."""
+def test_when_dask_gives_up_on_a_group_each_of_its_tasks_runs_again_alone(tmp_path):
+    """allowed-failures 0: the group whose worker task 1 kills ends in KilledWorker. Which of its
+    tasks killed the worker is unknown, so each is sent again alone: the others succeed (a group
+    is resqmp's shortcut, never a reason for a task to fail), task 1 kills its worker again and is
+    reported failed; the other group's tasks succeed."""
     log_dir = tmp_path / "calls"
     log_dir.mkdir()
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as c, \
                 Client(c, set_as_default=False) as client:
-            worker_pids = set(client.run(os.getpid).values())
-
-            def kill_the_worker_running_task_1():
-                wait_for(lambda: 1 in calls(log_dir), what="task 1 to start")
-                victim = calls(log_dir)[1][0]
-                assert victim in worker_pids
-                psutil.Process(victim).send_signal(signal.SIGKILL)
-
-            killer = threading.Thread(target=kill_the_worker_running_task_1)
-            killer.start()
             records: list[dict] = []
-            # task 1 outlasts any delay of the killer (the kill ends it), so the kill always lands
-            # while the group runs, on a machine of any speed
-            by_index = {i: {"log_dir": str(log_dir), "seconds": 120 if i == 1 else 0.5} for i in range(8)}
-            run_on_client(client, LOGGED, by_index, str(tmp_path), records.append, group_size=4)
-            killer.join()
+            by_index = {i: {"log_dir": str(log_dir), "calls": [-0.3] if i == 1 else [0.2]} for i in range(8)}
+            run_on_client(client, SCRIPTED, by_index, str(tmp_path), records.append, group_size=4)
     assert sorted(r["index"] for r in records) == list(range(8))
     by_index = {r["index"]: r for r in records}
-    for i in range(4):
-        assert not by_index[i]["success"]
-        assert by_index[i]["error"] == "KilledWorker: worker died while running it"
-        assert by_index[i]["attempts"] == 1
-    assert all(by_index[i]["success"] for i in range(4, 8))
+    assert not by_index[1]["success"]
+    assert by_index[1]["error"] == "KilledWorker: worker died while running it"
+    assert by_index[1]["attempts"] == 2                  # in its group, then alone
+    assert len(by_index[1]["lost_workers"]) == 2
+    for i in (0, 2, 3):
+        assert by_index[i]["success"], by_index[i]
+        assert by_index[i]["attempts"] == 2
+    assert all(by_index[i]["success"] and by_index[i]["attempts"] == 1 for i in range(4, 8))
+    ran = calls(log_dir)
+    assert len(ran[1]) == 2 and all(len(ran[i]) == 1 for i in range(4, 8))
