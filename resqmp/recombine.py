@@ -286,6 +286,11 @@ class Recombiner:
         which abort() removes; the new one comes in, EPC last. On failure the old one comes back.
         Before any rename, PUBLISHING in the staging folder says what goes where: a launcher killed
         between two renames leaves a state the next launch on OUT can undo (recover_staging)."""
+        # on disk before their names replace OUT's: a node that crashes after the publish must
+        # not leave OUT naming files its filesystem never wrote out, the old model gone
+        _sync(stage_epc)
+        if h5_stage.exists():
+            _sync(h5_stage)
         _write_publishing(self.staging, target, h5_stage.exists())
         replaced = self.staging / REPLACED
         replaced.mkdir()
@@ -308,6 +313,12 @@ class Recombiner:
                 raise OutputError(f"output {target}: cannot write the recombined model ({reason}) nor put "
                                   f"the model that was there back: it is in {replaced}") from None
             raise
+        # the renames on disk before abort() removes the model they replaced
+        try:
+            _sync(target.parent, folder=True)
+        except OSError as e:
+            log.warning("output %s: its folder could not be synced to disk (%s); the new model is in place",
+                        target, e.strerror or e)
 
     def abort(self) -> None:
         try:
@@ -332,6 +343,23 @@ REPLACED = "replaced"
 #: in a staging folder, written before the publish renames anything: {"target": the name the new
 #: EPC goes to (OUT's, or its partial model's), "new_h5": whether a new .h5 goes beside it}
 PUBLISHING = "publishing.json"
+
+
+#: what fsync may answer on a filesystem with nothing to sync (a FUSE or special file system)
+_NO_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.ENOSYS}
+
+
+def _sync(path: Path, folder: bool = False) -> None:
+    """`path`'s data (a folder: its names) on disk now. A filesystem that cannot sync it is taken at
+    its word; any other failure is raised (the data may not be on disk)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in _NO_SYNC:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _write_publishing(staging: Path, target: Path, new_h5: bool) -> None:
