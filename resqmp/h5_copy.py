@@ -79,20 +79,9 @@ class H5Copier:
                 source = path.encode() if key in plain else _plain_dataset(fp_in, path)
             if source is None:
                 assert path in fp_in, f'internal path {path} not found in hdf5 file {file_in}'
-            build = ''
             group_list = list(path.split(sep='/'))
             assert len(group_list) > 1, f'no hdf5 group(s) in internal path {path}'
-            for w in group_list[:-1]:
-                if w:
-                    build += '/' + w
-                    if build not in self._groups:      # made or found before: no key to compute
-                        if _h5_key(build) not in existing:
-                            _create_group(fp_out, build)
-                            existing.add(_h5_key(build))
-                            if self.added is not None:
-                                self.added.append(_h5_key(build))
-                        self._groups.add(build)
-            build += '/' + group_list[-1]
+            build = self._groups_above(fp_out, [w for w in group_list[:-1] if w]) + '/' + group_list[-1]
             if source is not None:
                 # a contiguous, unfiltered numeric dataset: copied as stored, which is what
                 # create_dataset(data=...) rebuilds (same type, shape, layout, no attributes)
@@ -129,18 +118,8 @@ class H5Copier:
             raise ValueError(f'HDF5 group(s) already in {file_out}: {sorted(k for k in keys.values() if k in existing)}')
         count = 0
         for group, paths in groups.items():
-            build = ''
             parts = [w for w in group.split('/') if w]
-            for w in parts[:-1]:        # the groups above it, as copy_paths makes them
-                build += '/' + w
-                if build not in self._groups:
-                    if _h5_key(build) not in existing:
-                        _create_group(fp_out, build)
-                        existing.add(_h5_key(build))
-                        if self.added is not None:
-                            self.added.append(_h5_key(build))
-                    self._groups.add(build)
-            build += '/' + parts[-1]
+            build = self._groups_above(fp_out, parts[:-1]) + '/' + parts[-1]
             self.copying = group
             h5py.h5o.copy(fp_in.id, group.encode(), fp_out.id, build.encode(), copypl=_COPY_PLAIN)
             if self.added is not None:
@@ -159,6 +138,21 @@ class H5Copier:
             self.groups += 1
         self.datasets += count
         return count
+
+    def _groups_above(self, fp_out, names: list[str]) -> str:
+        """The groups /names[0]/names[1]/... in the output, made where missing; their path."""
+        build = ''
+        existing = self._out_paths
+        for w in names:
+            build += '/' + w
+            if build not in self._groups:      # made or found before: no key to compute
+                if _h5_key(build) not in existing:
+                    _create_group(fp_out, build)
+                    existing.add(_h5_key(build))
+                    if self.added is not None:
+                        self.added.append(_h5_key(build))
+                self._groups.add(build)
+        return build
 
     def undo(self, added: list[str]) -> None:
         """Remove from the output what `added` (the keys self.added collected) made: the highest
