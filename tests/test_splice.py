@@ -182,3 +182,7 @@ def test_planning_writes_nothing_and_removes_nothing(client, faults, tmp_path):
     assert sorted(p.name for p in mine.iterdir()) == ["model.epc", "model.h5"]
     assert (mine / "model.epc").read_bytes() == b"the user's model"
     assert (mine / "model.h5").read_bytes() == b"the user's arrays"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert sorted(plan_group(tasks, str(empty / "model.epc"))) == [0, 1, 2]
+    assert list(empty.iterdir()) == []              # nothing created where nothing was
