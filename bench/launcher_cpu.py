@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os
 import re
@@ -170,9 +171,32 @@ def _patch_components(meter: Meter) -> list[str]:
     return missing
 
 
+class GcMeter:
+    """CPU (thread time) the cyclic garbage collector takes, by generation, and collections."""
+
+    def __init__(self):
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._start = None
+        gc.callbacks.append(self._event)
+
+    def _event(self, phase, info):
+        if phase == "start":
+            self._start = time.thread_time()
+        elif self._start is not None:
+            generation = info["generation"]
+            self.seconds[generation] += time.thread_time() - self._start
+            self.collections[generation] += 1
+            self._start = None
+
+    def snapshot(self) -> dict:
+        return {"seconds": list(self.seconds), "collections": list(self.collections)}
+
+
 def child(args) -> int:
     marks = {"interpreter": _cpu()}
     threads = ThreadCpu().start()
+    gc_meter = GcMeter()
     import resqmp.run as run_mod
     from resqmp.cli import main
     marks["imports"] = _cpu()
@@ -183,12 +207,14 @@ def child(args) -> int:
 
     def run_on_client(*a, **k):
         marks["before_tasks"], walls["before_tasks"] = _cpu(), time.perf_counter()
+        marks["gc_before_tasks"] = gc_meter.snapshot()
         main_before = time.thread_time()
         try:
             return original_run(*a, **k)
         finally:
             marks["tasks_done"], walls["tasks_done"] = _cpu(), time.perf_counter()
             marks["main_thread_tasks"] = time.thread_time() - main_before
+            marks["gc_tasks_done"] = gc_meter.snapshot()
 
     run_mod.run_on_client = run_on_client
     main_start = time.thread_time()
@@ -430,6 +456,13 @@ def main(argv=None) -> int:
                   f"after tasks {r['after_tasks_s']:.2f} s; peak RSS {r['maxrss_mb']:.0f} MB; "
                   f"wall {r['wall_s']:.1f} s, tasks phase {r['tasks_wall_s']:.1f} s = {n / r['tasks_wall_s']:.1f} tasks/s; "
                   f"load {load} -> {r['load_after']}", flush=True)
+            gc_a, gc_b = r["marks"].get("gc_before_tasks"), r["marks"].get("gc_tasks_done")
+            if gc_a and gc_b:
+                spent = [b - a for a, b in zip(gc_a["seconds"], gc_b["seconds"])]
+                count = [b - a for a, b in zip(gc_a["collections"], gc_b["collections"])]
+                print(f"  garbage collector in the tasks phase: {sum(spent):.2f} s "
+                      f"({1000 * sum(spent) / n:.2f} ms/task; by generation "
+                      + ", ".join(f"{s:.2f} s in {c}" for s, c in zip(spent, count)) + ")", flush=True)
         runs.sort(key=lambda r: r["total_ms_per_task"])
         median = runs[len(runs) // 2]
         print("threads (CPU s):", ", ".join(f"{k} {v:.2f}" for k, v in

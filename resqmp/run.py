@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import gc
 import hashlib
 import logging
 import os
@@ -393,6 +394,7 @@ def _run_on_cluster(run: RunState, todo: dict[int, dict], on_result, on_final, r
         summary["numba_warm"] = _warm_first_worker(client, seen["worker"], batch.wrapper)
         lap("warm")
         report.begin()
+        stack.enter_context(_startup_heap_frozen())
         # tasks per Dask task (tasks.group_size); auto decides after timing the first tasks
         summary["group_size"] = run_on_client(
             client, batch.wrapper, todo, str(run.run_dir), on_result, retries=int(task_cfg.get("retries", 2)),
@@ -454,6 +456,22 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
+
+
+@contextmanager
+def _startup_heap_frozen():
+    """The launcher's startup heap (imports, cluster, client: ~1 M objects) out of the cyclic
+    garbage collector's sight while the tasks run: each full collection there rescanned it all
+    (0.13 s each, ~0.14 ms/task at N=1024; bench/RESULTS.md wave 11). Given back after, so it is
+    collected as before. A process that froze its own heap (a library caller) is left as it is."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextmanager
