@@ -171,6 +171,16 @@ def _patch_components(meter: Meter) -> list[str]:
     return missing
 
 
+def _rss_mb() -> tuple[float, float]:
+    """This process's resident set now and its peak so far (VmRSS, VmHWM), in MB."""
+    found = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) / 1024
+    return found.get("VmRSS", 0.0), found.get("VmHWM", 0.0)
+
+
 class GcMeter:
     """CPU (thread time) the cyclic garbage collector takes, by generation, and collections."""
 
@@ -208,6 +218,10 @@ def child(args) -> int:
     def run_on_client(*a, **k):
         marks["before_tasks"], walls["before_tasks"] = _cpu(), time.perf_counter()
         marks["gc_before_tasks"] = gc_meter.snapshot()
+        marks["rss_before_tasks_mb"], marks["peak_rss_before_tasks_mb"] = _rss_mb()
+        if os.environ.get("BENCH_TRACEMALLOC"):          # --tracemalloc: what the tasks phase keeps
+            import tracemalloc
+            tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "12")))
         main_before = time.thread_time()
         try:
             return original_run(*a, **k)
@@ -215,6 +229,12 @@ def child(args) -> int:
             marks["tasks_done"], walls["tasks_done"] = _cpu(), time.perf_counter()
             marks["main_thread_tasks"] = time.thread_time() - main_before
             marks["gc_tasks_done"] = gc_meter.snapshot()
+            marks["rss_tasks_done_mb"], marks["peak_rss_tasks_done_mb"] = _rss_mb()
+            if os.environ.get("BENCH_TRACEMALLOC"):
+                import tracemalloc
+                gc.collect()
+                tracemalloc.take_snapshot().dump(os.environ["BENCH_TRACEMALLOC"])
+                tracemalloc.stop()
 
     run_mod.run_on_client = run_on_client
     main_start = time.thread_time()
@@ -418,6 +438,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to resqmp launch (e.g. tasks.premerge=true: the local profile's workers "
                              "share the launcher's host, where auto makes no group partials)")
+    parser.add_argument("--tracemalloc", metavar="FILE",
+                        help="trace the tasks phase's allocations; FILE gets what is still held at its end "
+                             "(a tracemalloc snapshot: CPU figures of such a run mean nothing)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dask-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", help=argparse.SUPPRESS)
@@ -430,6 +453,8 @@ def main(argv=None) -> int:
         return dask_child(args)
     global WORKER_TIMEOUT
     WORKER_TIMEOUT = args.worker_timeout
+    if args.tracemalloc:
+        os.environ["BENCH_TRACEMALLOC"] = str(Path(args.tracemalloc).resolve())
 
     root = Path(args.root)
     work = root / f"launcher-cpu-{args.tasks}-{args.n}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -463,6 +488,11 @@ def main(argv=None) -> int:
                 print(f"  garbage collector in the tasks phase: {sum(spent):.2f} s "
                       f"({1000 * sum(spent) / n:.2f} ms/task; by generation "
                       + ", ".join(f"{s:.2f} s in {c}" for s, c in zip(spent, count)) + ")", flush=True)
+            if "rss_tasks_done_mb" in r["marks"]:
+                m = r["marks"]
+                print(f"  resident set: {m['rss_before_tasks_mb']:.0f} MB when the tasks began, "
+                      f"{m['rss_tasks_done_mb']:.0f} MB when they were done "
+                      f"(peak {m['peak_rss_tasks_done_mb']:.0f} MB by then), {r['maxrss_mb']:.0f} MB peak overall", flush=True)
         runs.sort(key=lambda r: r["total_ms_per_task"])
         median = runs[len(runs) // 2]
         print("threads (CPU s):", ", ".join(f"{k} {v:.2f}" for k, v in

@@ -11,11 +11,17 @@ from resqmp.outputs import create_new, report_path, report_temp
 __all__ = ["report_path", "write_report"]
 
 
+#: what the report says of each task (and all the launcher keeps of a task once it is merged)
+TASK_FIELDS = ("index", "name", "success", "seconds", "worker", "error", "attempts", "lost_workers", "resumed")
+
+
+def task_row(record: dict) -> dict:
+    """A task's record as the report gives it."""
+    return {k: record.get(k) for k in TASK_FIELDS}
+
+
 def write_report(output: Path, summary: dict, tasks: list[dict]) -> Path:
-    rows = []
-    for t in sorted(tasks, key=lambda t: t["index"]):
-        rows.append({k: t.get(k) for k in ("index", "name", "success", "seconds", "worker", "error",
-                                           "attempts", "lost_workers", "resumed")})
+    rows = [task_row(t) for t in sorted(tasks, key=lambda t: t["index"])]
     totals = {
         "tasks": len(rows),
         "succeeded": sum(1 for r in rows if r["success"]),

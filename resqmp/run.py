@@ -27,7 +27,7 @@ from resqmp.outputs import h5_of, partial_path, written_files
 from resqmp.paths import named_path
 from resqmp.progress import ProgressReport
 from resqmp.recombine import Recombiner, remove_stale_staging
-from resqmp.report import write_report
+from resqmp.report import task_row, write_report
 from resqmp.worker_env import register_logging, worker_environment
 
 log = logging.getLogger("resqmp")
@@ -185,6 +185,10 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
                 report.reopen()
                 report.warn(f"task {j}{_named(batch.names[j])}: {why}: it runs again in this run")
                 rerun[j] = batch.tasks[j]
+            if i in results:
+                # merged: what the report needs is all that is kept (a whole record, with its
+                # uuid list and paths, is ~2 KB: held for every task of a long run, it added up)
+                results[i] = task_row(results[i])
 
         for i in sorted(results):
             interrupts.raise_if_requested()     # merging a long journal takes minutes: a Ctrl-C stops it
@@ -250,9 +254,10 @@ def _launch_locked(run: RunState, fresh: bool, progress: ProgressReport | None) 
 def _finish(run: RunState, recombiner: Recombiner, partial: Path | None) -> LaunchResult:
     """After the publish: the report, the journal (gone once complete), the task files."""
     out = run.out
-    tasks = [run.results[i] for i in sorted(run.results)]
+    tasks = [task_row(run.results[i]) for i in sorted(run.results)]
     for t in tasks:
-        t.setdefault("name", run.batch.names[t["index"]])
+        if t["name"] is None:
+            t["name"] = run.batch.names[t["index"]]
     ok = all(t["success"] for t in tasks)
     exit_code = ExitCode.OK if ok else ExitCode.TASKS_FAILED
     run.summary.update(finished=dt.datetime.now(dt.timezone.utc).isoformat(),
