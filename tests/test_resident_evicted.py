@@ -73,10 +73,11 @@ def test_merged_parts_leave_memory(point_sets, tmp_path):
     for r in point_sets:
         recombiner.offer(r["index"], r["epc_file"], r["uuid_list"])
         parts, rels = trees_held(recombiner.model)
-        held.append((len(parts), len(rels)))
+        held.append((len(parts), len(rels), len(recombiner.model.main_root)))
     assert len(recombiner.model.parts_forest) == len(point_sets) + 2       # a point set each, one CRS, one proxy
-    assert max(held) <= (2, 3), held             # CRS and proxy (and the model's own _rels/.rels)
-    assert held[-1] == held[len(held) // 2]      # no growth with the number of tasks
+    assert max(held) <= (2, 3, 6), held          # CRS and proxy (and the model's own _rels/.rels)
+    assert held[-1] == held[len(held) // 2]      # no growth with the number of tasks: not even an
+    #                                              Override element of [Content_Types].xml per part
     spilled = [p for p, entry in recombiner.model.parts_forest.items() if isinstance(entry[2], SpilledTree)]
     assert len(spilled) == len(point_sets)
     spill = recombiner.staging / SPILL
@@ -165,6 +166,7 @@ def test_group_partial_shares_spill(tmp_path):
     assert recombiner.partials.path is not None          # merged from the partials
     parts, _ = trees_held(recombiner.model)
     assert len(parts) < len(recombiner.model.parts_forest) // 2
+    assert len(recombiner.model.main_root) < len(recombiner.model.parts_forest) // 2     # Overrides too
     recombiner.publish()
     ref = tmp_path / "ref" / "out.epc"
     ref.parent.mkdir()
@@ -235,3 +237,55 @@ def test_a_part_that_would_not_parse_back_the_same_is_not_spilled(tmp_path, titl
     recombiner.publish()
     resqpy_recombine(results, tmp_path / "ref" / "out.epc")
     assert_identical(tmp_path / "ours" / "out.epc", tmp_path / "ref" / "out.epc")
+
+
+def _content_types_after(spill, steps) -> bytes:
+    """[Content_Types].xml of a new model after `steps`, its parts serialised by SerialisedParts
+    (with a spill file or without: the Override elements then are the model's, as resqpy's)."""
+    import io
+
+    import resqpy.model._forestry as m_f
+    import resqpy.olio.xml_et as rqet
+    from resqpy.olio.xml_namespaces import curly_namespace as ns
+
+    from resqmp.epc_store import SerialisedParts
+    model = rq.Model(new_epc=True, create_basics=True, create_hdf5_ext=True, quiet=True)
+    serialised = SerialisedParts(model, spill)
+    for k, step in enumerate(steps):
+        uuid = __import__("uuid").UUID(int=k + 1)
+        if step == "resqpy":            # a part copied the slow way: resqpy's _add_part adds its Override
+            root = rqet.Element(ns["resqml2"] + "PointSetRepresentation")
+            root.set("uuid", str(uuid))
+            m_f._add_part(model, "obj_PointSetRepresentation", uuid, root)
+        elif step == "spliced":         # a part added from its final XML (resqmp.splice)
+            name = f"obj_PointSetRepresentation_{uuid}.xml"
+            xml = f'<resqml2:PointSetRepresentation xmlns:resqml2="{ns["resqml2"][1:-1]}" uuid="{uuid}"/>'.encode()
+            serialised.add_part(name, "obj_PointSetRepresentation", uuid, xml,
+                                b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"/>')
+        elif step == "default":         # not an Override: the pending ones go back into the tree before it
+            element = rqet.SubElement(model.main_root, ns["content_types"] + "Default")
+            element.set("Extension", f"x{k}")
+            element.set("ContentType", "application/x-test")
+        serialised.serialise_new_parts()
+    if spill is None:
+        buf = io.BytesIO()
+        rqet.write_xml(buf, model.main_tree, standalone="yes")
+        return buf.getvalue()
+    main = serialised._main_xml()
+    serialised.close()
+    return main
+
+
+@pytest.mark.parametrize("steps", [
+    ["spliced"] * 5,
+    ["resqpy", "spliced", "spliced", "resqpy", "spliced", "resqpy"],
+    ["spliced", "resqpy", "default", "spliced", "resqpy", "spliced"],
+    ["default", "resqpy", "resqpy"],
+], ids=["spliced", "interleaved", "with-a-default", "no-splice"])
+def test_content_types_are_resqpys_with_their_overrides_held_as_text(tmp_path, steps):
+    """With a spill file the parts' Override entries are held as (name, content type) and written
+    as resqpy's writer writes the elements, in the order the parts came, whichever way each came."""
+    ours = _content_types_after(tmp_path / "spill", steps)
+    theirs = _content_types_after(None, steps)
+    assert ours == theirs
+    assert ours.count(b"<Override ") >= steps.count("spliced") + steps.count("resqpy")
