@@ -249,10 +249,9 @@ class SerialisedParts:
         assert model.main_tree is not None
         if model.main_root is None:
             model.main_root = model.main_tree.getroot()
-        main = self._main_xml()
         with zf.ZipFile(epc_file, mode='w') as epc:
             with epc.open('[Content_Types].xml', mode='w') as main_xml:
-                main_xml.write(main)
+                self._write_main(main_xml)
             for part_name, (_, _, part_tree) in model.parts_forest.items():
                 if part_tree is None:
                     log.warning('No xml tree present to write for part: ' + part_name)
@@ -319,25 +318,35 @@ class SerialisedParts:
         self._overrides, self._fixed = [], None
 
     def _main_xml(self) -> bytes:
+        """[Content_Types].xml as store_epc writes it (for tests)."""
+        buf = io.BytesIO()
+        self._write_main(buf)
+        return buf.getvalue()
+
+    def _write_main(self, fp) -> None:
         """[Content_Types].xml as resqpy's writer makes it from the main tree, with the pending
-        Override entries (each line as that writer writes an Override: checked on the first one
-        against the writer itself; if it differs, the entries become elements and the writer
-        writes them all)."""
+        Override entries written into it where their elements would be, a few thousand lines at
+        a time (each as that writer writes an Override: checked on the first against the writer
+        itself; if it differs, the entries become elements and the writer writes them all)."""
         model = self.model
         self._adopt_overrides()
         if self._overrides and len(model.main_root) != self._fixed:
             self._materialise_overrides()
         buf = io.BytesIO()
         rqet.write_xml(buf, model.main_tree, standalone='yes')
-        if not self._overrides:
-            return buf.getvalue()
         main = buf.getvalue()
-        closing = main.rfind(b'</')
-        lines = [_override_line(*entry) for entry in self._overrides]
-        if closing <= 0 or main[closing - 1:closing] != b'\n' or lines[0] != _written_override(*self._overrides[0]):
-            self._materialise_overrides()
-            return self._main_xml()
-        return b''.join([main[:closing], *lines, main[closing:]])
+        if self._overrides:
+            closing = main.rfind(b'</')
+            if closing <= 0 or main[closing - 1:closing] != b'\n' or \
+                    _override_line(*self._overrides[0]) != _written_override(*self._overrides[0]):
+                self._materialise_overrides()
+                self._write_main(fp)
+                return
+            fp.write(main[:closing])
+            for k in range(0, len(self._overrides), 4096):
+                fp.write(b''.join(_override_line(*entry) for entry in self._overrides[k:k + 4096]))
+            main = main[closing:]
+        fp.write(main)
 
     def close(self) -> None:
         """Close the spill file (the model's spilled trees can no longer come back)."""
