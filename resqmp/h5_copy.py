@@ -228,6 +228,7 @@ class H5Copier:
             self._out.close()
             self._out = None
             self._out_name = None
+            self._out_paths, self._groups = set(), set()    # read again from the file if it reopens
 
     def _out_file(self, name: str):
         if self._out is not None and self._out_name != name:

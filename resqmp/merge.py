@@ -212,6 +212,16 @@ class Merger:
         """Close the HDF5 files (call before the model stores or reads its own HDF5 file)."""
         self.h5.close()
 
+    def forget_merge_state(self) -> None:
+        """The merge is over (the publish): let go of what only merging reads, resqpy's relation
+        sets of every part (~3 KB a find-faces task) and the consolidation's index and map, so the
+        zip's directory that store_epc builds (an entry per part and rels part) fits in their
+        room rather than on top of them. The model is written, never merged into, after this."""
+        model = self.model
+        model.uuid_rels_dict.clear()
+        model.consolidation = None
+        self.h5.close()
+
     def close_spill(self) -> None:
         """Close the spill file (after the last store_epc)."""
         self.serialised.close()

@@ -259,7 +259,7 @@ class Recombiner:
         start = time.perf_counter()
         try:
             self._release_partial()
-            self.merger.close()
+            self.merger.forget_merge_state()      # no merge after a publish (nor after its failure)
             self.model.h5_release()
             stage_epc, h5_stage = self.stage_epc, h5_of(self.stage_epc)
             if target.name != self.out.name:

@@ -289,3 +289,30 @@ def test_content_types_are_resqpys_with_their_overrides_held_as_text(tmp_path, s
     theirs = _content_types_after(None, steps)
     assert ours == theirs
     assert ours.count(b"<Override ") >= steps.count("spliced") + steps.count("resqpy")
+
+
+def test_the_publish_writes_with_the_merge_state_let_go(point_sets, tmp_path):
+    """By the publish nothing merges any more: resqpy's relation sets, the consolidation's index
+    and map and the HDF5 copier's name sets are let go before the EPC's zip directory (an entry
+    per part) is built, which then takes their room rather than adding to the peak. The model
+    written is resqpy's all the same."""
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ref").mkdir()
+    recombiner = Recombiner(tmp_path / "ours" / "out.epc")
+    for r in point_sets:
+        recombiner.offer(r["index"], r["epc_file"], r["uuid_list"])
+    assert len(recombiner.model.uuid_rels_dict) >= len(point_sets)
+    seen = {}
+    store = recombiner.merger.serialised.store_epc
+
+    def watched(epc_file=None):
+        model = recombiner.model
+        seen.update(rels=len(model.uuid_rels_dict), consolidation=model.consolidation,
+                    h5_names=len(recombiner.merger.h5._out_paths))
+        return store(epc_file)
+
+    recombiner.merger.serialised.store_epc = watched
+    recombiner.publish()
+    assert seen == {"rels": 0, "consolidation": None, "h5_names": 0}
+    resqpy_recombine(point_sets, tmp_path / "ref" / "out.epc")
+    assert_identical(tmp_path / "ours" / "out.epc", tmp_path / "ref" / "out.epc")
