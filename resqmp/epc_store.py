@@ -326,8 +326,9 @@ class SerialisedParts:
     def _write_main(self, fp) -> None:
         """[Content_Types].xml as resqpy's writer makes it from the main tree, with the pending
         Override entries written into it where their elements would be, a few thousand lines at
-        a time (each as that writer writes an Override: checked on the first against the writer
-        itself; if it differs, the entries become elements and the writer writes them all)."""
+        a time (each as that writer writes an Override appended to this root: checked on the first
+        against the writer itself, on a root like this one; if it differs, the entries become
+        elements and the writer writes them all)."""
         model = self.model
         self._adopt_overrides()
         if self._overrides and len(model.main_root) != self._fixed:
@@ -337,8 +338,8 @@ class SerialisedParts:
         main = buf.getvalue()
         if self._overrides:
             closing = main.rfind(b'</')
-            if closing <= 0 or main[closing - 1:closing] != b'\n' or \
-                    _override_line(*self._overrides[0]) != _written_override(*self._overrides[0]):
+            if closing <= 0 or main[closing - 1:closing] != b'\n' or not _written_as_text(
+                    model.main_root, _override_line(*self._overrides[0]), *self._overrides[0]):
                 self._materialise_overrides()
                 self._write_main(fp)
                 return
@@ -368,14 +369,24 @@ def _override_line(part_name: str, ct: str) -> bytes:
     return f'   <Override PartName="{part_name}" ContentType="{ct}"/>\n'.encode()
 
 
-def _written_override(part_name: str, ct: str) -> bytes:
-    """What resqpy's writer itself writes for that Override (the check of _override_line)."""
-    element = rqet.Element(ns['content_types'] + 'Override')
-    element.set('PartName', part_name)
-    element.set('ContentType', ct)
-    buf = io.BytesIO()
-    rqet.write_xml_node(buf, element, level=1, namespace_keys=['content_types'])
-    return buf.getvalue()
+def _written_as_text(root, line: bytes, part_name: str, ct: str) -> bool:
+    """Does resqpy's writer write that Override, appended to `root`, as `line` inserted before
+    the root's closing tag? Checked on a root of the same tag and attributes (what decides the
+    namespace declarations the writer gives a child: a root in no namespace, or in another one,
+    makes it declare the content types namespace on every Override), with the entry once and twice."""
+    written = []
+    for count in (1, 2):
+        shell = rqet.Element(root.tag, attrib=dict(root.attrib))
+        for _ in range(count):
+            element = rqet.SubElement(shell, ns['content_types'] + 'Override')
+            element.set('PartName', part_name)
+            element.set('ContentType', ct)
+        buf = io.BytesIO()
+        rqet.write_xml_node(buf, shell)
+        written.append(buf.getvalue())
+    once, twice = written
+    closing = once.rfind(b'</')
+    return closing > 0 and once[closing - 1:closing] == b'\n' and once[:closing] + line + once[closing:] == twice
 
 
 def round_trips(xml: bytes) -> bool:

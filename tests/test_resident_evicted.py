@@ -315,4 +315,46 @@ def test_the_publish_writes_with_the_merge_state_let_go(point_sets, tmp_path):
     recombiner.publish()
     assert seen == {"rels": 0, "consolidation": None, "h5_names": 0}
     resqpy_recombine(point_sets, tmp_path / "ref" / "out.epc")
+
+
+def _content_types_rewritten(epc: Path, old: bytes, new: bytes) -> None:
+    """`epc` with its [Content_Types].xml's `old` replaced by `new` (every other entry as it was)."""
+    tmp = epc.with_suffix(".rewriting")
+    with zipfile.ZipFile(epc) as zin, zipfile.ZipFile(tmp, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "[Content_Types].xml":
+                assert old in data
+                data = data.replace(old, new)
+            zout.writestr(info, data)
+    tmp.replace(epc)
+
+
+_CT = b"http://schemas.openxmlformats.org/package/2006/content-types"
+
+
+@pytest.mark.parametrize("types", [
+    (b'<Types>', b'</Types>'),                                                    # in no namespace
+    (b'<ct:Types xmlns:ct="' + _CT + b'" xmlns="' + _CT + b'">', b'</ct:Types>'),  # prefixed (as usual)
+], ids=["no-namespace", "prefixed"])
+def test_adding_to_an_existing_model_whose_content_types_root_is_unusual(point_sets, tmp_path, types):
+    """An existing OUT whose [Content_Types].xml root resqpy reads but whose Override children its
+    writer writes with a namespace declaration of their own (the root not in the content types
+    namespace): the parts added are written as resqpy writes them, not as text lines that assume
+    the usual root."""
+    import shutil
+    base = tmp_path / "base" / "out.epc"
+    base.parent.mkdir()
+    resqpy_recombine(point_sets[:2], base)
+    _content_types_rewritten(base, b'<Types xmlns="' + _CT + b'">', types[0])
+    _content_types_rewritten(base, b'</Types>', types[1])
+    for name in ("ours", "ref"):
+        (tmp_path / name).mkdir()
+        shutil.copy2(base, tmp_path / name / "out.epc")
+        shutil.copy2(base.with_suffix(".h5"), tmp_path / name / "out.h5")
+    resqpy_recombine(point_sets[2:6], tmp_path / "ref" / "out.epc")
+    recombiner = Recombiner(tmp_path / "ours" / "out.epc", update_existing=True)
+    for k, r in enumerate(point_sets[2:6]):
+        recombiner.offer(k, r["epc_file"], r["uuid_list"])
+    recombiner.publish()
     assert_identical(tmp_path / "ours" / "out.epc", tmp_path / "ref" / "out.epc")
