@@ -465,17 +465,27 @@ def _remove_if_empty(folder: Path) -> None:
 
 @contextmanager
 def _startup_heap_frozen():
-    """The launcher's startup heap (imports, cluster, client: ~1 M objects) out of the cyclic
-    garbage collector's sight while the tasks run: each full collection there rescanned it all
-    (0.13 s each, ~0.14 ms/task at N=1024; bench/RESULTS.md wave 11). Given back after, so it is
+    """The launcher's startup heap (imports, cluster, client: ~300k tracked objects) out of the
+    cyclic garbage collector's sight while the tasks run: each full collection there rescanned it
+    all (0.13 s each, ~0.14 ms/task at N=1024; bench/RESULTS.md wave 11). What survives each full
+    collection of the tasks phase joins it (the merge's state grows with every task: at N=16384,
+    11 full collections rescanning it took 1.2 s); a full collection has just found every cycle
+    that was garbage, so only objects alive then are kept from it. All given back after, and
     collected as before. A process that froze its own heap (a library caller) is left as it is."""
     if gc.get_freeze_count():
         yield
         return
+
+    def after_full_collection(phase, info):
+        if phase == "stop" and info["generation"] == 2:
+            gc.freeze()
+
     gc.freeze()
+    gc.callbacks.append(after_full_collection)
     try:
         yield
     finally:
+        gc.callbacks.remove(after_full_collection)
         gc.unfreeze()
 
 

@@ -27,6 +27,11 @@ def _watch_tasks_phase(monkeypatch) -> dict:
     def watched(*a, **k):
         seen["frozen"] = gc.get_freeze_count()
         seen["marker_visible"] = any(o is marker for o in gc.get_objects())
+        # made in the tasks phase: seen by the collector until a full collection finds it alive
+        later = seen["later"] = object.__new__(type("TasksPhaseObject", (), {}))
+        seen["later_visible"] = any(o is later for o in gc.get_objects())
+        gc.collect()
+        seen["later_visible_after_full_collection"] = any(o is later for o in gc.get_objects())
         return real(*a, **k)
 
     monkeypatch.setattr(run_mod, "run_on_client", watched)
@@ -41,8 +46,34 @@ def test_the_tasks_phase_runs_with_the_startup_heap_frozen_and_the_launch_gives_
                             allowed_wrappers=("wrappers_for_tests:*",))
     assert result.exit_code == 0
     assert seen["frozen"] > 100_000 and not seen["marker_visible"]     # out of the collector's sight
+    assert seen["later_visible"] and not seen["later_visible_after_full_collection"]
     assert gc.get_freeze_count() == 0                                  # ...and back in it after
-    assert any(o is seen["marker"] for o in gc.get_objects())
+    assert any(o is seen["marker"] for o in gc.get_objects()) and any(o is seen["later"] for o in gc.get_objects())
+    assert not [cb for cb in gc.callbacks if getattr(cb, "__qualname__", "").startswith("_startup_heap_frozen")]
+
+
+def test_cyclic_garbage_of_the_tasks_phase_is_still_collected(tmp_path, monkeypatch):
+    """What becomes cyclic garbage while the tasks run is collected then, not held to the end."""
+    import weakref
+    real = run_mod.run_on_client
+    seen = {}
+
+    class Node:
+        pass
+
+    def watched(*a, **k):
+        a_, b_ = Node(), Node()
+        a_.other, b_.other = b_, a_              # a cycle, garbage once the names go
+        seen["ref"] = weakref.ref(a_)
+        del a_, b_
+        gc.collect()
+        seen["collected"] = seen["ref"]() is None
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_mod, "run_on_client", watched)
+    result = run_mod.launch("local", str(_batch(tmp_path)), str(tmp_path / "o.epc"),
+                            allowed_wrappers=("wrappers_for_tests:*",))
+    assert result.exit_code == 0 and seen["collected"]
 
 
 def test_a_failed_tasks_phase_gives_the_heap_back_too(tmp_path, monkeypatch):
