@@ -470,17 +470,33 @@ def _startup_heap_frozen():
     all (0.13 s each, ~0.14 ms/task at N=1024; bench/RESULTS.md wave 11). What survives each full
     collection of the tasks phase joins it (the merge's state grows with every task: at N=16384,
     11 full collections rescanning it took 1.2 s); a full collection has just found every cycle
-    that was garbage, so only objects alive then are kept from it. All given back after, and
+    that was garbage, so only objects alive then are kept from it; those that turn into cyclic
+    garbage later are kept too, so once the frozen objects outnumber twice those of the last
+    collection that looked at them all, the next one looks at them all again. All given back after, and
     collected as before. A process that froze its own heap (a library caller) is left as it is."""
     if gc.get_freeze_count():
         yield
         return
 
+    seen = {"whole": 0}        # frozen objects after the last collection that looked at them all
+
     def after_full_collection(phase, info):
-        if phase == "stop" and info["generation"] == 2:
-            gc.freeze()
+        if phase != "stop" or info["generation"] != 2:
+            return
+        frozen = gc.get_freeze_count()
+        if frozen and frozen > 2 * seen["whole"]:
+            # what it froze since has outgrown what it looked at last: some of it may be garbage
+            # now (futures, task states, tracebacks alive at a full collection, gone after), held
+            # until the end otherwise. The next full collection looks at everything again, so
+            # the garbage kept is bounded by the heap, and the rescans cost O(heap) in all.
+            gc.unfreeze()
+            return
+        gc.freeze()
+        if not frozen:
+            seen["whole"] = gc.get_freeze_count()
 
     gc.freeze()
+    seen["whole"] = gc.get_freeze_count()
     gc.callbacks.append(after_full_collection)
     try:
         yield

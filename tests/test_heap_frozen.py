@@ -100,3 +100,29 @@ def test_a_caller_that_froze_its_own_heap_keeps_it_frozen(tmp_path, monkeypatch)
         assert gc.get_freeze_count() > 100_000 and not any(o is seen["marker"] for o in gc.get_objects())
     finally:
         gc.unfreeze()
+
+
+def test_garbage_kept_frozen_by_the_tasks_phase_stays_bounded():
+    """Objects alive at one full collection of the tasks phase and garbage (cyclic) after it are
+    kept from the collector with what it froze: in a long run (futures, task states, exceptions
+    with tracebacks, each alive at some full collection) that must not grow with every task.
+    Here each round's cycle holds as many objects as the startup heap: the collector must look
+    at what it froze again, and collect them, before they pile up."""
+    import weakref
+
+    class Round:
+        pass
+
+    with run_mod._startup_heap_frozen():
+        heap = gc.get_freeze_count()
+        refs = []
+        for _ in range(12):
+            r = Round()
+            r.me, r.payload = r, [[] for _ in range(heap)]       # a cycle and a heap's worth of objects
+            refs.append(weakref.ref(r))
+            gc.collect()                # a full collection while it is alive
+            del r                       # garbage from now on
+        gc.collect()
+        alive = sum(ref() is not None for ref in refs)
+    assert alive <= 4, f"{alive} of 12 rounds' garbage still held by the tasks phase"
+    assert gc.get_freeze_count() == 0
